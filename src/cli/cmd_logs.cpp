@@ -1,0 +1,57 @@
+// forky logs VM [--follow]: the VM's serial console, read through the storage API so it
+// works against a remote host too.
+#include "commands.hpp"
+#include "errors.hpp"
+#include "names.hpp"
+#include "vm.hpp"
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <iostream>
+#include <memory>
+#include <thread>
+
+namespace forky::cli {
+
+namespace {
+
+struct LogsCommand {
+    std::string name;
+    bool follow = false;
+};
+
+std::atomic<bool> interrupted{false};
+
+void run_logs(const LogsCommand& cmd, Context& ctx) {
+    require_valid_name(cmd.name);
+    VolumeChunk chunk = vm_console(ctx.host(), cmd.name, 0);
+    std::cout << chunk.data << std::flush;
+    if (!cmd.follow)
+        return;
+    std::signal(SIGINT, [](int) { interrupted = true; });
+    std::signal(SIGTERM, [](int) { interrupted = true; });
+    while (!interrupted) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        if (!ctx.host().find_domain(cmd.name))
+            return; // the VM was removed: nothing more will come
+        chunk = vm_console(ctx.host(), cmd.name, chunk.next_offset);
+        if (chunk.restarted)
+            std::cout << "\n--- console log was truncated or rotated; reading it anew ---\n";
+        std::cout << chunk.data << std::flush;
+    }
+}
+
+} // namespace
+
+void setup_logs(CLI::App& app, Context& ctx) {
+    auto cmd = std::make_shared<LogsCommand>();
+    CLI::App* sub =
+        app.add_subcommand("logs", "Print a VM's serial console log (every boot, appended).\n"
+                                   "Example: forky logs tiny --follow");
+    sub->add_option("vm", cmd->name, "name of the VM")->required();
+    sub->add_flag("-f,--follow", cmd->follow, "keep printing new output until Ctrl-C");
+    sub->callback([cmd, &ctx] { run_logs(*cmd, ctx); });
+}
+
+} // namespace forky::cli

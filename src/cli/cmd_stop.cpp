@@ -1,0 +1,44 @@
+// forky stop VM: ACPI shutdown, then power off after --timeout; --force powers off now.
+#include "commands.hpp"
+#include "names.hpp"
+#include "vm.hpp"
+
+#include <iostream>
+#include <memory>
+
+namespace forky::cli {
+
+namespace {
+
+struct StopCommand {
+    std::string name;
+    bool force = false;
+    unsigned timeout_s = 10;
+};
+
+void run_stop(const StopCommand& cmd, Context& ctx) {
+    require_valid_name(cmd.name);
+    StopOptions options;
+    options.force = cmd.force;
+    options.timeout = std::chrono::seconds(cmd.timeout_s);
+    if (vm_stop(ctx.host(), cmd.name, options))
+        std::cout << "Stopped VM '" << cmd.name << "'\n";
+    else
+        std::cout << "VM '" << cmd.name << "' was not running\n";
+}
+
+} // namespace
+
+void setup_stop(CLI::App& app, Context& ctx) {
+    auto cmd = std::make_shared<StopCommand>();
+    CLI::App* sub = app.add_subcommand(
+        "stop", "Stop a VM: ask the guest to shut down (ACPI), power it off if it has not\n"
+                "within --timeout seconds. Its disks and console log stay.");
+    sub->add_option("vm", cmd->name, "name of the VM")->required();
+    sub->add_flag("--force", cmd->force, "power off at once, as pulling the plug");
+    sub->add_option("--timeout", cmd->timeout_s, "seconds to wait for the guest")
+        ->capture_default_str();
+    sub->callback([cmd, &ctx] { run_stop(*cmd, ctx); });
+}
+
+} // namespace forky::cli

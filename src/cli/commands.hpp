@@ -1,0 +1,17 @@
+// One file per subcommand: each has an options struct, a setup_* that registers it with
+// CLI11 and a run_* that calls libforky and prints.
+#pragma once
+
+#include "context.hpp"
+
+#include <CLI/CLI.hpp>
+
+namespace forky::cli {
+
+void setup_up(CLI::App& app, Context& ctx);
+void setup_ls(CLI::App& app, Context& ctx);
+void setup_logs(CLI::App& app, Context& ctx);
+void setup_stop(CLI::App& app, Context& ctx);
+void setup_rm(CLI::App& app, Context& ctx);
+
+} // namespace forky::cli

@@ -1,0 +1,102 @@
+// forky: fork running VMs through libvirt. Parses, calls libforky, prints; errors map to
+// the exit codes below in exactly one place.
+#include "commands.hpp"
+#include "errors.hpp"
+#include "log.hpp"
+
+#include <cstdlib>
+#include <iostream>
+
+namespace forky::cli {
+
+Host& Context::host() {
+    if (!host_) {
+        HostOptions h;
+        h.uri = options.uri;
+        h.pool = options.pool;
+        h.pool_dir = options.pool_dir;
+        host_.emplace(std::move(h));
+    }
+    return *host_;
+}
+
+namespace {
+
+constexpr const char* exit_codes_help = R"(Exit codes:
+  0  success
+  1  internal error (a bug: please report it)
+  2  bad command line or invalid VM name
+  3  invalid spec file (the message names file, line and key)
+  4  not found: no such VM, volume or pool
+  5  conflict: name already taken, VM in the wrong state, resource in use
+  6  libvirt failed or refused (connection, API call)
+  7  storage pool or volume failure
+  130 interrupted
+
+Environment:
+  FORKY_URI       libvirt URI used when --connect is not given (default qemu:///system)
+  FORKY_POOL      storage pool used when --pool is not given (default forky)
+  FORKY_POOL_DIR  directory of the pool when forky creates it (default /var/lib/forky)
+)";
+
+const char* env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return (v != nullptr && *v != '\0') ? v : fallback;
+}
+
+int run(int argc, char** argv) {
+    Context ctx;
+    ctx.options.uri = env_or("FORKY_URI", default_uri);
+    ctx.options.pool = env_or("FORKY_POOL", default_pool);
+    ctx.options.pool_dir = env_or("FORKY_POOL_DIR", default_pool_dir);
+
+    CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
+                 "becomes children that carry on from its memory and disk. Every forky VM is\n"
+                 "an ordinary libvirt domain.",
+                 "forky"};
+    app.footer(exit_codes_help);
+    app.require_subcommand(1);
+    app.add_option("-c,--connect", ctx.options.uri, "libvirt URI of the hypervisor")
+        ->capture_default_str();
+    app.add_option("--pool", ctx.options.pool, "libvirt storage pool for forky's volumes")
+        ->capture_default_str();
+    app.add_option("--pool-dir", ctx.options.pool_dir,
+                   "where the pool lives when forky has to create it")
+        ->capture_default_str();
+    app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
+    app.parse_complete_callback([&ctx] {
+        set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug
+                      : ctx.options.verbosity == 1 ? spdlog::level::info
+                                                   : spdlog::level::warn);
+    });
+
+    setup_up(app, ctx);
+    setup_ls(app, ctx);
+    setup_logs(app, ctx);
+    setup_stop(app, ctx);
+    setup_rm(app, ctx);
+
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        // Help (exit 0) prints the help of the subcommand asked about.
+        int rc = app.exit(e);
+        return rc == 0 ? 0 : static_cast<int>(ExitCode::usage);
+    }
+    return 0;
+}
+
+} // namespace
+} // namespace forky::cli
+
+int main(int argc, char** argv) {
+    try {
+        return forky::cli::run(argc, argv);
+    } catch (const forky::Error& e) {
+        std::cerr << "forky: error: " << e.what() << '\n';
+        return static_cast<int>(e.code());
+    } catch (const std::exception& e) {
+        std::cerr << "forky: internal error: " << e.what() << '\n';
+        return static_cast<int>(forky::ExitCode::internal);
+    }
+}

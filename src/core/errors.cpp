@@ -1,0 +1,64 @@
+#include "errors.hpp"
+
+#include <libvirt/virterror.h>
+
+#include <mutex>
+
+namespace forky {
+
+namespace {
+void ignore_libvirt_error(void*, virErrorPtr) {}
+} // namespace
+
+void install_libvirt_error_handler() {
+    static std::once_flag once;
+    std::call_once(once, [] {
+        virInitialize();
+        virSetErrorFunc(nullptr, ignore_libvirt_error);
+    });
+}
+
+void throw_libvirt_error(std::string_view context) {
+    virErrorPtr err = virGetLastError();
+    std::string msg(context);
+    int code = VIR_ERR_INTERNAL_ERROR;
+    int domain = VIR_FROM_NONE;
+    if (err != nullptr) {
+        code = err->code;
+        domain = err->domain;
+        if (err->message != nullptr) {
+            msg += ": ";
+            msg += err->message;
+        }
+    } else {
+        msg += ": unknown libvirt error";
+    }
+    virResetLastError();
+    switch (code) {
+    case VIR_ERR_NO_DOMAIN:
+    case VIR_ERR_NO_STORAGE_VOL:
+    case VIR_ERR_NO_STORAGE_POOL:
+    case VIR_ERR_NO_DOMAIN_METADATA:
+        throw NotFoundError(msg);
+    case VIR_ERR_OPERATION_INVALID:
+        throw ConflictError(msg);
+    default:
+        break;
+    }
+    if (domain == VIR_FROM_STORAGE)
+        throw StorageError(msg);
+    throw LibvirtError(msg, code, domain);
+}
+
+void expect_absent(int absent_code, std::string_view context) {
+    virErrorPtr err = virGetLastError();
+    if (err == nullptr || err->code != absent_code)
+        throw_libvirt_error(context);
+    virResetLastError();
+}
+
+void clear_libvirt_error() {
+    virResetLastError();
+}
+
+} // namespace forky

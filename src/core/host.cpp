@@ -1,0 +1,286 @@
+#include "host.hpp"
+
+#include "errors.hpp"
+#include "log.hpp"
+
+#include <libvirt/virterror.h>
+#include <pugixml.hpp>
+
+#include <sstream>
+
+namespace forky {
+
+namespace {
+
+std::string to_xml(const pugi::xml_document& doc) {
+    std::ostringstream out;
+    doc.save(out, "", pugi::format_raw | pugi::format_no_declaration);
+    return out.str();
+}
+
+std::string take_string(char* s, std::string_view context) {
+    CString owned(lv_check(s, context));
+    return owned.get();
+}
+
+} // namespace
+
+Host::Host(HostOptions options) : options_(std::move(options)) {
+    install_libvirt_error_handler();
+    conn_.reset(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, 0));
+    lv_check(conn_.get(), "Failed to connect to libvirt at '" + options_.uri + "'");
+    logger("host")->debug("Connected to '{}'", options_.uri);
+}
+
+virStoragePoolPtr Host::pool() {
+    if (pool_)
+        return pool_.get();
+    const std::string& name = options_.pool;
+    pool_.reset(virStoragePoolLookupByName(conn(), name.c_str()));
+    if (!pool_) {
+        clear_libvirt_error();
+        pugi::xml_document doc;
+        pugi::xml_node p = doc.append_child("pool");
+        p.append_attribute("type") = "dir";
+        p.append_child("name").text().set(name.c_str());
+        p.append_child("target").append_child("path").text().set(options_.pool_dir.c_str());
+        pool_.reset(virStoragePoolDefineXML(conn(), to_xml(doc).c_str(), 0));
+        if (!pool_) {
+            try {
+                throw_libvirt_error("Failed to create storage pool '" + name + "' at '" +
+                                    options_.pool_dir + "'");
+            } catch (const Error&) {
+                // Another forky may have defined it meanwhile.
+                pool_.reset(virStoragePoolLookupByName(conn(), name.c_str()));
+                if (!pool_)
+                    throw;
+            }
+        } else {
+            logger("host")->info("Created storage pool '{}' at '{}'", name, options_.pool_dir);
+            lv_check(virStoragePoolBuild(pool_.get(), 0),
+                     "Failed to build storage pool '" + name + "'");
+            lv_check(virStoragePoolSetAutostart(pool_.get(), 1),
+                     "Failed to autostart storage pool '" + name + "'");
+        }
+    }
+    int active = lv_check(virStoragePoolIsActive(pool_.get()),
+                          "Failed to query storage pool '" + name + "'");
+    if (!active && virStoragePoolCreate(pool_.get(), 0) < 0) {
+        try {
+            throw_libvirt_error("Failed to start storage pool '" + name + "'");
+        } catch (const Error&) {
+            // Lost a race with another forky starting it: fine if it is active now.
+            if (virStoragePoolIsActive(pool_.get()) != 1)
+                throw;
+        }
+    }
+    return pool_.get();
+}
+
+std::string Host::pool_path() {
+    std::string xml = take_string(virStoragePoolGetXMLDesc(pool(), 0),
+                                  "Failed to read storage pool '" + options_.pool + "'");
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    return doc.select_node("/pool/target/path").node().text().get();
+}
+
+StorageVolPtr Host::create_overlay(const std::string& name, const std::string& backing,
+                                   DiskFormat backing_format) {
+    pugi::xml_document doc;
+    pugi::xml_node v = doc.append_child("volume");
+    v.append_child("name").text().set(name.c_str());
+    pugi::xml_node cap = v.append_child("capacity");
+    cap.append_attribute("unit") = "bytes";
+    cap.text().set("0"); // 0: the overlay takes its backing file's size
+    v.append_child("target").append_child("format").append_attribute("type") = "qcow2";
+    pugi::xml_node b = v.append_child("backingStore");
+    b.append_child("path").text().set(backing.c_str());
+    b.append_child("format").append_attribute("type") = to_string(backing_format);
+    StorageVolPtr vol(virStorageVolCreateXML(pool(), to_xml(doc).c_str(), 0));
+    lv_check(vol.get(), "Failed to create overlay '" + name + "' on '" + backing + "' in pool '" +
+                            options_.pool + "'");
+    return vol;
+}
+
+StorageVolPtr Host::create_empty_volume(const std::string& name) {
+    pugi::xml_document doc;
+    pugi::xml_node v = doc.append_child("volume");
+    v.append_child("name").text().set(name.c_str());
+    pugi::xml_node cap = v.append_child("capacity");
+    cap.append_attribute("unit") = "bytes";
+    cap.text().set("0");
+    v.append_child("target").append_child("format").append_attribute("type") = "raw";
+    StorageVolPtr vol(virStorageVolCreateXML(pool(), to_xml(doc).c_str(), 0));
+    lv_check(vol.get(), "Failed to create volume '" + name + "' in pool '" + options_.pool + "'");
+    return vol;
+}
+
+StorageVolPtr Host::find_volume(const std::string& name) {
+    StorageVolPtr vol(virStorageVolLookupByName(pool(), name.c_str()));
+    if (!vol) {
+        expect_absent(VIR_ERR_NO_STORAGE_VOL, "Failed to look up volume '" + name + "'");
+    }
+    return vol;
+}
+
+std::string Host::volume_path(virStorageVolPtr vol) {
+    return take_string(virStorageVolGetPath(vol), "Failed to get a volume's path");
+}
+
+void Host::delete_volume(const std::string& name) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        return;
+    lv_check(virStorageVolDelete(vol.get(), 0),
+             "Failed to delete volume '" + name + "' from pool '" + options_.pool + "'");
+    logger("host")->debug("Deleted volume '{}'", name);
+}
+
+std::vector<VolumeInfo> Host::volumes() {
+    virStorageVolPtr* raw = nullptr;
+    int n = lv_check(virStoragePoolListAllVolumes(pool(), &raw, 0),
+                     "Failed to list the volumes of pool '" + options_.pool + "'");
+    std::vector<StorageVolPtr> vols;
+    for (int i = 0; i < n; ++i)
+        vols.emplace_back(raw[i]);
+    std::free(raw);
+    std::vector<VolumeInfo> out;
+    for (const auto& vol : vols) {
+        std::string xml = take_string(virStorageVolGetXMLDesc(vol.get(), 0),
+                                      "Failed to read a volume of pool '" + options_.pool + "'");
+        pugi::xml_document doc;
+        doc.load_string(xml.c_str());
+        VolumeInfo info;
+        info.name = doc.select_node("/volume/name").node().text().get();
+        info.path = doc.select_node("/volume/target/path").node().text().get();
+        info.backing = doc.select_node("/volume/backingStore/path").node().text().get();
+        info.capacity = doc.select_node("/volume/capacity").node().text().as_ullong();
+        info.allocation = doc.select_node("/volume/allocation").node().text().as_ullong();
+        out.push_back(std::move(info));
+    }
+    return out;
+}
+
+VolumeChunk Host::read_volume(const std::string& name, std::uint64_t offset) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    virStorageVolInfo info{};
+    lv_check(virStorageVolGetInfo(vol.get(), &info), "Failed to query volume '" + name + "'");
+    VolumeChunk chunk;
+    if (info.capacity < offset) {
+        chunk.restarted = true;
+        offset = 0;
+    }
+    chunk.next_offset = offset;
+    if (info.capacity == offset)
+        return chunk;
+    StreamPtr st(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    // Read up to the size seen above; later bytes are the next call's.
+    lv_check(virStorageVolDownload(vol.get(), st.get(), offset, info.capacity - offset, 0),
+             "Failed to read volume '" + name + "'");
+    char buf[65536];
+    for (;;) {
+        int got = virStreamRecv(st.get(), buf, sizeof buf);
+        if (got < 0) {
+            virStreamAbort(st.get());
+            throw_libvirt_error("Failed to read volume '" + name + "'");
+        }
+        if (got == 0)
+            break;
+        chunk.data.append(buf, static_cast<std::size_t>(got));
+    }
+    lv_check(virStreamFinish(st.get()), "Failed to finish reading volume '" + name + "'");
+    chunk.next_offset = offset + chunk.data.size();
+    return chunk;
+}
+
+DomainPtr Host::find_domain(const std::string& name) {
+    DomainPtr dom(virDomainLookupByName(conn(), name.c_str()));
+    if (!dom) {
+        expect_absent(VIR_ERR_NO_DOMAIN, "Failed to look up VM '" + name + "'");
+    }
+    return dom;
+}
+
+DomainPtr Host::domain(const std::string& name) {
+    DomainPtr dom = find_domain(name);
+    if (!dom)
+        throw NotFoundError("No VM named '" + name + "' on '" + options_.uri + "'");
+    return dom;
+}
+
+std::vector<DomainPtr> Host::domains() {
+    virDomainPtr* raw = nullptr;
+    int n = lv_check(virConnectListAllDomains(conn(), &raw, 0), "Failed to list domains");
+    std::vector<DomainPtr> out;
+    for (int i = 0; i < n; ++i)
+        out.emplace_back(raw[i]);
+    std::free(raw);
+    return out;
+}
+
+std::string Host::domain_type_for(Accel accel) {
+    if (accel == Accel::tcg)
+        return "qemu";
+    std::string caps =
+        take_string(virConnectGetCapabilities(conn()), "Failed to read host capabilities");
+    pugi::xml_document doc;
+    doc.load_string(caps.c_str());
+    bool kvm = static_cast<bool>(
+        doc.select_node("/capabilities/guest[arch/@name='x86_64']/arch/domain[@type='kvm']"));
+    bool nested =
+        static_cast<bool>(doc.select_node("/capabilities/host/cpu/feature[@name='hypervisor']"));
+    if (accel == Accel::kvm) {
+        if (!kvm)
+            throw ConflictError("accel 'kvm' was asked for but '" + options_.uri +
+                                "' offers no KVM; use accel: auto or tcg");
+        return "kvm";
+    }
+    if (kvm && !nested)
+        return "kvm";
+    logger("host")->warn("{}; using software emulation (set accel: kvm to force KVM)",
+                         kvm ? "KVM is present but this host is itself a virtual machine, "
+                               "where nested KVM may hang"
+                             : "KVM is not available");
+    return "qemu";
+}
+
+std::string domain_state(virDomainPtr dom) {
+    int state = 0;
+    int reason = 0;
+    lv_check(virDomainGetState(dom, &state, &reason, 0), "Failed to read a domain's state");
+    switch (state) {
+    case VIR_DOMAIN_RUNNING:
+        return "running";
+    case VIR_DOMAIN_BLOCKED:
+        return "idle";
+    case VIR_DOMAIN_PAUSED:
+        return "paused";
+    case VIR_DOMAIN_SHUTDOWN:
+        return "in shutdown";
+    case VIR_DOMAIN_SHUTOFF:
+        return "shut off";
+    case VIR_DOMAIN_CRASHED:
+        return "crashed";
+    case VIR_DOMAIN_PMSUSPENDED:
+        return "pmsuspended";
+    default:
+        return "no state";
+    }
+}
+
+bool domain_is_active(virDomainPtr dom) {
+    return lv_check(virDomainIsActive(dom), "Failed to read a domain's state") == 1;
+}
+
+std::string domain_name(virDomainPtr dom) {
+    return lv_check(virDomainGetName(dom), "Failed to read a domain's name");
+}
+
+std::string domain_xml(virDomainPtr dom, unsigned flags) {
+    return take_string(virDomainGetXMLDesc(dom, flags), "Failed to read the XML of a domain");
+}
+
+} // namespace forky

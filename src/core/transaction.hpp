@@ -1,0 +1,33 @@
+// A change to the world as a transaction (incus shared/revert): each step that changes
+// something registers its undo; unless commit() is reached the undos run in reverse.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace forky {
+
+class Transaction {
+public:
+    Transaction() = default;
+    Transaction(const Transaction&) = delete;
+    Transaction& operator=(const Transaction&) = delete;
+    ~Transaction() { rollback(); }
+
+    // `what` names the undo in the log should it fail ("delete volume 'x'").
+    void on_rollback(std::string what, std::function<void()> undo) {
+        undos_.emplace_back(std::move(what), std::move(undo));
+    }
+    void commit() { undos_.clear(); }
+
+    // Runs the undos, newest first. An undo that fails is logged and the rest still run:
+    // the first error already travels as the exception that caused the rollback.
+    void rollback() noexcept;
+
+private:
+    std::vector<std::pair<std::string, std::function<void()>>> undos_;
+};
+
+} // namespace forky

@@ -1,0 +1,243 @@
+#include "vm.hpp"
+
+#include "domain_xml.hpp"
+#include "errors.hpp"
+#include "log.hpp"
+#include "names.hpp"
+#include "transaction.hpp"
+
+#include <libvirt/virterror.h>
+#include <pugixml.hpp>
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <thread>
+
+namespace forky {
+
+std::optional<Lineage> read_lineage(virDomainPtr dom) {
+    char* xml = virDomainGetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT, lineage_namespace, 0);
+    if (xml == nullptr) {
+        expect_absent(VIR_ERR_NO_DOMAIN_METADATA, "Failed to read forky's metadata of a VM");
+        return std::nullopt;
+    }
+    CString owned(xml);
+    return lineage_from_xml(owned.get());
+}
+
+std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) {
+    const std::string name = options.name.empty() ? spec.name : options.name;
+    require_valid_name(name);
+    if (host.find_domain(name))
+        throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
+                            "'");
+    const std::string domain_type = host.domain_type_for(spec.accel);
+
+    Lineage lineage;
+    lineage.generation = 0;
+    lineage.created_at = utc_now_rfc3339();
+    lineage.ttl = spec.ttl;
+    lineage.pool = host.options().pool;
+    lineage.spec = spec.source.string();
+
+    DomainPlan plan;
+    plan.name = name;
+    plan.domain_type = domain_type;
+
+    Transaction txn;
+    auto own_volume = [&](const std::string& vol_name) {
+        if (host.find_volume(vol_name))
+            throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
+                                host.options().pool + "'; remove it or pick another name");
+    };
+    for (const auto& disk : spec.disks) {
+        std::string vol_name = name + "." + disk.target + ".qcow2";
+        own_volume(vol_name);
+        StorageVolPtr vol = host.create_overlay(vol_name, disk.base.string(), disk.base_format);
+        txn.on_rollback("delete volume '" + vol_name + "'",
+                        [&host, vol_name] { host.delete_volume(vol_name); });
+        plan.disk_paths.push_back(host.volume_path(vol.get()));
+        lineage.volumes.push_back({"disk", disk.target, vol_name});
+    }
+    if (spec.console == ConsoleMode::log) {
+        std::string vol_name = name + ".console.log";
+        own_volume(vol_name);
+        StorageVolPtr vol = host.create_empty_volume(vol_name);
+        txn.on_rollback("delete volume '" + vol_name + "'",
+                        [&host, vol_name] { host.delete_volume(vol_name); });
+        plan.console_log_path = host.volume_path(vol.get());
+        lineage.volumes.push_back({"console", "", vol_name});
+    }
+    plan.lineage = lineage;
+
+    std::string xml = build_domain_xml(spec, plan);
+    DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
+    lv_check(dom.get(), "Failed to define VM '" + name + "'");
+    txn.on_rollback("undefine VM '" + name + "'", [d = dom.get()] {
+        lv_check(virDomainUndefineFlags(d, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                               VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
+                 "Failed to undefine a VM");
+    });
+    if (options.start) {
+        lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + name + "'");
+        txn.on_rollback("destroy VM '" + name + "'",
+                        [d = dom.get()] { lv_check(virDomainDestroy(d), "Failed to stop a VM"); });
+    }
+    txn.commit();
+    logger("vm")->info("VM '{}' is up ({})", name, domain_type);
+    return name;
+}
+
+namespace {
+
+// Powers a domain off; a domain that went down by itself meanwhile is not an error.
+void destroy_unless_gone(virDomainPtr dom, const std::string& name) {
+    if (virDomainDestroy(dom) == 0)
+        return;
+    try {
+        throw_libvirt_error("Failed to stop VM '" + name + "'");
+    } catch (const Error&) {
+        if (domain_is_active(dom))
+            throw;
+    }
+}
+
+// A VM's volumes live in the pool its lineage names; this Host must be on that pool.
+void require_same_pool(const Host& host, const std::string& name, const Lineage& lineage) {
+    if (!lineage.pool.empty() && lineage.pool != host.options().pool)
+        throw ConflictError("VM '" + name + "' keeps its volumes in pool '" + lineage.pool +
+                            "', not '" + host.options().pool + "'; use --pool " + lineage.pool);
+}
+
+VmInfo describe(virDomainPtr dom, Lineage lineage) {
+    VmInfo info;
+    info.name = domain_name(dom);
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    lv_check(virDomainGetUUIDString(dom, uuid),
+             "Failed to read the UUID of VM '" + info.name + "'");
+    info.uuid = uuid;
+    info.state = domain_state(dom);
+    pugi::xml_document doc;
+    doc.load_string(domain_xml(dom).c_str());
+    pugi::xml_node root = doc.document_element();
+    info.domain_type = root.attribute("type").value();
+    info.memory_bytes = root.child("memory").text().as_ullong() * 1024;
+    info.vcpus = root.child("vcpu").text().as_uint();
+    info.lineage = std::move(lineage);
+    return info;
+}
+
+} // namespace
+
+std::vector<VmInfo> vm_list(Host& host) {
+    std::vector<VmInfo> out;
+    for (const auto& dom : host.domains()) {
+        if (auto lineage = read_lineage(dom.get()))
+            out.push_back(describe(dom.get(), std::move(*lineage)));
+    }
+    std::sort(out.begin(), out.end(),
+              [](const VmInfo& a, const VmInfo& b) { return a.name < b.name; });
+    return out;
+}
+
+VmInfo vm_info(Host& host, const std::string& name) {
+    DomainPtr dom = host.domain(name);
+    auto lineage = read_lineage(dom.get());
+    if (!lineage)
+        throw NotFoundError("Domain '" + name + "' was not made by forky (no forky metadata)");
+    return describe(dom.get(), std::move(*lineage));
+}
+
+bool vm_stop(Host& host, const std::string& name, const StopOptions& options) {
+    DomainPtr dom = host.domain(name);
+    if (!domain_is_active(dom.get()))
+        return false;
+    if (!options.force) {
+        lv_check(virDomainShutdown(dom.get()), "Failed to shut down VM '" + name + "'");
+        auto deadline = std::chrono::steady_clock::now() + options.timeout;
+        while (std::chrono::steady_clock::now() < deadline) {
+            if (!domain_is_active(dom.get()))
+                return true;
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        logger("vm")->warn("VM '{}' did not shut down within {} ms; forcing it off", name,
+                           options.timeout.count());
+    }
+    destroy_unless_gone(dom.get(), name);
+    return true;
+}
+
+namespace {
+
+// Every path that something other than `except` needs: a volume's backing file or a
+// domain's disk source.
+std::map<std::string, std::string> needed_paths(Host& host, const std::string& except,
+                                                const std::set<std::string>& except_volumes) {
+    std::map<std::string, std::string> users;
+    for (const auto& vol : host.volumes()) {
+        if (!vol.backing.empty() && !except_volumes.count(vol.name))
+            users.emplace(vol.backing, "volume '" + vol.name + "'");
+    }
+    for (const auto& dom : host.domains()) {
+        std::string name = domain_name(dom.get());
+        if (name == except)
+            continue;
+        pugi::xml_document doc;
+        doc.load_string(domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE).c_str());
+        for (auto src : doc.select_nodes("/domain/devices/disk/source[@file]"))
+            users.emplace(src.node().attribute("file").value(), "VM '" + name + "'");
+    }
+    return users;
+}
+
+} // namespace
+
+RemoveResult vm_remove(Host& host, const std::string& name, bool force) {
+    DomainPtr dom = host.domain(name);
+    auto lineage = read_lineage(dom.get());
+    if (!lineage)
+        throw ConflictError("Domain '" + name +
+                            "' was not made by forky (no forky metadata); not removing it");
+    require_same_pool(host, name, *lineage);
+    if (domain_is_active(dom.get())) {
+        if (!force)
+            throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +
+                                "; stop it first or use --force");
+        destroy_unless_gone(dom.get(), name);
+    }
+    std::set<std::string> own;
+    for (const auto& v : lineage->volumes)
+        own.insert(v.name);
+    auto users = needed_paths(host, name, own);
+
+    lv_check(virDomainUndefineFlags(dom.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
+                                                   VIR_DOMAIN_UNDEFINE_NVRAM),
+             "Failed to undefine VM '" + name + "'");
+    RemoveResult result;
+    for (const auto& v : lineage->volumes) {
+        StorageVolPtr vol = host.find_volume(v.name);
+        if (!vol)
+            continue;
+        auto user = users.find(host.volume_path(vol.get()));
+        if (user != users.end()) {
+            result.kept.push_back(v.name + " (needed by " + user->second + ")");
+            continue;
+        }
+        host.delete_volume(v.name);
+        result.deleted.push_back(v.name);
+    }
+    return result;
+}
+
+VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset) {
+    VmInfo info = vm_info(host, name);
+    require_same_pool(host, name, info.lineage);
+    const OwnedVolume* console = info.lineage.console_volume();
+    if (console == nullptr)
+        throw ConflictError("VM '" + name + "' has no console log (its spec says console: none)");
+    return host.read_volume(console->name, offset);
+}
+
+} // namespace forky

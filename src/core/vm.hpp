@@ -1,0 +1,62 @@
+// What forky does to VMs: up, list, stop, remove, read the console. Each operation
+// that changes the world is a Transaction: on failure nothing is left behind.
+#pragma once
+
+#include "host.hpp"
+#include "lineage.hpp"
+#include "spec.hpp"
+
+#include <chrono>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace forky {
+
+struct VmInfo {
+    std::string name;
+    std::string uuid;
+    std::string state;
+    std::string domain_type; // kvm or qemu
+    std::uint64_t memory_bytes = 0;
+    unsigned vcpus = 0;
+    Lineage lineage;
+};
+
+struct UpOptions {
+    std::string name; // overrides the spec's name when set
+    bool start = true;
+};
+
+// Creates the VM's overlays and console log in the pool, defines the domain with forky's
+// lineage metadata and starts it. Returns the VM's name.
+std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options = {});
+
+// forky's VMs on the host (domains that carry forky's metadata), sorted by name.
+std::vector<VmInfo> vm_list(Host& host);
+
+// One VM; NotFoundError for an unknown name or a domain forky did not make.
+VmInfo vm_info(Host& host, const std::string& name);
+
+struct StopOptions {
+    bool force = false;                                           // destroy at once
+    std::chrono::milliseconds timeout = std::chrono::seconds(10); // for the ACPI shutdown
+};
+// Returns false when the VM was already stopped.
+bool vm_stop(Host& host, const std::string& name, const StopOptions& options = {});
+
+struct RemoveResult {
+    std::vector<std::string> deleted; // volumes deleted
+    std::vector<std::string> kept;    // own volumes kept: "name (needed by x)"
+};
+// Undefines the VM and deletes its own volumes, except any that another volume or
+// domain still uses. A running VM is refused unless `force`.
+RemoveResult vm_remove(Host& host, const std::string& name, bool force = false);
+
+// The console log from `offset` on. Throws ConflictError when the VM has no log.
+VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);
+
+// Lineage of a domain, or nullopt for a domain that forky did not make.
+std::optional<Lineage> read_lineage(virDomainPtr dom);
+
+} // namespace forky
