@@ -212,8 +212,7 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force) {
     auto users = needed_paths(host, name, own);
 
     lv_check(virDomainUndefineFlags(dom.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA |
-                                                   VIR_DOMAIN_UNDEFINE_NVRAM),
+                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
              "Failed to undefine VM '" + name + "'");
     RemoveResult result;
     for (const auto& v : lineage->volumes) {

@@ -1,0 +1,188 @@
+// libforky against libvirt's test driver: a fresh in-memory hypervisor per test, so
+// these run anywhere, with no libvirtd and no QEMU.
+#include "errors.hpp"
+#include "host.hpp"
+#include "vm.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <pugixml.hpp>
+
+namespace fs = std::filesystem;
+using namespace forky;
+
+namespace {
+
+class VmOnTestDriver : public ::testing::Test {
+protected:
+    void SetUp() override {
+        // test:///<file> gives each connection its own state; test:///default is shared.
+        node_ = fs::temp_directory_path() /
+                ("forky-test-node-" + std::to_string(::getpid()) + "-" +
+                 ::testing::UnitTest::GetInstance()->current_test_info()->name() + ".xml");
+        std::ofstream(node_) << "<node/>\n";
+        HostOptions o;
+        o.uri = "test://" + node_.string();
+        o.pool_dir = "/var/lib/forky-unit-test"; // the test driver never touches it
+        host_.emplace(o);
+        spec_ = load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml");
+    }
+    void TearDown() override { fs::remove(node_); }
+
+    Host& host() { return *host_; }
+
+    fs::path node_;
+    std::optional<Host> host_;
+    DomainSpec spec_;
+};
+
+std::string disk_source(Host& host, const std::string& name) {
+    pugi::xml_document doc;
+    doc.load_string(domain_xml(host.domain(name).get()).c_str());
+    return doc.select_node("/domain/devices/disk/source").node().attribute("file").value();
+}
+
+} // namespace
+
+TEST_F(VmOnTestDriver, PoolIsCreatedOnFirstUse) {
+    EXPECT_EQ(host().pool_path(), "/var/lib/forky-unit-test");
+    int autostart = 0;
+    ASSERT_EQ(virStoragePoolGetAutostart(host().pool(), &autostart), 0);
+    EXPECT_EQ(autostart, 1);
+    EXPECT_EQ(virStoragePoolIsActive(host().pool()), 1);
+}
+
+TEST_F(VmOnTestDriver, AutoAccelFallsBackToEmulationWithoutKvm) {
+    EXPECT_EQ(host().domain_type_for(Accel::automatic), "qemu");
+    EXPECT_EQ(host().domain_type_for(Accel::tcg), "qemu");
+    EXPECT_THROW(host().domain_type_for(Accel::kvm), ConflictError);
+}
+
+TEST_F(VmOnTestDriver, UpDefinesStartsAndRecordsLineage) {
+    EXPECT_EQ(vm_up(host(), spec_), "tiny");
+    auto vms = vm_list(host());
+    ASSERT_EQ(vms.size(), 1u);
+    const VmInfo& vm = vms[0];
+    EXPECT_EQ(vm.name, "tiny");
+    EXPECT_EQ(vm.state, "running");
+    EXPECT_EQ(vm.domain_type, "qemu");
+    EXPECT_EQ(vm.memory_bytes, 256ULL << 20);
+    EXPECT_EQ(vm.lineage.generation, 0u);
+    EXPECT_TRUE(vm.lineage.parent.empty());
+    EXPECT_EQ(vm.lineage.pool, "forky");
+    EXPECT_EQ(vm.lineage.spec, spec_.source.string());
+    ASSERT_EQ(vm.lineage.volumes.size(), 2u);
+    // The disk is a pool overlay backed by the base image, never the base itself.
+    auto vols = host().volumes();
+    ASSERT_EQ(vols.size(), 2u);
+    bool found_overlay = false;
+    for (const auto& v : vols) {
+        if (v.name == "tiny.vda.qcow2") {
+            found_overlay = true;
+            EXPECT_EQ(v.backing, spec_.disks[0].base.string());
+            EXPECT_EQ(disk_source(host(), "tiny"), v.path);
+        }
+    }
+    EXPECT_TRUE(found_overlay);
+}
+
+TEST_F(VmOnTestDriver, UpWithAnotherNameAndNoStart) {
+    UpOptions o;
+    o.name = "other";
+    o.start = false;
+    vm_up(host(), spec_, o);
+    EXPECT_EQ(vm_info(host(), "other").state, "shut off");
+    EXPECT_TRUE(host().find_volume("other.vda.qcow2"));
+    o.name = "bad/name";
+    EXPECT_THROW(vm_up(host(), spec_, o), UsageError);
+}
+
+TEST_F(VmOnTestDriver, UpRefusesATakenName) {
+    vm_up(host(), spec_);
+    EXPECT_THROW(vm_up(host(), spec_), ConflictError);
+    EXPECT_EQ(host().volumes().size(), 2u);
+}
+
+TEST_F(VmOnTestDriver, FailedUpLeavesNothingBehind) {
+    // The console volume's name is taken: the disk overlay made before must go again.
+    host().create_empty_volume("tiny.console.log");
+    EXPECT_THROW(vm_up(host(), spec_), ConflictError);
+    EXPECT_FALSE(host().find_volume("tiny.vda.qcow2"));
+    EXPECT_FALSE(host().find_domain("tiny"));
+    EXPECT_EQ(host().volumes().size(), 1u);
+}
+
+TEST_F(VmOnTestDriver, StopAndRemove) {
+    vm_up(host(), spec_);
+    EXPECT_THROW(vm_remove(host(), "tiny"), ConflictError); // running
+    StopOptions force;
+    force.force = true;
+    EXPECT_TRUE(vm_stop(host(), "tiny", force));
+    EXPECT_EQ(vm_info(host(), "tiny").state, "shut off");
+    EXPECT_FALSE(vm_stop(host(), "tiny", force));
+    RemoveResult r = vm_remove(host(), "tiny");
+    EXPECT_EQ(r.deleted.size(), 2u);
+    EXPECT_TRUE(r.kept.empty());
+    EXPECT_FALSE(host().find_domain("tiny"));
+    EXPECT_TRUE(host().volumes().empty());
+}
+
+TEST_F(VmOnTestDriver, RemoveKeepsALayerSomethingElseNeeds) {
+    vm_up(host(), spec_);
+    std::string top = host().volume_path(host().find_volume("tiny.vda.qcow2").get());
+    host().create_overlay("child.vda.qcow2", top, DiskFormat::qcow2);
+    RemoveResult r = vm_remove(host(), "tiny", /*force=*/true);
+    ASSERT_EQ(r.kept.size(), 1u);
+    EXPECT_NE(r.kept[0].find("tiny.vda.qcow2 (needed by volume 'child.vda.qcow2')"),
+              std::string::npos);
+    EXPECT_TRUE(host().find_volume("tiny.vda.qcow2"));
+    EXPECT_FALSE(host().find_volume("tiny.console.log"));
+}
+
+TEST_F(VmOnTestDriver, UnknownAndForeignDomains) {
+    EXPECT_THROW(vm_info(host(), "nope"), NotFoundError);
+    EXPECT_THROW(vm_remove(host(), "nope"), NotFoundError);
+    StopOptions force;
+    force.force = true;
+    EXPECT_THROW(vm_stop(host(), "nope", force), NotFoundError);
+    const char* foreign = "<domain type='test'><name>foreign</name><memory>65536</memory>"
+                          "<os><type>hvm</type></os></domain>";
+    DomainPtr d(virDomainDefineXML(host().conn(), foreign));
+    ASSERT_TRUE(d);
+    EXPECT_TRUE(vm_list(host()).empty()); // not forky's
+    EXPECT_THROW(vm_remove(host(), "foreign", true), ConflictError);
+    EXPECT_TRUE(host().find_domain("foreign"));
+}
+
+TEST(VmOnSharedTestDriver, WrongPoolIsRefused) {
+    // Two Hosts on one hypervisor need test:///default, the state shared in a process.
+    HostOptions o;
+    o.uri = "test:///default";
+    o.pool_dir = "/var/lib/forky-unit-test";
+    Host host(o);
+    UpOptions up;
+    up.name = "wrong-pool-vm";
+    vm_up(host, load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml"), up);
+    o.pool = "elsewhere";
+    o.pool_dir = "/var/lib/forky-unit-test-elsewhere";
+    Host other(o);
+    EXPECT_THROW(vm_remove(other, "wrong-pool-vm", true), ConflictError);
+    EXPECT_TRUE(host.find_domain("wrong-pool-vm"));
+    EXPECT_EQ(vm_remove(host, "wrong-pool-vm", true).deleted.size(), 2u);
+}
+
+TEST(LibvirtErrors, ConnectionFailureIsTyped) {
+    HostOptions o;
+    o.uri = "qemu+unix:///system?socket=/nonexistent/forky-sock";
+    try {
+        Host h(o);
+        FAIL() << "connected to a missing socket";
+    } catch (const LibvirtError& e) {
+        EXPECT_NE(std::string(e.what()).find("Failed to connect to libvirt at '"),
+                  std::string::npos);
+        EXPECT_NE(e.libvirt_code(), 0);
+        EXPECT_EQ(e.code(), ExitCode::libvirt);
+    }
+}

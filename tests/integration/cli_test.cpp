@@ -1,0 +1,174 @@
+// The forky CLI end to end: real libvirtd, real QEMU (software emulation), the tiny
+// test guest from scripts/build-test-guest.
+#include "harness.hpp"
+
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+
+namespace fs = std::filesystem;
+using namespace forky::it;
+
+namespace {
+
+const fs::path tiny_spec() { return source_dir() / "domains/tiny.yaml"; }
+const fs::path base_image() { return source_dir() / "domains/images/data.qcow2"; }
+
+std::vector<std::string> domain_names() {
+    CommandResult r = run({"virsh", "-q", "-c", libvirt_uri(), "list", "--all", "--name"});
+    EXPECT_EQ(r.rc, 0) << r.all();
+    std::vector<std::string> names;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty())
+            names.push_back(line);
+    return names;
+}
+
+std::vector<std::string> pool_files() {
+    std::vector<std::string> files;
+    if (fs::exists(pool_dir()))
+        for (const auto& e : fs::directory_iterator(pool_dir()))
+            files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+bool contains(const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+std::string first_match(const std::string& text, const std::string& pattern) {
+    std::smatch m;
+    if (std::regex_search(text, m, std::regex(pattern)) && m.size() > 1)
+        return m[1];
+    return "";
+}
+
+} // namespace
+
+TEST(Cli, UpBootsTheGuestAndItIsAnOrdinaryLibvirtDomain) {
+    const std::string base_sum = sha256_of(base_image());
+    ASSERT_FALSE(base_sum.empty());
+
+    CommandResult up = run_forky({"up", "-f", tiny_spec().string(), "--name", "it-up"});
+    ASSERT_EQ(up.rc, 0) << up.all();
+    EXPECT_NE(up.out.find("Started VM 'it-up'"), std::string::npos) << up.out;
+
+    // The guest really booted, keeps its token in memory, wrote it to its disk and
+    // reads it back with the page cache dropped.
+    std::string log = wait_for_console("it-up", "FORKY-BOOT token=([0-9a-f]{16}) disk=/dev/vda");
+    std::string token = first_match(log, "FORKY-BOOT token=([0-9a-f]{16})");
+    ASSERT_EQ(token.size(), 16u) << log;
+    wait_for_console("it-up", "FORKY-TICK token=" + token + " counter=[0-9]+ disk=" + token);
+
+    // forky ls --json and virsh both see it.
+    CommandResult ls = run_forky({"ls", "--json"});
+    ASSERT_EQ(ls.rc, 0) << ls.all();
+    EXPECT_NE(ls.out.find("\"name\":\"it-up\""), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("\"state\":\"running\""), std::string::npos) << ls.out;
+    EXPECT_NE(ls.out.find("\"generation\":0"), std::string::npos) << ls.out;
+    EXPECT_TRUE(contains(domain_names(), "it-up"));
+
+    // virsh dumpxml shows forky's lineage metadata.
+    CommandResult xml = run({"virsh", "-c", libvirt_uri(), "dumpxml", "it-up"});
+    ASSERT_EQ(xml.rc, 0) << xml.all();
+    EXPECT_NE(xml.out.find("<forky:lineage xmlns:forky=\"https://forky.dev/xmlns/lineage/1\">"),
+              std::string::npos)
+        << xml.out;
+    EXPECT_NE(xml.out.find("<forky:generation>0</forky:generation>"), std::string::npos);
+
+    // The disk is an overlay in the pool backed by the untouched base image.
+    fs::path overlay = pool_dir() / "it-up.vda.qcow2";
+    CommandResult info = run({"qemu-img", "info", "-U", "--output=json", overlay.string()});
+    ASSERT_EQ(info.rc, 0) << info.all();
+    EXPECT_NE(info.out.find("\"backing-filename\": \"" + base_image().string() + "\""),
+              std::string::npos)
+        << info.out;
+    EXPECT_NE(xml.out.find("<source file='" + overlay.string() + "'"), std::string::npos);
+
+    // A guest without an ACPI daemon ignores the shutdown request: stop powers it off
+    // after the timeout.
+    CommandResult stop = run_forky({"stop", "it-up", "--timeout", "1"});
+    ASSERT_EQ(stop.rc, 0) << stop.all();
+    ls = run_forky({"ls", "--json"});
+    EXPECT_NE(ls.out.find("\"state\":\"shut off\""), std::string::npos) << ls.out;
+    EXPECT_EQ(run_forky({"stop", "it-up"}).out, "VM 'it-up' was not running\n");
+
+    // Started again it boots anew (new token) on the same disk; the log keeps both boots.
+    ASSERT_EQ(run({"virsh", "-c", libvirt_uri(), "start", "it-up"}).rc, 0);
+    std::string again = wait_for_console(
+        "it-up", "FORKY-BOOT token=" + token + "[^]*FORKY-BOOT token=(?!" + token + ")");
+    EXPECT_FALSE(again.empty());
+
+    CommandResult rm_running = run_forky({"rm", "it-up"});
+    EXPECT_EQ(rm_running.rc, 5) << rm_running.all();
+    CommandResult rm = run_forky({"rm", "--force", "it-up"});
+    ASSERT_EQ(rm.rc, 0) << rm.all();
+    EXPECT_FALSE(contains(domain_names(), "it-up"));
+    EXPECT_FALSE(contains(pool_files(), "it-up.vda.qcow2"));
+    EXPECT_FALSE(contains(pool_files(), "it-up.console.log"));
+    EXPECT_EQ(sha256_of(base_image()), base_sum) << "the base image was written to";
+    EXPECT_EQ(run_forky({"logs", "it-up"}).rc, 4);
+}
+
+TEST(Cli, BadSpecsGiveTheDocumentedErrorAndCreateNothing) {
+    const auto domains_before = domain_names();
+    const auto files_before = pool_files();
+    struct Case {
+        std::string body;
+        std::string expected;
+    };
+    const fs::path images = source_dir() / "domains/images";
+    const std::string boot = "boot:\n  kernel: " + (images / "vmlinuz").string() + "\n";
+    const std::vector<Case> cases = {
+        {"name: b1\nmemory: 256\n" + boot, ":2: key 'memory': '256' has no unit"},
+        {"name: b2\nmemory: 256MiB\nvcpus: 0\n" + boot, ":3: key 'vcpus': must be between"},
+        {"name: b3\nmemory: 256MiB\ncolour: red\n" + boot, ":3: key 'colour': unknown key"},
+        {"name: b4\nmemory: 256MiB\n" + boot + "disks:\n  - base: nowhere.qcow2\n",
+         ":6: key 'disks[0].base': file '"},
+        {"name: ../b5\nmemory: 256MiB\n" + boot, ":1: key 'name': '../b5' is not a valid"},
+    };
+    int i = 0;
+    for (const auto& c : cases) {
+        fs::path file = test_dir() / ("bad-" + std::to_string(i++) + ".yaml");
+        std::ofstream(file) << c.body;
+        CommandResult r = run_forky({"up", "-f", file.string()});
+        EXPECT_EQ(r.rc, 3) << r.all();
+        EXPECT_NE(r.err.find(file.string() + c.expected), std::string::npos)
+            << "expected '" << file.string() + c.expected << "' in: " << r.err;
+    }
+    EXPECT_EQ(domain_names(), domains_before);
+    EXPECT_EQ(pool_files(), files_before);
+}
+
+TEST(Cli, BadNamesAndUnknownVmsAreClearErrors) {
+    for (const char* cmd : {"logs", "stop", "rm"}) {
+        CommandResult r = run_forky({cmd, "no-such-vm"});
+        EXPECT_EQ(r.rc, 4) << cmd << ": " << r.all();
+        EXPECT_NE(r.err.find("No VM named 'no-such-vm'"), std::string::npos) << r.err;
+        CommandResult bad = run_forky({cmd, "../etc/passwd"});
+        EXPECT_EQ(bad.rc, 2) << cmd << ": " << bad.all();
+        EXPECT_NE(bad.err.find("Invalid VM name '../etc/passwd'"), std::string::npos) << bad.err;
+    }
+    CommandResult up = run_forky({"up", "-f", tiny_spec().string(), "--name", "a'b"});
+    EXPECT_EQ(up.rc, 2) << up.all();
+    EXPECT_EQ(run_forky({"frobnicate"}).rc, 2);
+    CommandResult help = run_forky({"--help"});
+    EXPECT_EQ(help.rc, 0);
+    EXPECT_NE(help.out.find("Exit codes:"), std::string::npos) << help.out;
+}
+
+TEST(Cli, UpRefusesATakenNameAndLeavesTheFirstAlone) {
+    ASSERT_EQ(run_forky({"up", "-f", tiny_spec().string(), "--name", "it-dup", "--no-start"}).rc, 0);
+    const auto files_before = pool_files();
+    CommandResult again = run_forky({"up", "-f", tiny_spec().string(), "--name", "it-dup"});
+    EXPECT_EQ(again.rc, 5) << again.all();
+    EXPECT_NE(again.err.find("A VM named 'it-dup' already exists"), std::string::npos);
+    EXPECT_EQ(pool_files(), files_before);
+    CommandResult ls = run_forky({"ls", "--json"});
+    EXPECT_NE(ls.out.find("\"name\":\"it-dup\""), std::string::npos);
+    ASSERT_EQ(run_forky({"rm", "it-dup"}).rc, 0);
+    EXPECT_FALSE(contains(pool_files(), "it-dup.vda.qcow2"));
+}
