@@ -13,5 +13,9 @@ void setup_ls(CLI::App& app, Context& ctx);
 void setup_logs(CLI::App& app, Context& ctx);
 void setup_stop(CLI::App& app, Context& ctx);
 void setup_rm(CLI::App& app, Context& ctx);
+void setup_fork(CLI::App& app, Context& ctx);
+void setup_gc(CLI::App& app, Context& ctx);
+void setup_tree(CLI::App& app, Context& ctx);
+void setup_bench(CLI::App& app, Context& ctx);
 
 } // namespace forky::cli

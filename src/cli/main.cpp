@@ -75,6 +75,9 @@ int run(int argc, char** argv) {
     setup_logs(app, ctx);
     setup_stop(app, ctx);
     setup_rm(app, ctx);
+    setup_fork(app, ctx);
+    setup_tree(app, ctx);
+    setup_gc(app, ctx);
 
     try {
         app.parse(argc, argv);

@@ -58,6 +58,13 @@ public:
     ExitCode code() const override { return ExitCode::storage; }
 };
 
+// The user asked to stop (Ctrl-C); what was done has been undone.
+class InterruptedError : public Error {
+public:
+    using Error::Error;
+    ExitCode code() const override { return ExitCode::interrupted; }
+};
+
 // Carries libvirt's own error code and domain (virErrorNumber, virErrorDomain).
 class LibvirtError : public Error {
 public:

@@ -23,6 +23,28 @@ std::string take_string(char* s, std::string_view context) {
     return owned.get();
 }
 
+// Reads [offset, offset + length) of a volume through a libvirt stream.
+std::string download(virConnectPtr conn, virStorageVolPtr vol, const std::string& name,
+                     std::uint64_t offset, std::uint64_t length) {
+    const std::string context = "Failed to read volume '" + name + "'";
+    StreamPtr st(lv_check(virStreamNew(conn, 0), "Failed to open a stream"));
+    lv_check(virStorageVolDownload(vol, st.get(), offset, length, 0), context);
+    std::string out;
+    char buf[65536];
+    for (;;) {
+        int got = virStreamRecv(st.get(), buf, sizeof buf);
+        if (got < 0) {
+            virStreamAbort(st.get());
+            throw_libvirt_error(context);
+        }
+        if (got == 0)
+            break;
+        out.append(buf, static_cast<std::size_t>(got));
+    }
+    lv_check(virStreamFinish(st.get()), context);
+    return out;
+}
+
 } // namespace
 
 Host::Host(HostOptions options) : options_(std::move(options)) {
@@ -103,13 +125,14 @@ StorageVolPtr Host::create_overlay(const std::string& name, const std::string& b
     return vol;
 }
 
-StorageVolPtr Host::create_empty_volume(const std::string& name) {
+StorageVolPtr Host::create_raw_volume(const std::string& name, std::uint64_t capacity) {
     pugi::xml_document doc;
     pugi::xml_node v = doc.append_child("volume");
     v.append_child("name").text().set(name.c_str());
     pugi::xml_node cap = v.append_child("capacity");
     cap.append_attribute("unit") = "bytes";
-    cap.text().set("0");
+    cap.text().set(std::to_string(capacity).c_str());
+    v.append_child("allocation").text().set("0");
     v.append_child("target").append_child("format").append_attribute("type") = "raw";
     StorageVolPtr vol(virStorageVolCreateXML(pool(), to_xml(doc).c_str(), 0));
     lv_check(vol.get(), "Failed to create volume '" + name + "' in pool '" + options_.pool + "'");
@@ -176,24 +199,48 @@ VolumeChunk Host::read_volume(const std::string& name, std::uint64_t offset) {
     chunk.next_offset = offset;
     if (info.capacity == offset)
         return chunk;
-    StreamPtr st(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
     // Read up to the size seen above; later bytes are the next call's.
-    lv_check(virStorageVolDownload(vol.get(), st.get(), offset, info.capacity - offset, 0),
-             "Failed to read volume '" + name + "'");
-    char buf[65536];
-    for (;;) {
-        int got = virStreamRecv(st.get(), buf, sizeof buf);
-        if (got < 0) {
-            virStreamAbort(st.get());
-            throw_libvirt_error("Failed to read volume '" + name + "'");
-        }
-        if (got == 0)
-            break;
-        chunk.data.append(buf, static_cast<std::size_t>(got));
-    }
-    lv_check(virStreamFinish(st.get()), "Failed to finish reading volume '" + name + "'");
+    chunk.data = download(conn(), vol.get(), name, offset, info.capacity - offset);
     chunk.next_offset = offset + chunk.data.size();
     return chunk;
+}
+
+std::string Host::read_volume_range(const std::string& name, std::uint64_t offset,
+                                    std::uint64_t length) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    std::string data = download(conn(), vol.get(), name, offset, length);
+    if (data.size() != length)
+        throw StorageError("Volume '" + name + "' is shorter than expected (" +
+                           std::to_string(offset + data.size()) + " bytes)");
+    return data;
+}
+
+void Host::write_volume(const std::string& name, std::uint64_t offset, std::string_view data) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    const std::string context = "Failed to write volume '" + name + "'";
+    StreamPtr st(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    lv_check(virStorageVolUpload(vol.get(), st.get(), offset, data.size(), 0), context);
+    std::size_t sent = 0;
+    while (sent < data.size()) {
+        int n = virStreamSend(st.get(), data.data() + sent, data.size() - sent);
+        if (n < 0) {
+            virStreamAbort(st.get());
+            throw_libvirt_error(context);
+        }
+        sent += static_cast<std::size_t>(n);
+    }
+    lv_check(virStreamFinish(st.get()), context);
+}
+
+std::uint64_t Host::pool_available() {
+    virStoragePoolInfo info{};
+    lv_check(virStoragePoolGetInfo(pool(), &info),
+             "Failed to query storage pool '" + options_.pool + "'");
+    return info.available;
 }
 
 DomainPtr Host::find_domain(const std::string& name) {

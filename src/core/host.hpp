@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace forky {
@@ -53,13 +54,21 @@ public:
     // A qcow2 overlay whose backing file is `backing`; the backing file is never written.
     StorageVolPtr create_overlay(const std::string& name, const std::string& backing,
                                  DiskFormat backing_format);
-    // An empty raw file (a console log that virtlogd appends to).
-    StorageVolPtr create_empty_volume(const std::string& name);
+    // A raw file of `capacity` bytes (sparse), e.g. an empty console log that virtlogd
+    // appends to, or the memory image a snapshot writes into.
+    StorageVolPtr create_raw_volume(const std::string& name, std::uint64_t capacity = 0);
     StorageVolPtr find_volume(const std::string& name); // null when absent
     std::string volume_path(virStorageVolPtr vol);
     void delete_volume(const std::string& name);
     std::vector<VolumeInfo> volumes();
     VolumeChunk read_volume(const std::string& name, std::uint64_t offset);
+    // Exactly [offset, offset + length) of a volume.
+    std::string read_volume_range(const std::string& name, std::uint64_t offset,
+                                  std::uint64_t length);
+    // Overwrites [offset, offset + data.size()) of a volume (virStorageVolUpload).
+    void write_volume(const std::string& name, std::uint64_t offset, std::string_view data);
+    // Bytes free in the pool.
+    std::uint64_t pool_available();
 
     DomainPtr find_domain(const std::string& name); // null when absent
     DomainPtr domain(const std::string& name);      // NotFoundError when absent

@@ -18,13 +18,17 @@ const OwnedVolume* Lineage::console_volume() const {
 
 namespace {
 
-std::string qualified(const char* local) {
-    return std::string(lineage_prefix) + ":" + local;
-}
+// Appends elements named with the prefix, or without it for bare XML.
+struct ElementWriter {
+    std::string prefix; // "forky:" or ""
 
-void add_text(pugi::xml_node parent, const char* local, const std::string& text) {
-    parent.append_child(qualified(local).c_str()).text().set(text.c_str());
-}
+    pugi::xml_node element(pugi::xml_node parent, const char* local) const {
+        return parent.append_child((prefix + local).c_str());
+    }
+    void text(pugi::xml_node parent, const char* local, const std::string& value) const {
+        element(parent, local).text().set(value.c_str());
+    }
+};
 
 // An element's name without its prefix: whatever prefix the document gave the
 // namespace (libvirt keeps ours, but a hand-edited domain may not).
@@ -43,28 +47,46 @@ pugi::xml_node child_local(pugi::xml_node parent, std::string_view local) {
 
 } // namespace
 
-std::string lineage_to_xml(const Lineage& l) {
+std::string lineage_to_xml(const Lineage& l, bool bare) {
+    const ElementWriter w{bare ? "" : std::string(lineage_prefix) + ":"};
     pugi::xml_document doc;
-    pugi::xml_node root = doc.append_child(qualified("lineage").c_str());
-    root.append_attribute((std::string("xmlns:") + lineage_prefix).c_str()) = lineage_namespace;
-    add_text(root, "generation", std::to_string(l.generation));
+    pugi::xml_node root = w.element(doc, "lineage");
+    if (!bare)
+        root.append_attribute((std::string("xmlns:") + lineage_prefix).c_str()) = lineage_namespace;
+    w.text(root, "generation", std::to_string(l.generation));
     if (!l.parent.empty())
-        add_text(root, "parent", l.parent);
+        w.text(root, "parent", l.parent);
     if (!l.fork_point.empty())
-        add_text(root, "fork-point", l.fork_point);
-    add_text(root, "created-at", l.created_at);
+        w.text(root, "fork-point", l.fork_point);
+    w.text(root, "created-at", l.created_at);
     if (l.ttl)
-        add_text(root, "ttl", std::to_string(l.ttl->count()));
-    add_text(root, "pool", l.pool);
+        w.text(root, "ttl", std::to_string(l.ttl->count()));
+    w.text(root, "pool", l.pool);
     for (const auto& v : l.volumes) {
-        pugi::xml_node n = root.append_child(qualified("volume").c_str());
+        pugi::xml_node n = w.element(root, "volume");
         n.append_attribute("role") = v.role.c_str();
         if (!v.target.empty())
             n.append_attribute("target") = v.target.c_str();
         n.text().set(v.name.c_str());
     }
     if (!l.spec.empty())
-        add_text(root, "spec", l.spec);
+        w.text(root, "spec", l.spec);
+    if (!l.memory_image.empty())
+        w.text(root, "memory-image", l.memory_image);
+    for (const auto& v : l.layers) {
+        pugi::xml_node n = w.element(root, "layer");
+        n.append_attribute("target") = v.target.c_str();
+        n.text().set(v.name.c_str());
+    }
+    if (l.forks != 0)
+        w.text(root, "forks", std::to_string(l.forks));
+    if (l.children_made != 0)
+        w.text(root, "children-made", std::to_string(l.children_made));
+    for (const auto& p : l.ports) {
+        pugi::xml_node n = w.element(root, "port");
+        n.append_attribute("guest") = p.guest;
+        n.append_attribute("host") = p.host;
+    }
     std::ostringstream out;
     doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
     return out.str();
@@ -95,6 +117,15 @@ Lineage lineage_from_xml(std::string_view xml) {
                 {c.attribute("role").value(), c.attribute("target").value(), c.text().get()});
     }
     l.spec = child_local(root, "spec").text().get();
+    l.memory_image = child_local(root, "memory-image").text().get();
+    for (pugi::xml_node c : root.children()) {
+        if (local_name(c) == "layer")
+            l.layers.push_back({"layer", c.attribute("target").value(), c.text().get()});
+        else if (local_name(c) == "port")
+            l.ports.push_back({c.attribute("guest").as_uint(), c.attribute("host").as_uint()});
+    }
+    l.forks = child_local(root, "forks").text().as_uint();
+    l.children_made = child_local(root, "children-made").text().as_uint();
     return l;
 }
 

@@ -21,23 +21,45 @@ struct OwnedVolume {
     bool operator==(const OwnedVolume&) const = default;
 };
 
+// A port of the guest reachable on the hypervisor host (user-mode networking).
+struct PortForward {
+    unsigned guest = 0;
+    unsigned host = 0;
+    bool operator==(const PortForward&) const = default;
+};
+
 struct Lineage {
     std::string parent;     // empty for a VM made by `forky up`
-    std::string fork_point; // the frozen layer this VM was forked from, if any
+    std::string fork_point; // the fork point this VM was forked from ("web.fp2"), if any
     unsigned generation = 0;
     std::string created_at; // RFC 3339, UTC
     std::optional<std::chrono::seconds> ttl;
     std::string pool; // the storage pool holding the volumes below
     std::vector<OwnedVolume> volumes;
     std::string spec; // the spec file it came from, as the client saw it
+
+    // For a forked VM: the fork point's memory image and frozen layers (by disk target).
+    // They belong to the fork point, not to this VM; gc reclaims them when nothing
+    // depends on them any more.
+    std::string memory_image;
+    std::vector<OwnedVolume> layers; // role "layer"
+
+    // For a VM that has been forked: fork points made so far and children named so far,
+    // so names are never reused.
+    unsigned forks = 0;
+    unsigned children_made = 0;
+
+    std::vector<PortForward> ports;
+
     bool operator==(const Lineage&) const = default;
 
     const OwnedVolume* console_volume() const;
 };
 
-// The <forky:lineage> element, namespace declared, as a string for virDomainSetMetadata
-// or to embed in a domain's <metadata>.
-std::string lineage_to_xml(const Lineage& lineage);
+// The <forky:lineage> element with its namespace declared, to embed in a domain's
+// <metadata>; or, `bare`, without prefix and namespace, as virDomainSetMetadata wants it
+// (libvirt puts the element and its children in the namespace itself).
+std::string lineage_to_xml(const Lineage& lineage, bool bare = false);
 
 // Parses what lineage_to_xml wrote (or virDomainGetMetadata returned). Throws Error on
 // a malformed record.

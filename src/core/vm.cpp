@@ -1,10 +1,13 @@
 #include "vm.hpp"
 
+#include "child_xml.hpp"
 #include "domain_xml.hpp"
 #include "errors.hpp"
+#include "gc.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "transaction.hpp"
+#include "vm_lock.hpp"
 
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
@@ -33,6 +36,10 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
     const std::string domain_type = host.domain_type_for(spec.accel);
+    VmLock lock = VmLock::acquire(host, name, "up", std::chrono::seconds(0));
+    if (host.find_domain(name)) // made meanwhile by someone else
+        throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
+                            "'");
 
     Lineage lineage;
     lineage.generation = 0;
@@ -50,6 +57,7 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
         if (host.find_volume(vol_name))
             throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
                                 host.options().pool + "'; remove it or pick another name");
+        lock.record_volume(vol_name);
     };
     for (const auto& disk : spec.disks) {
         std::string vol_name = name + "." + disk.target + ".qcow2";
@@ -63,7 +71,7 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     if (spec.console == ConsoleMode::log) {
         std::string vol_name = name + ".console.log";
         own_volume(vol_name);
-        StorageVolPtr vol = host.create_empty_volume(vol_name);
+        StorageVolPtr vol = host.create_raw_volume(vol_name);
         txn.on_rollback("delete volume '" + vol_name + "'",
                         [&host, vol_name] { host.delete_volume(vol_name); });
         plan.console_log_path = host.volume_path(vol.get());
@@ -72,18 +80,12 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     plan.lineage = lineage;
 
     std::string xml = build_domain_xml(spec, plan);
+    lock.record_child(name);
     DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
     lv_check(dom.get(), "Failed to define VM '" + name + "'");
-    txn.on_rollback("undefine VM '" + name + "'", [d = dom.get()] {
-        lv_check(virDomainUndefineFlags(d, VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                                               VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
-                 "Failed to undefine a VM");
-    });
-    if (options.start) {
+    txn.on_rollback("remove VM '" + name + "'", [&host, name] { remove_domain(host, name); });
+    if (options.start)
         lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + name + "'");
-        txn.on_rollback("destroy VM '" + name + "'",
-                        [d = dom.get()] { lv_check(virDomainDestroy(d), "Failed to stop a VM"); });
-    }
     txn.commit();
     logger("vm")->info("VM '{}' is up ({})", name, domain_type);
     return name;
@@ -141,6 +143,18 @@ std::vector<VmInfo> vm_list(Host& host) {
     return out;
 }
 
+void remove_domain(Host& host, const std::string& name) {
+    DomainPtr d = host.find_domain(name);
+    if (!d)
+        return;
+    if (domain_is_active(d.get()))
+        destroy_unless_gone(d.get(), name);
+    if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1)
+        lv_check(virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                     VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
+                 "Failed to undefine VM '" + name + "'");
+}
+
 VmInfo vm_info(Host& host, const std::string& name) {
     DomainPtr dom = host.domain(name);
     auto lineage = read_lineage(dom.get());
@@ -195,38 +209,51 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::string& e
 
 RemoveResult vm_remove(Host& host, const std::string& name, bool force) {
     DomainPtr dom = host.domain(name);
-    auto lineage = read_lineage(dom.get());
-    if (!lineage)
+    if (!read_lineage(dom.get()))
         throw ConflictError("Domain '" + name +
                             "' was not made by forky (no forky metadata); not removing it");
-    require_same_pool(host, name, *lineage);
+    VmLock lock = VmLock::acquire(host, name, "rm");
+    Lineage lineage = *read_lineage(dom.get());
+    require_same_pool(host, name, lineage);
     if (domain_is_active(dom.get())) {
         if (!force)
             throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +
                                 "; stop it first or use --force");
-        destroy_unless_gone(dom.get(), name);
     }
+    // Its own: what its lineage lists and the disks it runs on now.
     std::set<std::string> own;
-    for (const auto& v : lineage->volumes)
+    for (const auto& v : lineage.volumes)
         own.insert(v.name);
+    std::map<std::string, std::string> name_by_path;
+    for (const auto& v : host.volumes())
+        name_by_path[v.path] = v.name;
+    for (const auto& [target, path] : disk_sources(domain_xml(dom.get()))) {
+        auto v = name_by_path.find(path);
+        if (v != name_by_path.end())
+            own.insert(v->second);
+    }
     auto users = needed_paths(host, name, own);
 
-    lv_check(virDomainUndefineFlags(dom.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                                                   VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
-             "Failed to undefine VM '" + name + "'");
+    remove_domain(host, name);
     RemoveResult result;
-    for (const auto& v : lineage->volumes) {
-        StorageVolPtr vol = host.find_volume(v.name);
+    for (const auto& vol_name : own) {
+        StorageVolPtr vol = host.find_volume(vol_name);
         if (!vol)
             continue;
         auto user = users.find(host.volume_path(vol.get()));
         if (user != users.end()) {
-            result.kept.push_back(v.name + " (needed by " + user->second + ")");
+            result.kept.push_back(vol_name + " (needed by " + user->second + ")");
             continue;
         }
-        host.delete_volume(v.name);
-        result.deleted.push_back(v.name);
+        host.delete_volume(vol_name);
+        result.deleted.push_back(vol_name);
     }
+    // Fork points that nothing depends on any more: memory images, frozen layers.
+    GcOptions sweep;
+    sweep.undo_dead_operations = false;
+    lock.release();
+    for (auto& v : collect_garbage(host, sweep).deleted_volumes)
+        result.deleted.push_back(std::move(v));
     return result;
 }
 

@@ -56,6 +56,9 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force = false);
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);
 
+// Stops and undefines a domain, persistent or transient; an absent one is fine.
+void remove_domain(Host& host, const std::string& name);
+
 // Lineage of a domain, or nullopt for a domain that forky did not make.
 std::optional<Lineage> read_lineage(virDomainPtr dom);
 

@@ -43,7 +43,8 @@ std::string render(const fs::path& yaml) {
         plan.lineage.volumes.push_back({"console", "", spec.name + ".console.log"});
     }
     // Checkout-independent: absolute paths into tests/data read @DATA@.
-    return replace_all(build_domain_xml(spec, plan), fs::absolute(data_dir).lexically_normal().string(), "@DATA@");
+    return replace_all(build_domain_xml(spec, plan),
+                       fs::absolute(data_dir).lexically_normal().string(), "@DATA@");
 }
 
 std::string read_file(const fs::path& p) {

@@ -39,8 +39,7 @@ TEST(Lineage, ReadsWhatLibvirtHandsBackWithoutPrefix) {
 }
 
 TEST(Lineage, MalformedRecordIsAnError) {
-    EXPECT_THROW(lineage_from_xml("<lineage><generation>x</generation></lineage>"),
-                 std::exception);
+    EXPECT_THROW(lineage_from_xml("<lineage><generation>x</generation></lineage>"), std::exception);
     EXPECT_THROW(lineage_from_xml("not xml"), std::exception);
 }
 

@@ -69,8 +69,8 @@ TEST(Spec, ParsesEveryField) {
 }
 
 TEST(Spec, DefaultsAreSmall) {
-    DomainSpec s = parse_spec("name: a\nmemory: 64MiB\nboot:\n  kernel: ../images/vmlinuz\n",
-                              spec_file);
+    DomainSpec s =
+        parse_spec("name: a\nmemory: 64MiB\nboot:\n  kernel: ../images/vmlinuz\n", spec_file);
     EXPECT_EQ(s.vcpus, 1u);
     EXPECT_EQ(s.accel, Accel::automatic);
     EXPECT_TRUE(s.disks.empty());
@@ -119,7 +119,8 @@ TEST(Spec, BadInputNamesFileLineAndKey) {
          file + ":1: key 'name': 'a<b>' is not a valid VM name"},
         {"bad console", replace(good, "console: log", "console: file"),
          file + ":13: key 'console': must be log or none"},
-        {"bad ttl", replace(good, "ttl: 90m", "ttl: 90"), file + ":15: key 'ttl': '90' has no unit"},
+        {"bad ttl", replace(good, "ttl: 90m", "ttl: 90"),
+         file + ":15: key 'ttl': '90' has no unit"},
         {"missing name", replace(good, "name: tiny\n", ""), file + ":1: key 'name': is required"},
         {"disks not a list",
          replace(good,

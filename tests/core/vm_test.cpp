@@ -107,7 +107,7 @@ TEST_F(VmOnTestDriver, UpRefusesATakenName) {
 
 TEST_F(VmOnTestDriver, FailedUpLeavesNothingBehind) {
     // The console volume's name is taken: the disk overlay made before must go again.
-    host().create_empty_volume("tiny.console.log");
+    host().create_raw_volume("tiny.console.log");
     EXPECT_THROW(vm_up(host(), spec_), ConflictError);
     EXPECT_FALSE(host().find_volume("tiny.vda.qcow2"));
     EXPECT_FALSE(host().find_domain("tiny"));

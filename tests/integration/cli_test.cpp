@@ -12,8 +12,12 @@ using namespace forky::it;
 
 namespace {
 
-const fs::path tiny_spec() { return source_dir() / "domains/tiny.yaml"; }
-const fs::path base_image() { return source_dir() / "domains/images/data.qcow2"; }
+const fs::path tiny_spec() {
+    return source_dir() / "domains/tiny.yaml";
+}
+const fs::path base_image() {
+    return source_dir() / "domains/images/data.qcow2";
+}
 
 std::vector<std::string> domain_names() {
     CommandResult r = run({"virsh", "-q", "-c", libvirt_uri(), "list", "--all", "--name"});
@@ -98,8 +102,8 @@ TEST(Cli, UpBootsTheGuestAndItIsAnOrdinaryLibvirtDomain) {
 
     // Started again it boots anew (new token) on the same disk; the log keeps both boots.
     ASSERT_EQ(run({"virsh", "-c", libvirt_uri(), "start", "it-up"}).rc, 0);
-    std::string again = wait_for_console(
-        "it-up", "FORKY-BOOT token=" + token + "[^]*FORKY-BOOT token=(?!" + token + ")");
+    std::string again = wait_for_console("it-up", "FORKY-BOOT token=" + token +
+                                                      "[^]*FORKY-BOOT token=(?!" + token + ")");
     EXPECT_FALSE(again.empty());
 
     CommandResult rm_running = run_forky({"rm", "it-up"});
@@ -161,7 +165,8 @@ TEST(Cli, BadNamesAndUnknownVmsAreClearErrors) {
 }
 
 TEST(Cli, UpRefusesATakenNameAndLeavesTheFirstAlone) {
-    ASSERT_EQ(run_forky({"up", "-f", tiny_spec().string(), "--name", "it-dup", "--no-start"}).rc, 0);
+    ASSERT_EQ(run_forky({"up", "-f", tiny_spec().string(), "--name", "it-dup", "--no-start"}).rc,
+              0);
     const auto files_before = pool_files();
     CommandResult again = run_forky({"up", "-f", tiny_spec().string(), "--name", "it-dup"});
     EXPECT_EQ(again.rc, 5) << again.all();

@@ -44,9 +44,9 @@ public:
         ASSERT_NE(::mkdtemp(tmpl), nullptr);
         g_dir = tmpl;
         g_pool_dir = g_dir / "pool";
-        CommandResult r = run({(source_dir() / "scripts/private-libvirtd").string(), "start",
-                               (g_dir / "libvirt").string(), "--watch",
-                               std::to_string(::getpid())});
+        CommandResult r =
+            run({(source_dir() / "scripts/private-libvirtd").string(), "start",
+                 (g_dir / "libvirt").string(), "--watch", std::to_string(::getpid())});
         ASSERT_EQ(r.rc, 0) << "private libvirtd did not start: " << r.all();
         g_uri = r.out.substr(0, r.out.find('\n'));
         ::setenv("FORKY_URI", g_uri.c_str(), 1);
@@ -58,9 +58,8 @@ public:
     void TearDown() override {
         if (g_dir.empty())
             return;
-        CommandResult r =
-            run({(source_dir() / "scripts/private-libvirtd").string(), "stop",
-                 (g_dir / "libvirt").string()});
+        CommandResult r = run({(source_dir() / "scripts/private-libvirtd").string(), "stop",
+                               (g_dir / "libvirt").string()});
         EXPECT_EQ(r.rc, 0) << r.all();
         if (!std::getenv("FORKY_KEEP_TEST_DIR"))
             fs::remove_all(g_dir);
@@ -69,10 +68,18 @@ public:
 
 } // namespace
 
-fs::path source_dir() { return FORKY_SOURCE_DIR; }
-const std::string& libvirt_uri() { return g_uri; }
-const fs::path& pool_dir() { return g_pool_dir; }
-const fs::path& test_dir() { return g_dir; }
+fs::path source_dir() {
+    return FORKY_SOURCE_DIR;
+}
+const std::string& libvirt_uri() {
+    return g_uri;
+}
+const fs::path& pool_dir() {
+    return g_pool_dir;
+}
+const fs::path& test_dir() {
+    return g_dir;
+}
 
 CommandResult run(const std::vector<std::string>& argv) {
     static int counter = 0;
@@ -83,10 +90,10 @@ CommandResult run(const std::vector<std::string>& argv) {
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_file.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
-    posix_spawn_file_actions_addopen(&actions, 2, err_file.c_str(),
-                                     O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    posix_spawn_file_actions_addopen(&actions, 1, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
+    posix_spawn_file_actions_addopen(&actions, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                     0600);
     std::vector<char*> args;
     for (const auto& a : argv)
         args.push_back(const_cast<char*>(a.c_str()));

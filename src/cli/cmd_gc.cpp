@@ -1,0 +1,67 @@
+// forky gc: reclaim fork points nothing depends on and undo operations that were killed.
+#include "commands.hpp"
+#include "gc.hpp"
+#include "json.hpp"
+
+#include <iostream>
+#include <memory>
+
+namespace forky::cli {
+
+namespace {
+
+struct GcCommand {
+    bool dry_run = false;
+    bool json = false;
+};
+
+void print_list(const char* what, const std::vector<std::string>& items) {
+    for (const auto& i : items)
+        std::cout << what << ' ' << i << '\n';
+}
+
+void run_gc(const GcCommand& cmd, Context& ctx) {
+    GcOptions o;
+    o.dry_run = cmd.dry_run;
+    GcResult r = collect_garbage(ctx.host(), o);
+    if (cmd.json) {
+        JsonWriter w;
+        w.begin_object();
+        auto list = [&](const char* key, const std::vector<std::string>& items) {
+            w.key(key).begin_array();
+            for (const auto& i : items)
+                w.value(i);
+            w.end_array();
+        };
+        w.key("dry_run").value(cmd.dry_run);
+        list("removed_domains", r.removed_domains);
+        list("deleted_volumes", r.deleted_volumes);
+        list("released_locks", r.released_locks);
+        list("busy", r.busy);
+        w.end_object();
+        std::cout << w.str() << '\n';
+        return;
+    }
+    print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);
+    print_list(cmd.dry_run ? "would delete volume" : "deleted volume", r.deleted_volumes);
+    print_list(cmd.dry_run ? "would release lock" : "released lock", r.released_locks);
+    print_list("busy, left alone:", r.busy);
+    if (r.removed_domains.empty() && r.deleted_volumes.empty() && r.released_locks.empty())
+        std::cout << "Nothing to collect\n";
+}
+
+} // namespace
+
+void setup_gc(CLI::App& app, Context& ctx) {
+    auto cmd = std::make_shared<GcCommand>();
+    CLI::App* sub = app.add_subcommand(
+        "gc", "Reclaim what nothing needs any more: memory images and frozen layers of fork\n"
+              "points whose last dependant is gone, and everything a killed forky left (its\n"
+              "journal in the pool says what, including half-made children).\n"
+              "Operations still running are left alone.");
+    sub->add_flag("--dry-run", cmd->dry_run, "only say what would go");
+    sub->add_flag("--json", cmd->json, "print the result as JSON");
+    sub->callback([cmd, &ctx] { run_gc(*cmd, ctx); });
+}
+
+} // namespace forky::cli

@@ -1,0 +1,371 @@
+#include "fork.hpp"
+
+#include "child_xml.hpp"
+#include "errors.hpp"
+#include "log.hpp"
+#include "names.hpp"
+#include "save_image.hpp"
+#include "transaction.hpp"
+#include "units.hpp"
+#include "vm.hpp"
+#include "vm_lock.hpp"
+
+#include <libvirt/virterror.h>
+#include <pugixml.hpp>
+
+#include <cstdlib>
+#include <map>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <thread>
+
+namespace forky {
+
+void fault_point(const char* step, unsigned index) {
+    auto matches = [&](const char* var) {
+        const char* v = std::getenv(var);
+        if (v == nullptr)
+            return false;
+        std::string want = v;
+        std::string here = step;
+        return want == here || (index != 0 && want == here + ":" + std::to_string(index));
+    };
+    if (matches("FORKY_FAULT_SLEEP")) {
+        logger("fork")->warn("FORKY_FAULT_SLEEP: sleeping at step '{}'", step);
+        std::this_thread::sleep_for(std::chrono::seconds(60));
+    }
+    if (matches("FORKY_FAULT"))
+        throw Error(std::string("Injected fault at step '") + step + "' (FORKY_FAULT)");
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+void check_cancelled(const ForkOptions& o) {
+    if (o.cancelled && o.cancelled())
+        throw InterruptedError("Fork interrupted; undoing what it had done");
+}
+
+// The parent must be a running (or, for a cold fork, paused) VM of forky's.
+void require_forkable(virDomainPtr dom, const std::string& name, const ForkOptions& o) {
+    int state = 0;
+    int reason = 0;
+    lv_check(virDomainGetState(dom, &state, &reason, 0),
+             "Failed to read the state of VM '" + name + "'");
+    if (state == VIR_DOMAIN_RUNNING)
+        return;
+    if (state == VIR_DOMAIN_PAUSED) {
+        if (o.cold)
+            return;
+        throw ConflictError("VM '" + name + "' is paused; fork it with --cold");
+    }
+    throw ConflictError("VM '" + name + "' is " + domain_state(dom) +
+                        "; only a running VM can be forked (start it first)");
+}
+
+// The next fork-point number: past what the lineage says and past any volume left by a
+// fork that died before it could say so.
+unsigned next_fork_point(const std::string& parent, const Lineage& lineage,
+                         const std::vector<VolumeInfo>& volumes) {
+    unsigned highest = lineage.forks;
+    std::regex re("^" + parent + R"(\.(?:vd[a-z]+\.)?fp([0-9]+)\.(?:mem|qcow2)$)");
+    for (const auto& v : volumes) {
+        std::smatch m;
+        if (std::regex_match(v.name, m, re))
+            highest = std::max(highest, static_cast<unsigned>(std::stoul(m[1])));
+    }
+    return highest + 1;
+}
+
+std::string disk_volume_name(const std::string& vm, const std::string& target) {
+    return vm + "." + target + ".qcow2";
+}
+std::string console_volume_name(const std::string& vm) {
+    return vm + ".console.log";
+}
+
+// `count` fresh names PREFIX-N: never one in use by a domain or a volume, and, for the
+// parent's own prefix, never one it handed out before.
+std::vector<std::string> pick_names(Host& host, const std::string& prefix, unsigned start,
+                                    unsigned count, const std::set<std::string>& volume_names,
+                                    unsigned& last_index) {
+    std::vector<std::string> names;
+    unsigned index = start;
+    while (names.size() < count) {
+        ++index;
+        std::string name = prefix + "-" + std::to_string(index);
+        if (auto why = name_problem(name))
+            throw UsageError("Cannot name children '" + prefix + "-N': " + *why);
+        bool taken = host.find_domain(name) != nullptr;
+        for (const auto& v : volume_names)
+            taken = taken || v.rfind(name + ".", 0) == 0;
+        if (!taken)
+            names.push_back(name);
+    }
+    last_index = index;
+    return names;
+}
+
+std::optional<std::uint64_t> completed_job_downtime(virDomainPtr dom) {
+    virTypedParameterPtr params = nullptr;
+    int nparams = 0;
+    int type = 0;
+    if (virDomainGetJobStats(dom, &type, &params, &nparams, VIR_DOMAIN_JOB_STATS_COMPLETED) < 0) {
+        clear_libvirt_error();
+        return std::nullopt;
+    }
+    unsigned long long downtime = 0;
+    int found = virTypedParamsGetULLong(params, nparams, VIR_DOMAIN_JOB_DOWNTIME, &downtime);
+    virTypedParamsFree(params, nparams);
+    if (found != 1)
+        return std::nullopt;
+    return downtime;
+}
+
+void set_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage) {
+    unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
+    if (lv_check(virDomainIsPersistent(dom), "Failed to query VM '" + name + "'") == 1)
+        flags |= VIR_DOMAIN_AFFECT_CONFIG;
+    lv_check(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                  lineage_to_xml(lineage, /*bare=*/true).c_str(), lineage_prefix,
+                                  lineage_namespace, flags),
+             "Failed to record the lineage of VM '" + name + "'");
+}
+
+std::string snapshot_xml(const std::string& name, const std::string& memory_path,
+                         const std::map<std::string, std::string>& new_tops) {
+    pugi::xml_document doc;
+    pugi::xml_node s = doc.append_child("domainsnapshot");
+    s.append_child("name").text().set(name.c_str());
+    pugi::xml_node mem = s.append_child("memory");
+    mem.append_attribute("snapshot") = "external";
+    mem.append_attribute("file") = memory_path.c_str();
+    pugi::xml_node disks = s.append_child("disks");
+    for (const auto& [target, path] : new_tops) {
+        pugi::xml_node d = disks.append_child("disk");
+        d.append_attribute("name") = target.c_str();
+        d.append_attribute("snapshot") = "external";
+        d.append_attribute("type") = "file";
+        d.append_child("driver").append_attribute("type") = "qcow2";
+        d.append_child("source").append_attribute("file") = path.c_str();
+    }
+    std::ostringstream out;
+    doc.save(out, "", pugi::format_raw | pugi::format_no_declaration);
+    return out.str();
+}
+
+} // namespace
+
+ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) {
+    const auto t_start = Clock::now();
+    require_valid_name(parent);
+    if (o.count == 0 || o.count > max_fork_count)
+        throw UsageError("The number of children must be between 1 and " +
+                         std::to_string(max_fork_count) + ", not " + std::to_string(o.count));
+    const std::string prefix = o.prefix.empty() ? parent : o.prefix;
+    if (auto why = name_problem(prefix))
+        throw UsageError("Invalid prefix '" + prefix + "': " + *why);
+
+    DomainPtr dom = host.domain(parent);
+    if (!read_lineage(dom.get()))
+        throw ConflictError("Domain '" + parent + "' was not made by forky (no forky metadata)");
+    require_forkable(dom.get(), parent, o);
+
+    VmLock lock = VmLock::acquire(host, parent, "fork", o.lock_wait);
+    fault_point("lock");
+    // Under the lock: what another fork did meanwhile is now visible.
+    require_forkable(dom.get(), parent, o);
+    Lineage lineage = *read_lineage(dom.get());
+    if (!lineage.pool.empty() && lineage.pool != host.options().pool)
+        throw ConflictError("VM '" + parent + "' keeps its volumes in pool '" + lineage.pool +
+                            "', not '" + host.options().pool + "'; use --pool " + lineage.pool);
+
+    const std::string live_xml = domain_xml(dom.get());
+    const auto tops = disk_sources(live_xml); // target -> current top layer (to be frozen)
+    const auto volumes = host.volumes();
+    std::map<std::string, std::string> volume_by_path;
+    std::set<std::string> volume_names;
+    for (const auto& v : volumes) {
+        volume_by_path[v.path] = v.name;
+        volume_names.insert(v.name);
+    }
+    std::map<std::string, std::string> frozen; // target -> volume name of the frozen layer
+    for (const auto& [target, path] : tops) {
+        auto v = volume_by_path.find(path);
+        if (v == volume_by_path.end())
+            throw ConflictError("Disk '" + target + "' of VM '" + parent + "' ('" + path +
+                                "') is not in pool '" + host.options().pool +
+                                "'; forky forks only disks it manages");
+        frozen[target] = v->second;
+    }
+
+    const unsigned fp = next_fork_point(parent, lineage, volumes);
+    const std::string fork_point = parent + ".fp" + std::to_string(fp);
+    const std::string mem_name = fork_point + ".mem";
+    unsigned last_index = 0;
+    const std::vector<std::string> names =
+        pick_names(host, prefix, prefix == parent ? lineage.children_made : 0, o.count,
+                   volume_names, last_index);
+
+    pugi::xml_document live_doc;
+    live_doc.load_string(live_xml.c_str());
+    const std::uint64_t memory_bytes =
+        live_doc.select_node("/domain/memory").node().text().as_ullong() * 1024;
+    const std::uint64_t per_child = 4ULL << 20; // overlay metadata, console, early writes
+    const std::uint64_t needed = memory_bytes + (1ULL << 20) + o.count * per_child;
+    const std::uint64_t available = host.pool_available();
+    if (available < needed)
+        throw StorageError("Pool '" + host.options().pool + "' has " + format_size(available) +
+                           " free; forking " + std::to_string(o.count) + " children of '" + parent +
+                           "' needs about " + format_size(needed));
+
+    ForkResult result;
+    result.parent = parent;
+    result.fork_point = fork_point;
+    Transaction txn; // everything but the parent's move onto new layers
+
+    // 1. The fork point: a memory image and new top layers for the parent.
+    check_cancelled(o);
+    lock.record_volume(mem_name);
+    StorageVolPtr mem_vol = host.create_raw_volume(mem_name);
+    txn.on_rollback("delete memory image '" + mem_name + "'",
+                    [&host, mem_name] { host.delete_volume(mem_name); });
+    const std::string mem_path = host.volume_path(mem_vol.get());
+    fault_point("memory-volume");
+
+    const auto t_snapshot = Clock::now();
+    std::map<std::string, std::string> new_tops; // target -> path
+    Lineage parent_lineage = lineage;
+    {
+        Transaction before_snapshot;
+        for (const auto& [target, path] : tops) {
+            std::string name = parent + "." + target + ".fp" + std::to_string(fp) + ".qcow2";
+            lock.record_volume(name);
+            StorageVolPtr v = host.create_overlay(name, path, DiskFormat::qcow2);
+            before_snapshot.on_rollback("delete overlay '" + name + "'",
+                                        [&host, name] { host.delete_volume(name); });
+            new_tops[target] = host.volume_path(v.get());
+            for (auto& owned : parent_lineage.volumes)
+                if (owned.role == "disk" && owned.target == target)
+                    owned.name = name;
+            fault_point("parent-overlay");
+        }
+        check_cancelled(o);
+        bool suspended = false;
+        if (o.cold && domain_state(dom.get()) == "running") {
+            lv_check(virDomainSuspend(dom.get()), "Failed to pause VM '" + parent + "'");
+            suspended = true;
+            before_snapshot.on_rollback("resume VM '" + parent + "'", [d = dom.get(), parent] {
+                lv_check(virDomainResume(d), "Failed to resume VM '" + parent + "'");
+            });
+        }
+        fault_point("snapshot");
+        unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
+                         VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC | VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT;
+        if (!o.cold)
+            flags |= VIR_DOMAIN_SNAPSHOT_CREATE_LIVE;
+        SnapshotPtr snap(virDomainSnapshotCreateXML(
+            dom.get(), snapshot_xml(fork_point, mem_path, new_tops).c_str(), flags));
+        lv_check(snap.get(),
+                 "Failed to freeze fork point '" + fork_point + "' of VM '" + parent + "'");
+        // The parent now runs on its new layers, whatever happens next.
+        before_snapshot.commit();
+        result.parent_downtime_ms = completed_job_downtime(dom.get());
+        if (suspended && !o.keep_paused)
+            lv_check(virDomainResume(dom.get()), "Failed to resume VM '" + parent + "'");
+    }
+    result.snapshot_ms = ms_since(t_snapshot);
+
+    parent_lineage.forks = fp;
+    if (prefix == parent)
+        parent_lineage.children_made = last_index;
+    set_lineage(dom.get(), parent, parent_lineage);
+    fault_point("parent-metadata");
+
+    // 2 + 3. The children.
+    const auto t_children = Clock::now();
+    const std::string fixed = host.read_volume_range(mem_name, 0, save_header_size);
+    const SaveImageHeader header = parse_save_header(
+        host.read_volume_range(mem_name, 0, save_header_size + save_header_data_len(fixed)));
+    virStorageVolInfo mem_info{};
+    lv_check(virStorageVolGetInfo(mem_vol.get(), &mem_info),
+             "Failed to query memory image '" + mem_name + "'");
+    result.memory_image_bytes = mem_info.allocation;
+    std::map<std::string, std::string> frozen_paths; // target -> path of the frozen layer
+    for (const auto& [target, path] : tops)
+        frozen_paths[target] = path;
+    const bool has_console = lineage.console_volume() != nullptr;
+
+    for (unsigned i = 0; i < names.size(); ++i) {
+        const std::string& name = names[i];
+        const unsigned n = i + 1;
+        check_cancelled(o);
+        lock.record_child(name);
+        ChildPlan plan;
+        plan.name = name;
+        plan.uuid = random_uuid();
+        Lineage& cl = plan.lineage;
+        cl.parent = parent;
+        cl.fork_point = fork_point;
+        cl.generation = lineage.generation + 1;
+        cl.created_at = utc_now_rfc3339();
+        cl.ttl = lineage.ttl;
+        cl.pool = host.options().pool;
+        cl.spec = lineage.spec;
+        cl.memory_image = mem_name;
+        for (const auto& [target, path] : frozen_paths) {
+            std::string vol_name = disk_volume_name(name, target);
+            lock.record_volume(vol_name);
+            StorageVolPtr v = host.create_overlay(vol_name, path, DiskFormat::qcow2);
+            txn.on_rollback("delete volume '" + vol_name + "'",
+                            [&host, vol_name] { host.delete_volume(vol_name); });
+            plan.disk_paths[target] = host.volume_path(v.get());
+            cl.volumes.push_back({"disk", target, vol_name});
+            cl.layers.push_back({"layer", target, frozen.at(target)});
+            fault_point("child-overlay", n);
+        }
+        if (has_console) {
+            std::string vol_name = console_volume_name(name);
+            lock.record_volume(vol_name);
+            StorageVolPtr v = host.create_raw_volume(vol_name);
+            txn.on_rollback("delete volume '" + vol_name + "'",
+                            [&host, vol_name] { host.delete_volume(vol_name); });
+            plan.console_log_path = host.volume_path(v.get());
+            cl.volumes.push_back({"console", "", vol_name});
+            fault_point("child-console", n);
+        }
+        const std::string xml = make_child_xml(header.xml, plan);
+        host.write_volume(mem_name, 0, encode_save_header(header, xml));
+        fault_point("header", n);
+        check_cancelled(o);
+        fault_point("restore", n);
+        txn.on_rollback("remove child '" + name + "'",
+                        [&host, name] { remove_domain(host, name); });
+        lv_check(virDomainRestoreFlags(host.conn(), mem_path.c_str(), nullptr,
+                                       o.children_paused ? VIR_DOMAIN_SAVE_PAUSED
+                                                         : VIR_DOMAIN_SAVE_RUNNING),
+                 "Failed to start child '" + name + "' from fork point '" + fork_point + "'");
+        DomainPtr defined(virDomainDefineXML(host.conn(), xml.c_str()));
+        lv_check(defined.get(), "Failed to define child '" + name + "'");
+        fault_point("define", n);
+        result.children.push_back(name);
+        logger("fork")->info("Child '{}' of '{}' is {}", name, parent,
+                             o.children_paused ? "paused" : "running");
+    }
+    // The image reads as the parent's fork point again (for later forks and reverts).
+    host.write_volume(mem_name, 0, encode_save_header(header, header.xml));
+    fault_point("commit");
+    result.children_ms = ms_since(t_children);
+    txn.commit();
+    lock.release();
+    result.total_ms = ms_since(t_start);
+    return result;
+}
+
+} // namespace forky

@@ -1,0 +1,218 @@
+#include "vm_lock.hpp"
+
+#include "errors.hpp"
+#include "log.hpp"
+
+#include <libvirt/virterror.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace forky {
+
+namespace {
+
+constexpr std::uint64_t journal_capacity = 64 * 1024;
+constexpr std::string_view journal_magic = "forky-journal 1";
+constexpr std::string_view lock_suffix = ".lock";
+
+std::string this_host() {
+    char name[256] = {};
+    ::gethostname(name, sizeof name - 1);
+    return name;
+}
+
+// Field 22 of /proc/PID/stat: the start time, which tells a reused pid apart.
+unsigned long long process_start(long pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    auto paren = stat.rfind(')');
+    if (paren == std::string::npos)
+        return 0;
+    std::istringstream fields(stat.substr(paren + 2));
+    std::string field;
+    for (int i = 3; i <= 22 && fields >> field; ++i) {
+        if (i == 22)
+            return std::stoull(field);
+    }
+    return 0;
+}
+
+std::int64_t now_seconds() {
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+} // namespace
+
+std::string lock_volume_name(const std::string& vm) {
+    return vm + std::string(lock_suffix);
+}
+
+std::string Journal::encode() const {
+    std::ostringstream out;
+    out << journal_magic << '\n'
+        << "operation " << operation << '\n'
+        << "vm " << vm << '\n'
+        << "holder " << holder_host << ' ' << holder_pid << ' ' << holder_start << '\n'
+        << "since " << since << '\n';
+    for (const auto& c : children)
+        out << "child " << c << '\n';
+    for (const auto& v : volumes)
+        out << "volume " << v << '\n';
+    return out.str();
+}
+
+Journal Journal::decode(std::string_view text) {
+    Journal j;
+    std::istringstream in(std::string(text.substr(0, text.find('\0'))));
+    std::string line;
+    if (!std::getline(in, line) || line != journal_magic)
+        return j;
+    while (std::getline(in, line)) {
+        std::istringstream f(line);
+        std::string key;
+        f >> key;
+        if (key == "operation")
+            f >> j.operation;
+        else if (key == "vm")
+            f >> j.vm;
+        else if (key == "holder")
+            f >> j.holder_host >> j.holder_pid >> j.holder_start;
+        else if (key == "since")
+            f >> j.since;
+        else if (key == "child") {
+            std::string c;
+            f >> c;
+            j.children.push_back(c);
+        } else if (key == "volume") {
+            std::string v;
+            f >> v;
+            j.volumes.push_back(v);
+        }
+    }
+    return j;
+}
+
+bool Journal::holder_alive(std::chrono::seconds stale_after) const {
+    if (holder_host == this_host())
+        return holder_pid > 0 && process_start(holder_pid) == holder_start;
+    return now_seconds() - since < stale_after.count();
+}
+
+VmLock::VmLock(Host& host, Journal journal) : host_(&host), journal_(std::move(journal)) {}
+
+VmLock::VmLock(VmLock&& other) noexcept
+    : host_(other.host_), journal_(std::move(other.journal_)), held_(other.held_) {
+    other.held_ = false;
+}
+
+VmLock::~VmLock() {
+    release();
+}
+
+VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& operation,
+                       std::chrono::milliseconds wait) {
+    Journal j;
+    j.operation = operation;
+    j.vm = vm;
+    j.holder_host = this_host();
+    j.holder_pid = ::getpid();
+    j.holder_start = process_start(j.holder_pid);
+    j.since = now_seconds();
+    VmLock lock(host, std::move(j));
+    const std::string name = lock_volume_name(vm);
+    auto deadline = std::chrono::steady_clock::now() + wait;
+    bool told = false;
+    for (;;) {
+        StorageVolPtr vol(virStorageVolCreateXML(
+            host.pool(),
+            ("<volume><name>" + name + "</name><capacity unit='bytes'>" +
+             std::to_string(journal_capacity) +
+             "</capacity><allocation>0</allocation><target><format type='raw'/></target>"
+             "</volume>")
+                .c_str(),
+            0));
+        if (vol) {
+            lock.held_ = true;
+            lock.write();
+            return lock;
+        }
+        expect_absent(VIR_ERR_STORAGE_VOL_EXIST, "Failed to lock VM '" + vm + "'");
+        Journal other;
+        try {
+            other = Journal::decode(host.read_volume_range(name, 0, journal_capacity));
+        } catch (const NotFoundError&) {
+            continue; // released meanwhile
+        } catch (const Error&) {
+            // being written or just released: look again shortly
+        }
+        if (!other.holder_host.empty() && !other.holder_alive())
+            throw ConflictError("VM '" + vm + "' is locked by a " + other.operation +
+                                " of process " + std::to_string(other.holder_pid) + " on '" +
+                                other.holder_host +
+                                "' that is gone; run 'forky gc' to undo what it left");
+        if (std::chrono::steady_clock::now() >= deadline)
+            throw ConflictError("VM '" + vm + "' is busy: a " + other.operation + " by process " +
+                                std::to_string(other.holder_pid) + " on '" + other.holder_host +
+                                "' holds its lock");
+        if (!told) {
+            logger("lock")->info("Waiting for the {} of VM '{}' by process {} to finish",
+                                 other.operation, vm, other.holder_pid);
+            told = true;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+}
+
+void VmLock::write() {
+    std::string text = journal_.encode();
+    if (text.size() >= journal_capacity)
+        throw Error("The journal of VM '" + journal_.vm + "' is full");
+    host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0');
+}
+
+void VmLock::record_child(const std::string& name) {
+    journal_.children.push_back(name);
+    write();
+}
+
+void VmLock::record_volume(const std::string& name) {
+    journal_.volumes.push_back(name);
+    write();
+}
+
+void VmLock::release() noexcept {
+    if (!held_)
+        return;
+    held_ = false;
+    try {
+        host_->delete_volume(lock_volume_name(journal_.vm));
+    } catch (const std::exception& e) {
+        logger("lock")->error("Failed to release the lock of VM '{}': {}", journal_.vm, e.what());
+    }
+}
+
+std::vector<Journal> read_journals(Host& host) {
+    std::vector<Journal> out;
+    for (const auto& v : host.volumes()) {
+        if (v.name.size() <= lock_suffix.size() ||
+            v.name.compare(v.name.size() - lock_suffix.size(), lock_suffix.size(), lock_suffix) !=
+                0)
+            continue;
+        Journal j;
+        try {
+            j = Journal::decode(host.read_volume_range(v.name, 0, journal_capacity));
+        } catch (const Error&) {
+        }
+        if (j.vm.empty())
+            j.vm = v.name.substr(0, v.name.size() - lock_suffix.size());
+        out.push_back(std::move(j));
+    }
+    return out;
+}
+
+} // namespace forky
