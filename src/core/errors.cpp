@@ -8,6 +8,13 @@ namespace forky {
 
 namespace {
 void ignore_libvirt_error(void*, virErrorPtr) {}
+
+template <typename E>
+[[noreturn]] void raise(const std::string& msg, int libvirt_code) {
+    E e(msg);
+    e.with_libvirt_code(libvirt_code);
+    throw e;
+}
 } // namespace
 
 void install_libvirt_error_handler() {
@@ -39,14 +46,14 @@ void throw_libvirt_error(std::string_view context) {
     case VIR_ERR_NO_STORAGE_VOL:
     case VIR_ERR_NO_STORAGE_POOL:
     case VIR_ERR_NO_DOMAIN_METADATA:
-        throw NotFoundError(msg);
+        raise<NotFoundError>(msg, code);
     case VIR_ERR_OPERATION_INVALID:
-        throw ConflictError(msg);
+        raise<ConflictError>(msg, code);
     default:
         break;
     }
     if (domain == VIR_FROM_STORAGE)
-        throw StorageError(msg);
+        raise<StorageError>(msg, code);
     throw LibvirtError(msg, code, domain);
 }
 

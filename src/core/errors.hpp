@@ -25,6 +25,16 @@ class Error : public std::runtime_error {
 public:
     explicit Error(const std::string& what) : std::runtime_error(what) {}
     virtual ExitCode code() const { return ExitCode::internal; }
+
+    // libvirt's virErrorNumber when libvirt raised it (whatever the class), else 0.
+    int libvirt_code() const { return lv_code_; }
+    Error& with_libvirt_code(int c) {
+        lv_code_ = c;
+        return *this;
+    }
+
+private:
+    int lv_code_ = 0;
 };
 
 class UsageError : public Error {
@@ -69,13 +79,13 @@ public:
 class LibvirtError : public Error {
 public:
     LibvirtError(const std::string& what, int lv_code, int lv_domain)
-        : Error(what), lv_code_(lv_code), lv_domain_(lv_domain) {}
+        : Error(what), lv_domain_(lv_domain) {
+        with_libvirt_code(lv_code);
+    }
     ExitCode code() const override { return ExitCode::libvirt; }
-    int libvirt_code() const { return lv_code_; }
     int libvirt_domain() const { return lv_domain_; }
 
 private:
-    int lv_code_;
     int lv_domain_;
 };
 

@@ -51,7 +51,7 @@ void add_domain_roots(Host& host, const std::set<std::string>& skip, std::set<st
 std::vector<Journal> settled_journals(Host& host) {
     auto journals = read_journals(host);
     for (const auto& j : journals) {
-        if (j.holder_host.empty()) {
+        if (j.readable && j.holder_host.empty()) {
             // A lock taken a moment ago whose journal is not written yet: look again.
             std::this_thread::sleep_for(std::chrono::seconds(1));
             return read_journals(host);
@@ -67,8 +67,9 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
     std::set<std::string> protected_names;
     std::vector<std::string> dead_locks;
     for (const auto& j : settled_journals(host)) {
-        // A journal still blank after a second belongs to a process that died at once.
-        bool alive = !j.holder_host.empty() && j.holder_alive();
+        // A journal still blank after a second belongs to a process that died at once;
+        // one that cannot be read is assumed alive.
+        bool alive = !j.readable || (!j.holder_host.empty() && j.holder_alive());
         if (alive || !o.undo_dead_operations) {
             if (alive)
                 result.busy.push_back(j.vm + " (" + j.operation + " by process " +

@@ -106,7 +106,8 @@ bool Journal::holder_alive(std::chrono::seconds stale_after) const {
 VmLock::VmLock(Host& host, Journal journal) : host_(&host), journal_(std::move(journal)) {}
 
 VmLock::VmLock(VmLock&& other) noexcept
-    : host_(other.host_), journal_(std::move(other.journal_)), held_(other.held_) {
+    : host_(other.host_), journal_(std::move(other.journal_)), held_(other.held_),
+      journaling_(other.journaling_) {
     other.held_ = false;
 }
 
@@ -169,10 +170,20 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
 }
 
 void VmLock::write() {
+    if (!journaling_)
+        return;
     std::string text = journal_.encode();
     if (text.size() >= journal_capacity)
         throw Error("The journal of VM '" + journal_.vm + "' is full");
-    host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0');
+    try {
+        host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0');
+    } catch (const Error& e) {
+        if (e.libvirt_code() != VIR_ERR_NO_SUPPORT)
+            throw;
+        // The lock still excludes; only gc's undo of a killed operation is lost.
+        logger("lock")->warn("This storage driver cannot write forky's journal: {}", e.what());
+        journaling_ = false;
+    }
 }
 
 void VmLock::record_child(const std::string& name) {
@@ -207,6 +218,7 @@ std::vector<Journal> read_journals(Host& host) {
         try {
             j = Journal::decode(host.read_volume_range(v.name, 0, journal_capacity));
         } catch (const Error&) {
+            j.readable = false;
         }
         if (j.vm.empty())
             j.vm = v.name.substr(0, v.name.size() - lock_suffix.size());

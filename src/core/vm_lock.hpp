@@ -23,6 +23,7 @@ struct Journal {
     std::int64_t since = 0;              // seconds since the epoch
     std::vector<std::string> children;   // domains created
     std::vector<std::string> volumes;    // volumes created
+    bool readable = true; // false where the pool cannot be read back (no download support)
 
     std::string encode() const;
     static Journal decode(std::string_view text);
@@ -58,6 +59,7 @@ private:
     Host* host_;
     Journal journal_;
     bool held_ = false;
+    bool journaling_ = true; // off where the storage driver cannot upload
 };
 
 // Every lock in the pool with its journal (unreadable ones have an empty journal).

@@ -1,6 +1,7 @@
 // libforky against libvirt's test driver: a fresh in-memory hypervisor per test, so
 // these run anywhere, with no libvirtd and no QEMU.
 #include "errors.hpp"
+#include "gc.hpp"
 #include "host.hpp"
 #include "vm.hpp"
 
@@ -132,13 +133,27 @@ TEST_F(VmOnTestDriver, StopAndRemove) {
 TEST_F(VmOnTestDriver, RemoveKeepsALayerSomethingElseNeeds) {
     vm_up(host(), spec_);
     std::string top = host().volume_path(host().find_volume("tiny.vda.qcow2").get());
-    host().create_overlay("child.vda.qcow2", top, DiskFormat::qcow2);
+    std::string child_top =
+        host().volume_path(host().create_overlay("child.vda.qcow2", top, DiskFormat::qcow2).get());
+    // A domain runs on the child layer, so the chain under it is live.
+    std::string child_xml = "<domain type='test'><name>child</name><memory>65536</memory>"
+                            "<os><type>hvm</type></os><devices><disk type='file' device='disk'>"
+                            "<source file='" +
+                            child_top + "'/><target dev='vda'/></disk></devices></domain>";
+    DomainPtr child(virDomainDefineXML(host().conn(), child_xml.c_str()));
+    ASSERT_TRUE(child);
     RemoveResult r = vm_remove(host(), "tiny", /*force=*/true);
     ASSERT_EQ(r.kept.size(), 1u);
     EXPECT_NE(r.kept[0].find("tiny.vda.qcow2 (needed by volume 'child.vda.qcow2')"),
               std::string::npos);
     EXPECT_TRUE(host().find_volume("tiny.vda.qcow2"));
     EXPECT_FALSE(host().find_volume("tiny.console.log"));
+
+    // Once nothing runs on the child layer, gc reclaims both layers, newest first.
+    ASSERT_EQ(virDomainUndefine(child.get()), 0);
+    GcResult gc = collect_garbage(host());
+    EXPECT_EQ(gc.deleted_volumes, (std::vector<std::string>{"child.vda.qcow2", "tiny.vda.qcow2"}));
+    EXPECT_TRUE(host().volumes().empty());
 }
 
 TEST_F(VmOnTestDriver, UnknownAndForeignDomains) {

@@ -1,0 +1,184 @@
+// The pure parts of the fork: the save-image header, the child's XML, the journal, gc's
+// naming rule.
+#include "child_xml.hpp"
+#include "errors.hpp"
+#include "gc.hpp"
+#include "save_image.hpp"
+#include "vm_lock.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+namespace fs = std::filesystem;
+using namespace forky;
+
+namespace {
+
+const fs::path data_dir = FORKY_TEST_DATA;
+
+std::string read_file(const fs::path& p) {
+    std::ifstream in(p);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// A header as libvirt writes it: 92 bytes, XML + NUL, cookie + NUL, 64 KiB of padding.
+std::string libvirt_header(const std::string& xml, const std::string& cookie) {
+    std::uint32_t fields[19] = {};
+    fields[0] = 2;                                                   // version
+    fields[1] = static_cast<std::uint32_t>(xml.size() + 1 + cookie.size() + 1 + 65536);
+    fields[2] = 1;                                                   // was_running
+    fields[4] = static_cast<std::uint32_t>(xml.size() + 1);          // cookieOffset
+    std::string out = "LibvirtQemudSave";
+    out.append(reinterpret_cast<const char*>(fields), sizeof fields);
+    out += xml;
+    out += '\0';
+    out += cookie;
+    out += '\0';
+    out.append(65536, '\0');
+    return out;
+}
+
+} // namespace
+
+TEST(SaveImage, ParsesWhatLibvirtWrites) {
+    std::string bytes = libvirt_header("<domain><name>p</name></domain>", "<cookie/>");
+    ASSERT_EQ(save_header_data_len(bytes), bytes.size() - save_header_size);
+    SaveImageHeader h = parse_save_header(bytes + "QEVM...stream");
+    EXPECT_EQ(h.version, 2u);
+    EXPECT_EQ(h.was_running, 1u);
+    EXPECT_EQ(h.xml, "<domain><name>p</name></domain>");
+    EXPECT_EQ(h.cookie, "<cookie/>");
+    EXPECT_EQ(h.size(), bytes.size());
+}
+
+TEST(SaveImage, EncodesAChildHeaderOfTheSameSize) {
+    std::string bytes = libvirt_header("<domain><name>p</name></domain>", "<cookie/>");
+    SaveImageHeader h = parse_save_header(bytes);
+    std::string child = encode_save_header(h, "<domain><name>p-12</name></domain>");
+    ASSERT_EQ(child.size(), bytes.size()) << "the migration stream must stay where it is";
+    SaveImageHeader back = parse_save_header(child);
+    EXPECT_EQ(back.xml, "<domain><name>p-12</name></domain>");
+    EXPECT_EQ(back.cookie, "<cookie/>");
+    EXPECT_EQ(back.was_running, 1u);
+    // Unchanged XML gives back the very bytes libvirt wrote.
+    EXPECT_EQ(encode_save_header(h, h.xml), bytes);
+}
+
+TEST(SaveImage, RefusesWhatItCannotHandle) {
+    std::string bytes = libvirt_header("<domain/>", "<cookie/>");
+    SaveImageHeader h = parse_save_header(bytes);
+    EXPECT_THROW(encode_save_header(h, std::string(h.data_len, 'x')), Error);
+    std::string partial = bytes;
+    std::memcpy(partial.data(), "LibvirtQemudPart", 16);
+    EXPECT_THROW(parse_save_header(partial), Error);
+    std::string garbage = bytes;
+    garbage[0] = 'X';
+    EXPECT_THROW(parse_save_header(garbage), Error);
+    std::string compressed = bytes;
+    compressed[16 + 12] = 1; // format: gzip
+    EXPECT_THROW(parse_save_header(compressed), Error);
+    EXPECT_THROW(parse_save_header(bytes.substr(0, 200)), Error);
+    EXPECT_THROW(save_header_data_len(bytes.substr(0, 50)), Error);
+}
+
+// tests/data/child/parent.xml is the XML libvirt put in a real memory image of the test
+// guest; child.xml is what a child gets. FORKY_REGENERATE_GOLDEN=1 rewrites it.
+TEST(ChildXml, GoldenChildOfTheTestGuest) {
+    std::string parent = read_file(data_dir / "child/parent.xml");
+    ChildPlan plan;
+    plan.name = "tiny-3";
+    plan.uuid = "11111111-2222-4333-8444-555555555555";
+    plan.disk_paths["vda"] = "/var/lib/forky/tiny-3.vda.qcow2";
+    plan.console_log_path = "/var/lib/forky/tiny-3.console.log";
+    plan.lineage.parent = "tiny";
+    plan.lineage.fork_point = "tiny.fp2";
+    plan.lineage.generation = 1;
+    plan.lineage.created_at = "2026-01-01T00:00:00Z";
+    plan.lineage.pool = "forky";
+    plan.lineage.volumes = {{"disk", "vda", "tiny-3.vda.qcow2"},
+                            {"console", "", "tiny-3.console.log"}};
+    plan.lineage.memory_image = "tiny.fp2.mem";
+    plan.lineage.layers = {{"layer", "vda", "tiny.vda.fp1.qcow2"}};
+    std::string child = make_child_xml(parent, plan);
+    fs::path expected = data_dir / "child/child.xml";
+    if (std::getenv("FORKY_REGENERATE_GOLDEN"))
+        std::ofstream(expected) << child;
+    EXPECT_EQ(read_file(expected), child);
+
+    // What must hold whatever the formatting.
+    EXPECT_EQ(child.find("backingStore"), std::string::npos);
+    EXPECT_EQ(child.find("/dev/pts/"), std::string::npos);
+    EXPECT_EQ(child.find(" id="), std::string::npos);
+    EXPECT_EQ(child.find("tiny.console.log'"), std::string::npos);
+    EXPECT_EQ(disk_sources(child).at("vda"), "/var/lib/forky/tiny-3.vda.qcow2");
+    EXPECT_NE(child.find("<mac address=\"52:54:00"), std::string::npos) << "MAC must stay";
+    EXPECT_NE(child.find("<forky:parent>tiny</forky:parent>"), std::string::npos);
+}
+
+TEST(ChildXml, RefusesADiskItDidNotPlanFor) {
+    std::string parent = read_file(data_dir / "child/parent.xml");
+    ChildPlan plan;
+    plan.name = "x-1";
+    plan.uuid = random_uuid();
+    EXPECT_THROW(make_child_xml(parent, plan), Error);
+}
+
+TEST(ChildXml, RandomUuidsAreVersion4AndDistinct) {
+    std::string a = random_uuid();
+    std::string b = random_uuid();
+    EXPECT_EQ(a.size(), 36u);
+    EXPECT_EQ(a[14], '4');
+    EXPECT_NE(a, b);
+}
+
+TEST(Journal, RoundTripsAndKnowsItsHolder) {
+    Journal j;
+    j.operation = "fork";
+    j.vm = "web";
+    j.holder_host = [] {
+        char n[256] = {};
+        gethostname(n, sizeof n - 1);
+        return std::string(n);
+    }();
+    j.holder_pid = getpid();
+    j.since = 1;
+    j.children = {"web-1", "web-2"};
+    j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
+    std::ifstream stat("/proc/self/stat");
+    std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+    std::istringstream fields(text.substr(text.rfind(')') + 2));
+    std::string f;
+    for (int i = 3; i <= 22; ++i)
+        fields >> f;
+    j.holder_start = std::stoull(f);
+
+    Journal back = Journal::decode(j.encode() + std::string(100, '\0'));
+    EXPECT_EQ(back.operation, "fork");
+    EXPECT_EQ(back.vm, "web");
+    EXPECT_EQ(back.children, j.children);
+    EXPECT_EQ(back.volumes, j.volumes);
+    EXPECT_TRUE(back.holder_alive()) << "this very process holds it";
+    back.holder_start += 1; // the pid was reused by another process
+    EXPECT_FALSE(back.holder_alive());
+    back.holder_host = "another-machine";
+    back.since = 0; // long ago
+    EXPECT_FALSE(back.holder_alive());
+    EXPECT_TRUE(Journal::decode(std::string(64, '\0')).holder_host.empty());
+}
+
+TEST(Gc, CollectsOnlyNamesForkyMakes) {
+    for (const char* n : {"tiny.vda.qcow2", "tiny-1.vdb.qcow2", "tiny.vda.fp12.qcow2",
+                          "tiny.console.log", "tiny.fp3.mem", "a_b-c.vdaa.qcow2"})
+        EXPECT_TRUE(is_forky_volume_name(n)) << n;
+    for (const char* n : {"data.qcow2", "tiny.lock", "golden.img", "tiny.vda.qcow2.bak",
+                          "../x.vda.qcow2", "tiny.fp.mem", "debian-12.qcow2"})
+        EXPECT_FALSE(is_forky_volume_name(n)) << n;
+}
