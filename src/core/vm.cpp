@@ -147,12 +147,18 @@ void remove_domain(Host& host, const std::string& name) {
     DomainPtr d = host.find_domain(name);
     if (!d)
         return;
-    if (domain_is_active(d.get()))
-        destroy_unless_gone(d.get(), name);
-    if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1)
-        lv_check(virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                                                     VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
-                 "Failed to undefine VM '" + name + "'");
+    // Undefine first: a running persistent domain becomes transient and goes with the
+    // destroy, so nothing is asked of a domain that may have vanished meanwhile.
+    try {
+        if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1)
+            lv_check(virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                         VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
+                     "Failed to undefine VM '" + name + "'");
+        if (domain_is_active(d.get()))
+            destroy_unless_gone(d.get(), name);
+    } catch (const NotFoundError&) {
+        // gone by itself
+    }
 }
 
 VmInfo vm_info(Host& host, const std::string& name) {

@@ -32,10 +32,10 @@ std::string read_file(const fs::path& p) {
 // A header as libvirt writes it: 92 bytes, XML + NUL, cookie + NUL, 64 KiB of padding.
 std::string libvirt_header(const std::string& xml, const std::string& cookie) {
     std::uint32_t fields[19] = {};
-    fields[0] = 2;                                                   // version
+    fields[0] = 2; // version
     fields[1] = static_cast<std::uint32_t>(xml.size() + 1 + cookie.size() + 1 + 65536);
-    fields[2] = 1;                                                   // was_running
-    fields[4] = static_cast<std::uint32_t>(xml.size() + 1);          // cookieOffset
+    fields[2] = 1;                                          // was_running
+    fields[4] = static_cast<std::uint32_t>(xml.size() + 1); // cookieOffset
     std::string out = "LibvirtQemudSave";
     out.append(reinterpret_cast<const char*>(fields), sizeof fields);
     out += xml;

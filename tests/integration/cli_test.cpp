@@ -19,26 +19,6 @@ const fs::path base_image() {
     return source_dir() / "domains/images/data.qcow2";
 }
 
-std::vector<std::string> domain_names() {
-    CommandResult r = run({"virsh", "-q", "-c", libvirt_uri(), "list", "--all", "--name"});
-    EXPECT_EQ(r.rc, 0) << r.all();
-    std::vector<std::string> names;
-    std::istringstream in(r.out);
-    for (std::string line; std::getline(in, line);)
-        if (!line.empty())
-            names.push_back(line);
-    return names;
-}
-
-std::vector<std::string> pool_files() {
-    std::vector<std::string> files;
-    if (fs::exists(pool_dir()))
-        for (const auto& e : fs::directory_iterator(pool_dir()))
-            files.push_back(e.path().filename().string());
-    std::sort(files.begin(), files.end());
-    return files;
-}
-
 bool contains(const std::vector<std::string>& v, const std::string& x) {
     return std::find(v.begin(), v.end(), x) != v.end();
 }

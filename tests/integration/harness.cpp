@@ -1,12 +1,14 @@
 #include "harness.hpp"
 
 #include <gtest/gtest.h>
+#include <libvirt/libvirt.h>
 
 #include <fcntl.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <regex>
@@ -81,46 +83,73 @@ const fs::path& test_dir() {
     return g_dir;
 }
 
-CommandResult run(const std::vector<std::string>& argv) {
+namespace {
+
+Background spawn(const std::vector<std::string>& argv, const Env& env) {
     static int counter = 0;
     fs::path base = (g_dir.empty() ? fs::temp_directory_path() : g_dir) /
                     ("cmd-" + std::to_string(::getpid()) + "-" + std::to_string(counter++));
-    std::string out_file = base.string() + ".out";
-    std::string err_file = base.string() + ".err";
+    Background bg;
+    bg.out_file = base.string() + ".out";
+    bg.err_file = base.string() + ".err";
     posix_spawn_file_actions_t actions;
     posix_spawn_file_actions_init(&actions);
     posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&actions, 1, out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+    posix_spawn_file_actions_addopen(&actions, 1, bg.out_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0600);
-    posix_spawn_file_actions_addopen(&actions, 2, err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+    posix_spawn_file_actions_addopen(&actions, 2, bg.err_file.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
                                      0600);
     std::vector<char*> args;
     for (const auto& a : argv)
         args.push_back(const_cast<char*>(a.c_str()));
     args.push_back(nullptr);
+    std::vector<char*> envp;
+    for (char** e = environ; *e != nullptr; ++e)
+        envp.push_back(*e);
+    for (const auto& e : env)
+        envp.push_back(const_cast<char*>(e.c_str()));
+    envp.push_back(nullptr);
     pid_t pid = 0;
-    CommandResult result;
-    int spawned = posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), environ);
+    if (posix_spawnp(&pid, args[0], &actions, nullptr, args.data(), envp.data()) == 0)
+        bg.pid = pid;
     posix_spawn_file_actions_destroy(&actions);
-    if (spawned != 0) {
-        result.err = "cannot run '" + argv[0] + "'";
+    return bg;
+}
+
+} // namespace
+
+CommandResult finish(Background& bg) {
+    CommandResult result;
+    if (bg.pid < 0) {
+        result.err = "could not start the command";
         return result;
     }
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    while (::waitpid(bg.pid, &status, 0) < 0 && errno == EINTR) {
     }
+    bg.pid = -1;
     result.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    result.out = slurp(out_file);
-    result.err = slurp(err_file);
-    fs::remove(out_file);
-    fs::remove(err_file);
+    result.out = slurp(bg.out_file);
+    result.err = slurp(bg.err_file);
+    fs::remove(bg.out_file);
+    fs::remove(bg.err_file);
     return result;
 }
 
-CommandResult run_forky(const std::vector<std::string>& args) {
+CommandResult run(const std::vector<std::string>& argv, const Env& env) {
+    Background bg = spawn(argv, env);
+    return finish(bg);
+}
+
+Background start_forky(const std::vector<std::string>& args, const Env& env) {
     std::vector<std::string> argv{FORKY_BINARY};
     argv.insert(argv.end(), args.begin(), args.end());
-    return run(argv);
+    return spawn(argv, env);
+}
+
+CommandResult run_forky(const std::vector<std::string>& args, const Env& env) {
+    Background bg = start_forky(args, env);
+    return finish(bg);
 }
 
 std::string wait_for_console(const std::string& vm, const std::string& pattern,
@@ -143,6 +172,102 @@ std::string wait_for_console(const std::string& vm, const std::string& pattern,
 std::string sha256_of(const fs::path& file) {
     CommandResult r = run({"sha256sum", file.string()});
     return r.rc == 0 ? r.out.substr(0, 64) : "";
+}
+
+void type_on_console(const std::string& vm, const std::string& text) {
+    virConnectPtr conn = virConnectOpen(g_uri.c_str());
+    ASSERT_NE(conn, nullptr);
+    virDomainPtr dom = virDomainLookupByName(conn, vm.c_str());
+    ASSERT_NE(dom, nullptr) << vm;
+    virStreamPtr st = virStreamNew(conn, 0);
+    ASSERT_EQ(virDomainOpenConsole(dom, nullptr, st, VIR_DOMAIN_CONSOLE_FORCE), 0);
+    // A serial port takes a few characters at a time: type slowly, as a person would.
+    for (std::size_t i = 0; i < text.size(); i += 8) {
+        std::string part = text.substr(i, 8);
+        ASSERT_EQ(virStreamSend(st, part.data(), part.size()), static_cast<int>(part.size()));
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+    // QEMU's pty backend looks for a connected reader once a second and leaves input
+    // unread until it sees one: keep the console open until it has.
+    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    virStreamFinish(st);
+    virStreamFree(st);
+    virDomainFree(dom);
+    virConnectClose(conn);
+}
+
+std::string guest_eval(const std::string& vm, const std::string& command) {
+    static int counter = 0;
+    std::string tag = "R" + std::to_string(::getpid()) + "x" + std::to_string(counter++);
+    // The echoed input shows "TAG=$(", never "TAG=<value>=END".
+    type_on_console(vm, "echo " + tag + "=$(" + command + ")=END\n");
+    std::string log = wait_for_console(vm, tag + "=[A-Za-z0-9_.-]*=END", std::chrono::seconds(30));
+    std::smatch m;
+    std::regex re(tag + "=([A-Za-z0-9_.-]*)=END");
+    if (!std::regex_search(log, m, re))
+        return "<no answer>";
+    return m[1];
+}
+
+std::string boot_token(const std::string& vm) {
+    std::string log = wait_for_console(vm, "FORKY-BOOT token=[0-9a-f]{16}");
+    std::smatch m;
+    std::regex_search(log, m, std::regex("FORKY-BOOT token=([0-9a-f]{16})"));
+    return m.size() > 1 ? std::string(m[1]) : "";
+}
+
+unsigned long last_counter(const std::string& vm) {
+    std::string log = run_forky({"logs", vm}).out;
+    unsigned long last = 0;
+    std::regex re("FORKY-TICK token=[0-9a-f]+ counter=([0-9]+)");
+    for (auto it = std::sregex_iterator(log.begin(), log.end(), re); it != std::sregex_iterator();
+         ++it)
+        last = std::stoul((*it)[1]);
+    return last;
+}
+
+void up_tiny(const std::string& name) {
+    CommandResult up =
+        run_forky({"up", "-f", (source_dir() / "domains/tiny.yaml").string(), "--name", name});
+    ASSERT_EQ(up.rc, 0) << up.all();
+    wait_for_console(name, "FORKY-TICK token=[0-9a-f]+ counter=[0-9]+ disk=[0-9a-f]{16}");
+}
+
+std::vector<std::string> domain_names() {
+    CommandResult r = run({"virsh", "-q", "-c", g_uri, "list", "--all", "--name"});
+    EXPECT_EQ(r.rc, 0) << r.all();
+    std::vector<std::string> names;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);)
+        if (!line.empty())
+            names.push_back(line);
+    std::sort(names.begin(), names.end());
+    return names;
+}
+
+std::vector<std::string> pool_files() {
+    std::vector<std::string> files;
+    if (fs::exists(g_pool_dir))
+        for (const auto& e : fs::directory_iterator(g_pool_dir))
+            files.push_back(e.path().filename().string());
+    std::sort(files.begin(), files.end());
+    return files;
+}
+
+std::string domain_state_of(const std::string& vm) {
+    CommandResult r = run({"virsh", "-c", g_uri, "domstate", vm});
+    return r.rc == 0 ? r.out.substr(0, r.out.find('\n')) : "absent";
+}
+
+std::string disk_of(const std::string& vm) {
+    CommandResult r = run({"virsh", "-q", "-c", g_uri, "domblklist", vm});
+    std::istringstream in(r.out);
+    std::string target;
+    std::string source;
+    while (in >> target >> source)
+        if (target == "vda")
+            return source;
+    return "";
 }
 
 } // namespace forky::it

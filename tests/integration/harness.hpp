@@ -17,11 +17,22 @@ struct CommandResult {
     std::string all() const { return out + err; }
 };
 
+using Env = std::vector<std::string>; // extra "NAME=value" entries
+
 // Runs argv (argv[0] looked up in PATH), capturing stdout and stderr.
-CommandResult run(const std::vector<std::string>& argv);
+CommandResult run(const std::vector<std::string>& argv, const Env& env = {});
 
 // Runs the forky binary under test with the private libvirtd's URI and pool dir.
-CommandResult run_forky(const std::vector<std::string>& args);
+CommandResult run_forky(const std::vector<std::string>& args, const Env& env = {});
+
+// The forky binary in the background; finish() waits for it and collects its output.
+struct Background {
+    int pid = -1;
+    std::string out_file;
+    std::string err_file;
+};
+Background start_forky(const std::vector<std::string>& args, const Env& env = {});
+CommandResult finish(Background& bg);
 
 const std::string& libvirt_uri();
 const std::filesystem::path& pool_dir(); // the pool's directory on this machine
@@ -34,5 +45,27 @@ std::string wait_for_console(const std::string& vm, const std::string& pattern,
                              std::chrono::seconds timeout = std::chrono::seconds(90));
 
 std::string sha256_of(const std::filesystem::path& file);
+
+// Types `text` on the VM's serial console (where the test guest runs a shell), through
+// libvirt's console stream.
+void type_on_console(const std::string& vm, const std::string& text);
+
+// Runs `command` in the guest's shell and returns what it printed on one line (the
+// output must be letters, digits, '-', '_' or '.'). Fails the test on a timeout.
+std::string guest_eval(const std::string& vm, const std::string& command);
+
+// The token of the guest's boot, waiting for it.
+std::string boot_token(const std::string& vm);
+
+// The last FORKY-TICK counter the VM printed, 0 if none yet.
+unsigned long last_counter(const std::string& vm);
+
+// `forky up` of the tiny test guest under `name`, waiting for its first tick.
+void up_tiny(const std::string& name);
+
+std::vector<std::string> domain_names();            // virsh list --all --name
+std::vector<std::string> pool_files();              // what is in the pool directory
+std::string domain_state_of(const std::string& vm); // virsh domstate
+std::string disk_of(const std::string& vm);         // vda's source file
 
 } // namespace forky::it
