@@ -34,6 +34,15 @@ void print_json(const std::vector<VmInfo>& vms) {
         vm.lineage.fork_point.empty() ? w.null() : w.value(vm.lineage.fork_point);
         w.key("created_at").value(vm.lineage.created_at);
         w.key("pool").value(vm.lineage.pool);
+        w.key("ports").begin_array();
+        for (const auto& p : vm.lineage.ports) {
+            w.begin_object();
+            w.key("guest").value(static_cast<std::uint64_t>(p.guest));
+            w.key("host");
+            p.host != 0 ? w.value(static_cast<std::uint64_t>(p.host)) : w.null();
+            w.end_object();
+        }
+        w.end_array();
         w.key("volumes").begin_array();
         for (const auto& v : vm.lineage.volumes) {
             w.begin_object();
@@ -56,14 +65,21 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
         print_json(vms);
         return;
     }
-    std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-24s %s\n", "NAME", "STATE", "ACCEL", "GEN",
-                "MEMORY", "VCPUS", "PARENT", "CREATED");
+    std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-16s %-20s %s\n", "NAME", "STATE", "ACCEL", "GEN",
+                "MEMORY", "VCPUS", "PARENT", "PORTS", "CREATED");
     for (const auto& vm : vms) {
-        std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-24s %s\n", vm.name.c_str(), vm.state.c_str(),
-                    vm.domain_type == "kvm" ? "kvm" : "tcg", vm.lineage.generation,
-                    format_size(vm.memory_bytes).c_str(), vm.vcpus,
+        std::string ports;
+        for (const auto& p : vm.lineage.ports) {
+            if (p.host == 0 || vm.state == "shut off") // forwards live as long as QEMU does
+                continue;
+            ports += (ports.empty() ? "" : ",") + std::to_string(p.host) + "->" +
+                     std::to_string(p.guest);
+        }
+        std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-16s %-20s %s\n", vm.name.c_str(),
+                    vm.state.c_str(), vm.domain_type == "kvm" ? "kvm" : "tcg",
+                    vm.lineage.generation, format_size(vm.memory_bytes).c_str(), vm.vcpus,
                     vm.lineage.parent.empty() ? "-" : vm.lineage.parent.c_str(),
-                    vm.lineage.created_at.c_str());
+                    ports.empty() ? "-" : ports.c_str(), vm.lineage.created_at.c_str());
     }
 }
 

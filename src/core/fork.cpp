@@ -4,6 +4,7 @@
 #include "errors.hpp"
 #include "log.hpp"
 #include "names.hpp"
+#include "network.hpp"
 #include "save_image.hpp"
 #include "transaction.hpp"
 #include "units.hpp"
@@ -126,16 +127,6 @@ std::optional<std::uint64_t> completed_job_downtime(virDomainPtr dom) {
     if (found != 1)
         return std::nullopt;
     return downtime;
-}
-
-void set_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage) {
-    unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
-    if (lv_check(virDomainIsPersistent(dom), "Failed to query VM '" + name + "'") == 1)
-        flags |= VIR_DOMAIN_AFFECT_CONFIG;
-    lv_check(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
-                                  lineage_to_xml(lineage, /*bare=*/true).c_str(), lineage_prefix,
-                                  lineage_namespace, flags),
-             "Failed to record the lineage of VM '" + name + "'");
 }
 
 std::string snapshot_xml(const std::string& name, const std::string& memory_path,
@@ -285,7 +276,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     parent_lineage.forks = fp;
     if (prefix == parent)
         parent_lineage.children_made = last_index;
-    set_lineage(dom.get(), parent, parent_lineage);
+    write_lineage(dom.get(), parent, parent_lineage);
     fault_point("parent-metadata");
 
     // 2 + 3. The children.
@@ -301,6 +292,9 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     for (const auto& [target, path] : tops)
         frozen_paths[target] = path;
     const bool has_console = lineage.console_volume() != nullptr;
+    std::vector<unsigned> guest_ports;
+    for (const auto& p : lineage.ports)
+        guest_ports.push_back(p.guest);
 
     for (unsigned i = 0; i < names.size(); ++i) {
         const std::string& name = names[i];
@@ -319,6 +313,8 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         cl.pool = host.options().pool;
         cl.spec = lineage.spec;
         cl.memory_image = mem_name;
+        for (unsigned port : guest_ports)
+            cl.ports.push_back({port, 0});
         for (const auto& [target, path] : frozen_paths) {
             std::string vol_name = disk_volume_name(name, target);
             lock.record_volume(vol_name);
@@ -354,6 +350,10 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         DomainPtr defined(virDomainDefineXML(host.conn(), xml.c_str()));
         lv_check(defined.get(), "Failed to define child '" + name + "'");
         fault_point("define", n);
+        if (!guest_ports.empty()) {
+            cl.ports = forward_ports(defined.get(), name, guest_ports);
+            write_lineage(defined.get(), name, cl, /*live_only=*/true);
+        }
         result.children.push_back(name);
         logger("fork")->info("Child '{}' of '{}' is {}", name, parent,
                              o.children_paused ? "paused" : "running");

@@ -143,7 +143,8 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
         throw SpecError(r.file().string() +
                         ": a domain spec is a YAML mapping (name, memory, ...)");
     r.only_keys(root, "",
-                {"name", "memory", "vcpus", "accel", "boot", "disks", "console", "network", "ttl"});
+                {"name", "memory", "vcpus", "accel", "boot", "disks", "console", "network", "ports",
+                 "ttl"});
 
     DomainSpec spec;
     spec.source = r.file();
@@ -242,6 +243,29 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
             spec.network = NetworkMode::none;
         else
             r.fail(network, "network", "must be user or none, got '" + n + "'");
+    }
+
+    if (YAML::Node ports = root["ports"]; ports.IsDefined()) {
+        if (!ports.IsSequence())
+            r.fail(ports, "ports", "expected a list of guest TCP ports, e.g. [22, 8080]");
+        if (spec.network != NetworkMode::user)
+            r.fail(ports, "ports", "port forwards need network: user");
+        std::set<unsigned> seen;
+        for (std::size_t i = 0; i < ports.size(); ++i) {
+            std::string key = "ports[" + std::to_string(i) + "]";
+            std::string text = r.scalar(ports[i], key);
+            unsigned port = 0;
+            try {
+                port = ports[i].as<unsigned>();
+            } catch (const YAML::Exception&) {
+                r.fail(ports[i], key, "expected a port number, got '" + text + "'");
+            }
+            if (port == 0 || port > 65535)
+                r.fail(ports[i], key, "must be between 1 and 65535");
+            if (!seen.insert(port).second)
+                r.fail(ports[i], key, "port " + text + " is listed twice");
+            spec.ports.push_back(port);
+        }
     }
 
     if (YAML::Node ttl = root["ttl"]; ttl.IsDefined()) {

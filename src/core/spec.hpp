@@ -42,6 +42,7 @@ struct DomainSpec {
     std::vector<DiskSpec> disks;
     ConsoleMode console = ConsoleMode::log;
     NetworkMode network = NetworkMode::none;
+    std::vector<unsigned> ports; // guest TCP ports forwarded from the host (network: user)
     std::optional<std::chrono::seconds> ttl;
 };
 

@@ -6,6 +6,7 @@
 #include "gc.hpp"
 #include "log.hpp"
 #include "names.hpp"
+#include "network.hpp"
 #include "transaction.hpp"
 #include "vm_lock.hpp"
 
@@ -29,6 +30,18 @@ std::optional<Lineage> read_lineage(virDomainPtr dom) {
     return lineage_from_xml(owned.get());
 }
 
+void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage,
+                   bool live_only) {
+    unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
+    if (!live_only &&
+        lv_check(virDomainIsPersistent(dom), "Failed to query VM '" + name + "'") == 1)
+        flags |= VIR_DOMAIN_AFFECT_CONFIG;
+    lv_check(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
+                                  lineage_to_xml(lineage, /*bare=*/true).c_str(), lineage_prefix,
+                                  lineage_namespace, flags),
+             "Failed to record the lineage of VM '" + name + "'");
+}
+
 std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) {
     const std::string name = options.name.empty() ? spec.name : options.name;
     require_valid_name(name);
@@ -47,6 +60,8 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     lineage.ttl = spec.ttl;
     lineage.pool = host.options().pool;
     lineage.spec = spec.source.string();
+    for (unsigned port : spec.ports)
+        lineage.ports.push_back({port, 0}); // the host side is known once it runs
 
     DomainPlan plan;
     plan.name = name;
@@ -84,8 +99,14 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
     lv_check(dom.get(), "Failed to define VM '" + name + "'");
     txn.on_rollback("remove VM '" + name + "'", [&host, name] { remove_domain(host, name); });
-    if (options.start)
+    if (options.start) {
         lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + name + "'");
+        if (!spec.ports.empty()) {
+            Lineage running = plan.lineage;
+            running.ports = forward_ports(dom.get(), name, spec.ports);
+            write_lineage(dom.get(), name, running, /*live_only=*/true);
+        }
+    }
     txn.commit();
     logger("vm")->info("VM '{}' is up ({})", name, domain_type);
     return name;

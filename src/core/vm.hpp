@@ -59,6 +59,11 @@ VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset
 // Stops and undefines a domain, persistent or transient; an absent one is fine.
 void remove_domain(Host& host, const std::string& name);
 
+// Replaces a domain's lineage: in its live and persistent definitions, or, `live_only`,
+// in the running instance alone (what lasts only as long as it runs, like host ports).
+void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage,
+                   bool live_only = false);
+
 // Lineage of a domain, or nullopt for a domain that forky did not make.
 std::optional<Lineage> read_lineage(virDomainPtr dom);
 

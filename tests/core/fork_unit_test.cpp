@@ -3,6 +3,7 @@
 #include "child_xml.hpp"
 #include "errors.hpp"
 #include "gc.hpp"
+#include "network.hpp"
 #include "save_image.hpp"
 #include "vm_lock.hpp"
 
@@ -181,4 +182,21 @@ TEST(Gc, CollectsOnlyNamesForkyMakes) {
     for (const char* n : {"data.qcow2", "tiny.lock", "golden.img", "tiny.vda.qcow2.bak",
                           "../x.vda.qcow2", "tiny.fp.mem", "debian-12.qcow2"})
         EXPECT_FALSE(is_forky_volume_name(n)) << n;
+}
+
+TEST(Network, ReadsForwardsFromInfoUsernet) {
+    const std::string info = "Hub -1 (hostnet0):\r\n"
+                             "  Protocol[State]    FD  Source Address  Port   Dest. Address  "
+                             "Port RecvQ SendQ\r\n"
+                             "  TCP[HOST_FORWARD]  21       127.0.0.1 42773       10.0.2.15    "
+                             "22     0     0\r\n"
+                             "  TCP[HOST_FORWARD]  22       127.0.0.1 40001       10.0.2.15    "
+                             "80     0     0\r\n"
+                             "  TCP[ESTABLISHED]   23       10.0.2.15 51000       10.0.2.2     "
+                             "80     0     0\r\n";
+    auto fwd = parse_usernet(info);
+    ASSERT_EQ(fwd.size(), 2u);
+    EXPECT_EQ(fwd[0], (PortForward{22, 42773}));
+    EXPECT_EQ(fwd[1], (PortForward{80, 40001}));
+    EXPECT_TRUE(parse_usernet("").empty());
 }

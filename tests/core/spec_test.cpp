@@ -28,6 +28,7 @@ disks:
 console: log
 network: user
 ttl: 90m
+ports: [22, 8080]
 )";
 
 // The SpecError message for `text`, or "" when it parsed.
@@ -64,6 +65,7 @@ TEST(Spec, ParsesEveryField) {
     EXPECT_EQ(s.disks[1].base_format, DiskFormat::raw);
     EXPECT_EQ(s.console, ConsoleMode::log);
     EXPECT_EQ(s.network, NetworkMode::user);
+    EXPECT_EQ(s.ports, (std::vector<unsigned>{22, 8080}));
     ASSERT_TRUE(s.ttl);
     EXPECT_EQ(s.ttl->count(), 90 * 60);
 }
@@ -130,6 +132,12 @@ TEST(Spec, BadInputNamesFileLineAndKey) {
          file + ":9: key 'disks': expected a list of disks"},
         {"invalid yaml", replace(good, "vcpus: 2", "vcpus: [2"), file + ":"},
         {"not a mapping", "- a\n- b\n", file + ": a domain spec is a YAML mapping"},
+        {"port out of range", replace(good, "ports: [22, 8080]", "ports: [22, 70000]"),
+         file + ":16: key 'ports[1]': must be between 1 and 65535"},
+        {"port twice", replace(good, "ports: [22, 8080]", "ports: [22, 22]"),
+         file + ":16: key 'ports[1]': port 22 is listed twice"},
+        {"ports without user network", replace(good, "network: user", "network: none"),
+         file + ":16: key 'ports': port forwards need network: user"},
     };
     for (const auto& c : cases) {
         std::string msg = error_of(c.text);

@@ -4,6 +4,11 @@
 
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <fstream>
 #include <regex>
@@ -52,6 +57,42 @@ void expect_carries_on(const std::string& child, const std::string& token,
 void remove_all(const std::vector<std::string>& vms) {
     for (auto it = vms.rbegin(); it != vms.rend(); ++it)
         run_forky({"rm", "--force", *it});
+}
+
+// The host port forwarded to `guest_port` of `vm`, from forky ls --json.
+std::string host_port(const std::string& vm, unsigned guest_port) {
+    std::string ls = run_forky({"ls", "--json"}).out;
+    std::smatch m;
+    std::regex re("\\{\"name\":\"" + vm + "\"[^\\]]*\"ports\":\\[\\{\"guest\":" +
+                  std::to_string(guest_port) + ",\"host\":([0-9]+)\\}");
+    return std::regex_search(ls, m, re) ? std::string(m[1]) : "";
+}
+
+// The body of GET `path` from 127.0.0.1:`port`, or "<failed>" unless the answer is 200.
+std::string http_get(const std::string& port, const std::string& path) {
+    int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0)
+        return "<failed>";
+    timeval timeout{10, 0};
+    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, sizeof timeout);
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<std::uint16_t>(std::stoi(port)));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    std::string reply;
+    if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0) {
+        std::string request = "GET " + path + " HTTP/1.0\r\n\r\n";
+        if (::send(fd, request.data(), request.size(), 0) == static_cast<ssize_t>(request.size())) {
+            char buf[4096];
+            for (ssize_t n; (n = ::recv(fd, buf, sizeof buf, 0)) > 0;)
+                reply.append(buf, static_cast<std::size_t>(n));
+        }
+    }
+    ::close(fd);
+    auto body = reply.find("\r\n\r\n");
+    if (reply.rfind("HTTP/1.1 200", 0) != 0 || body == std::string::npos)
+        return "<failed>";
+    return reply.substr(body + 4);
 }
 
 std::string qemu_img_check(const std::string& path) {
@@ -139,6 +180,19 @@ TEST(Fork, WritesStayInTheirOwnVm) {
     EXPECT_EQ(guest_eval("fw-1", read_p), "absent");
     EXPECT_EQ(guest_eval("fw-2", read_p), "absent");
     EXPECT_EQ(guest_eval("fw", read_p), "parent-after");
+
+    // Each VM's own user-mode network, reached through its own forwarded port: the
+    // guest's HTTP server serves its data disk.
+    const std::string parent_port = host_port("fw", 80);
+    const std::string child_port = host_port("fw-1", 80);
+    const std::string sibling_port = host_port("fw-2", 80);
+    ASSERT_FALSE(parent_port.empty());
+    EXPECT_EQ(std::set<std::string>({parent_port, child_port, sibling_port}).size(), 3u);
+    EXPECT_EQ(http_get(child_port, "/c1"), "child-one\n");
+    EXPECT_EQ(http_get(parent_port, "/c1"), "<failed>");
+    EXPECT_EQ(http_get(sibling_port, "/c1"), "<failed>");
+    EXPECT_EQ(http_get(parent_port, "/p"), "parent-after\n");
+    EXPECT_EQ(http_get(child_port, "/token"), token + "\n");
     remove_all({"fw", "fw-1", "fw-2"});
 }
 
