@@ -78,6 +78,7 @@ int run(int argc, char** argv) {
     setup_fork(app, ctx);
     setup_tree(app, ctx);
     setup_gc(app, ctx);
+    setup_bench(app, ctx);
 
     try {
         app.parse(argc, argv);

@@ -88,6 +88,11 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
     pugi::xml_node ctarget = add(console, "target");
     attr(ctarget, "type", "serial");
     attr(ctarget, "port", "0");
+    // No USB controller (libvirt adds one to a 'pc' machine by default): one device less
+    // to start and to carry in every memory image.
+    pugi::xml_node usb = add(devices, "controller");
+    attr(usb, "type", "usb");
+    attr(usb, "model", "none");
     // No balloon: a forked child must see exactly the memory its parent had.
     attr(add(devices, "memballoon"), "model", "none");
 

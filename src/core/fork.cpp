@@ -15,6 +15,7 @@
 #include <pugixml.hpp>
 
 #include <cstdlib>
+#include <future>
 #include <map>
 #include <regex>
 #include <set>
@@ -296,6 +297,22 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     for (const auto& p : lineage.ports)
         guest_ports.push_back(p.guest);
 
+    // Restores run side by side. libvirt reads an image's header (the child's XML) once,
+    // as the restore begins, and adds the domain under the name it found there; once that
+    // name is visible the header is free for the next child, while the earlier restores
+    // go on reading the migration stream after it. Declared after `txn`, so any restore
+    // still running is waited for before the rollback touches its domain.
+    struct Started {
+        std::string name;
+        std::string xml;
+        Lineage lineage;
+        std::future<void> restore;
+    };
+    constexpr std::size_t restore_lanes = 4;
+    std::vector<ConnectPtr> lanes; // outlive the restores that use them (declared before)
+    std::vector<Started> started;
+    const unsigned restore_flags =
+        o.children_paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING;
     for (unsigned i = 0; i < names.size(); ++i) {
         const std::string& name = names[i];
         const unsigned n = i + 1;
@@ -336,26 +353,48 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
             cl.volumes.push_back({"console", "", vol_name});
             fault_point("child-console", n);
         }
-        const std::string xml = make_child_xml(header.xml, plan);
+        std::string xml = make_child_xml(header.xml, plan);
         host.write_volume(mem_name, 0, encode_save_header(header, xml));
         fault_point("header", n);
         check_cancelled(o);
         fault_point("restore", n);
         txn.on_rollback("remove child '" + name + "'",
                         [&host, name] { remove_domain(host, name); });
-        lv_check(virDomainRestoreFlags(host.conn(), mem_path.c_str(), nullptr,
-                                       o.children_paused ? VIR_DOMAIN_SAVE_PAUSED
-                                                         : VIR_DOMAIN_SAVE_RUNNING),
-                 "Failed to start child '" + name + "' from fork point '" + fork_point + "'");
-        DomainPtr defined(virDomainDefineXML(host.conn(), xml.c_str()));
-        lv_check(defined.get(), "Failed to define child '" + name + "'");
-        fault_point("define", n);
-        if (!guest_ports.empty()) {
-            cl.ports = forward_ports(defined.get(), name, guest_ports);
-            write_lineage(defined.get(), name, cl, /*live_only=*/true);
+        const std::string context =
+            "Failed to start child '" + name + "' from fork point '" + fork_point + "'";
+        // Restores issued on the connection that also polls for the children's names ran
+        // one after another here (libvirt 9.0); on a few connections of their own, shared
+        // round-robin, they overlap.
+        if (lanes.size() < restore_lanes && lanes.size() < names.size())
+            lanes.push_back(host.open_connection());
+        virConnectPtr lane = lanes[i % lanes.size()].get();
+        started.push_back(
+            {name, std::move(xml), cl,
+             std::async(std::launch::async, [lane, mem_path, restore_flags, context] {
+                 lv_check(virDomainRestoreFlags(lane, mem_path.c_str(), nullptr, restore_flags),
+                          context);
+             })});
+        // Wait until libvirt has taken this child's header (or the restore is over).
+        auto& restore = started.back().restore;
+        while (!host.find_domain(name) &&
+               restore.wait_for(std::chrono::milliseconds(2)) != std::future_status::ready) {
         }
-        result.children.push_back(name);
-        logger("fork")->info("Child '{}' of '{}' is {}", name, parent,
+        logger("fork")->debug("Child '{}' took its header after {:.0f} ms", name,
+                              ms_since(t_children));
+    }
+    for (unsigned i = 0; i < started.size(); ++i) {
+        Started& s = started[i];
+        s.restore.get(); // rethrows a failed restore
+        logger("fork")->debug("Child '{}' restored after {:.0f} ms", s.name, ms_since(t_children));
+        DomainPtr defined(virDomainDefineXML(host.conn(), s.xml.c_str()));
+        lv_check(defined.get(), "Failed to define child '" + s.name + "'");
+        fault_point("define", i + 1);
+        if (!guest_ports.empty()) {
+            s.lineage.ports = forward_ports(defined.get(), s.name, guest_ports);
+            write_lineage(defined.get(), s.name, s.lineage, /*live_only=*/true);
+        }
+        result.children.push_back(s.name);
+        logger("fork")->info("Child '{}' of '{}' is {}", s.name, parent,
                              o.children_paused ? "paused" : "running");
     }
     // The image reads as the parent's fork point again (for later forks and reverts).

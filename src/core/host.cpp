@@ -49,9 +49,14 @@ std::string download(virConnectPtr conn, virStorageVolPtr vol, const std::string
 
 Host::Host(HostOptions options) : options_(std::move(options)) {
     install_libvirt_error_handler();
-    conn_.reset(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, 0));
-    lv_check(conn_.get(), "Failed to connect to libvirt at '" + options_.uri + "'");
+    conn_ = open_connection();
     logger("host")->debug("Connected to '{}'", options_.uri);
+}
+
+ConnectPtr Host::open_connection() const {
+    ConnectPtr conn(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, 0));
+    lv_check(conn.get(), "Failed to connect to libvirt at '" + options_.uri + "'");
+    return conn;
 }
 
 virStoragePoolPtr Host::pool() {

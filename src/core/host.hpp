@@ -45,6 +45,8 @@ public:
     Host& operator=(Host&&) = default;
 
     virConnectPtr conn() const { return conn_.get(); }
+    // Another connection to the same hypervisor, for calls that must run in parallel.
+    ConnectPtr open_connection() const;
     const HostOptions& options() const { return options_; }
 
     // forky's pool, created (dir pool, autostarted) and started on first use.

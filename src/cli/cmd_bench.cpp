@@ -1,0 +1,146 @@
+// forky bench -f SPEC: fork vs cold boot of the same guest, side by side in one run.
+#include "bench.hpp"
+#include "commands.hpp"
+#include "errors.hpp"
+#include "json.hpp"
+#include "spec.hpp"
+#include "units.hpp"
+
+#include <cstdio>
+#include <iostream>
+#include <memory>
+
+namespace forky::cli {
+
+namespace {
+
+struct BenchCommand {
+    std::string spec_file;
+    std::string name = "forky-bench";
+    std::vector<unsigned> counts{1, 4, 8};
+    bool json = false;
+};
+
+std::string mib(std::uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.1f MiB", static_cast<double>(bytes) / (1 << 20));
+    return buf;
+}
+
+std::string kib(std::uint64_t bytes) {
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%.0f KiB", static_cast<double>(bytes) / 1024);
+    return buf;
+}
+
+void print_json(const BenchReport& r) {
+    JsonWriter w;
+    w.begin_object();
+    w.key("accel").value(r.domain_type == "kvm" ? "kvm" : "tcg");
+    w.key("memory_bytes").value(r.memory_bytes);
+    w.key("cold_boot_ms").value(static_cast<std::uint64_t>(r.cold_boot_ms));
+    w.key("parent_rss_bytes").value(r.parent_rss_bytes);
+    w.key("rounds").begin_array();
+    for (const auto& x : r.rounds) {
+        w.begin_object();
+        w.key("children").value(static_cast<std::uint64_t>(x.count));
+        w.key("fork_ms").value(static_cast<std::uint64_t>(x.fork_ms));
+        w.key("first_child_print_ms").value(static_cast<std::uint64_t>(x.first_child_print_ms));
+        w.key("snapshot_ms").value(static_cast<std::uint64_t>(x.snapshot_ms));
+        w.key("parent_downtime_ms");
+        x.parent_downtime_ms ? w.value(*x.parent_downtime_ms) : w.null();
+        w.key("memory_image_bytes").value(x.memory_image_bytes);
+        w.key("child_disk_bytes").value(x.child_disk_bytes);
+        w.key("header_bytes_per_child").value(x.header_bytes_per_child);
+        w.key("children_rss_bytes").value(x.children_rss_bytes);
+        w.end_object();
+    }
+    w.end_array();
+    w.end_object();
+    std::cout << w.str() << '\n';
+}
+
+void print_table(const BenchReport& r) {
+    std::printf("\nforky bench: %s guest, %s, %u vCPU (%s)\n\n", "the same",
+                format_size(r.memory_bytes).c_str(), r.vcpus,
+                r.domain_type == "kvm" ? "KVM" : "software emulation (TCG)");
+    std::printf("%-44s %12s   %s\n", "measure", "value", "ratio (goal)");
+    std::printf("%-44s %9.0f ms   1.00\n", "cold boot: forky up -> boot line", r.cold_boot_ms);
+    const BenchRound* one = nullptr;
+    for (const auto& x : r.rounds)
+        if (x.count == 1)
+            one = &x;
+    if (one != nullptr) {
+        std::printf("%-44s %9.0f ms   %.2f x cold boot (<= 0.10)\n",
+                    "fork -> first child running and printing", one->first_child_print_ms,
+                    one->first_child_print_ms / r.cold_boot_ms);
+        std::printf("%-44s %9.0f ms   snapshot of the parent: %.0f ms\n",
+                    "fork -> child running (forky fork returns)", one->fork_ms, one->snapshot_ms);
+    }
+    for (const auto& x : r.rounds) {
+        std::string label = "fork into " + std::to_string(x.count) + " children, total";
+        if (one != nullptr && x.count != 1)
+            std::printf("%-44s %9.0f ms   %.2f x 1 child%s\n", label.c_str(), x.fork_ms,
+                        x.fork_ms / one->fork_ms, x.count == 8 ? " (<= 3)" : "");
+        else if (x.count != 1)
+            std::printf("%-44s %9.0f ms\n", label.c_str(), x.fork_ms);
+    }
+    for (const auto& x : r.rounds) {
+        std::string label = "parent paused, fork into " + std::to_string(x.count);
+        if (x.parent_downtime_ms)
+            std::printf("%-44s %9llu ms   (<= 50 ms)\n", label.c_str(),
+                        static_cast<unsigned long long>(*x.parent_downtime_ms));
+    }
+    for (const auto& x : r.rounds) {
+        std::string label = "disk per child (" + std::to_string(x.count) + " children)";
+        std::printf("%-44s %12s   + %s header rewritten in place (<= 1 MiB)\n", label.c_str(),
+                    kib(x.child_disk_bytes).c_str(), kib(x.header_bytes_per_child).c_str());
+    }
+    if (!r.rounds.empty())
+        std::printf("%-44s %12s   written once per fork point, shared\n", "memory image",
+                    mib(r.rounds.front().memory_image_bytes).c_str());
+    std::printf("%-44s %12s   1.00\n", "resident memory: the booted guest",
+                mib(r.parent_rss_bytes).c_str());
+    for (const auto& x : r.rounds) {
+        std::string label = "resident memory: " + std::to_string(x.count) + " children";
+        std::printf("%-44s %12s   %.2f x one guest\n", label.c_str(),
+                    mib(x.children_rss_bytes).c_str(),
+                    static_cast<double>(x.children_rss_bytes) /
+                        static_cast<double>(r.parent_rss_bytes ? r.parent_rss_bytes : 1));
+    }
+}
+
+void run_bench_command(const BenchCommand& cmd, Context& ctx) {
+    DomainSpec spec = load_spec(cmd.spec_file);
+    BenchOptions o;
+    o.name = cmd.name;
+    o.counts = cmd.counts;
+    o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
+    BenchReport r = run_bench(ctx.host(), spec, o);
+    if (cmd.json)
+        print_json(r);
+    else
+        print_table(r);
+}
+
+} // namespace
+
+void setup_bench(CLI::App& app, Context& ctx) {
+    auto cmd = std::make_shared<BenchCommand>();
+    CLI::App* sub = app.add_subcommand(
+        "bench",
+        "Measure forks against a cold boot of the same guest, side by side in one run:\n"
+        "boot time, fork-to-child-printing, parent pause, N children, disk written per child,\n"
+        "resident memory. The guest must print FORKY-BOOT and FORKY-TICK lines on its\n"
+        "console, as the test guest does. Everything it creates is removed afterwards.\n"
+        "Example: forky bench -f domains/tiny.yaml --counts 1,4,8");
+    sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec of the guest")->required();
+    sub->add_option("--name", cmd->name, "name of the benchmark VM")->capture_default_str();
+    sub->add_option("--counts", cmd->counts, "numbers of children to fork, one round each")
+        ->delimiter(',')
+        ->check(CLI::Range(1u, 256u));
+    sub->add_flag("--json", cmd->json, "print the figures as JSON");
+    sub->callback([cmd, &ctx] { run_bench_command(*cmd, ctx); });
+}
+
+} // namespace forky::cli

@@ -1,0 +1,142 @@
+#include "bench.hpp"
+
+#include "errors.hpp"
+#include "fork.hpp"
+#include "gc.hpp"
+#include "save_image.hpp"
+#include "vm.hpp"
+
+#include <chrono>
+#include <thread>
+
+namespace forky {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double ms_between(Clock::time_point a, Clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+}
+
+// Polls a VM's console until `needle` appears after `offset`; returns when it was seen.
+Clock::time_point wait_console(Host& host, const std::string& vm, const std::string& needle,
+                               std::chrono::seconds timeout = std::chrono::seconds(180)) {
+    const auto deadline = Clock::now() + timeout;
+    std::uint64_t offset = 0;
+    std::string tail;
+    while (Clock::now() < deadline) {
+        VolumeChunk c = vm_console(host, vm, offset);
+        offset = c.next_offset;
+        tail += c.data;
+        if (tail.find(needle) != std::string::npos)
+            return Clock::now();
+        if (tail.size() > needle.size())
+            tail.erase(0, tail.size() - needle.size());
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    throw Error("VM '" + vm + "' did not print '" + needle + "' within " +
+                std::to_string(timeout.count()) + " s");
+}
+
+std::uint64_t rss_bytes(Host& host, const std::string& vm) {
+    DomainPtr dom = host.domain(vm);
+    virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
+    int n = lv_check(virDomainMemoryStats(dom.get(), stats, VIR_DOMAIN_MEMORY_STAT_NR, 0),
+                     "Failed to read the memory statistics of VM '" + vm + "'");
+    for (int i = 0; i < n; ++i)
+        if (stats[i].tag == VIR_DOMAIN_MEMORY_STAT_RSS)
+            return stats[i].val * 1024;
+    return 0;
+}
+
+std::uint64_t volume_allocation(Host& host, const std::string& name) {
+    StorageVolPtr vol = host.find_volume(name);
+    if (!vol)
+        return 0;
+    virStorageVolInfo info{};
+    lv_check(virStorageVolGetInfo(vol.get(), &info), "Failed to query volume '" + name + "'");
+    return info.allocation;
+}
+
+void remove_quietly(Host& host, const std::string& vm) {
+    try {
+        if (host.find_domain(vm))
+            vm_remove(host, vm, /*force=*/true);
+    } catch (const std::exception&) {
+        // best effort: the error that stopped the bench is the one to report
+    }
+}
+
+} // namespace
+
+BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o) {
+    auto say = [&](const std::string& line) {
+        if (o.progress)
+            o.progress(line);
+    };
+    if (host.find_domain(o.name))
+        throw ConflictError("A VM named '" + o.name + "' already exists; bench needs its own");
+    if (spec.console != ConsoleMode::log)
+        throw UsageError("forky bench reads the guest's console: its spec needs console: log");
+    BenchReport report;
+    std::vector<std::string> children;
+    try {
+        say("cold boot of '" + o.name + "'");
+        UpOptions up;
+        up.name = o.name;
+        const auto t_up = Clock::now();
+        vm_up(host, spec, up);
+        report.cold_boot_ms = ms_between(t_up, wait_console(host, o.name, "FORKY-BOOT"));
+        wait_console(host, o.name, "FORKY-TICK");
+        VmInfo info = vm_info(host, o.name);
+        report.domain_type = info.domain_type;
+        report.memory_bytes = info.memory_bytes;
+        report.vcpus = info.vcpus;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        report.parent_rss_bytes = rss_bytes(host, o.name);
+
+        for (unsigned count : o.counts) {
+            say("fork into " + std::to_string(count));
+            BenchRound round;
+            round.count = count;
+            ForkOptions fo;
+            fo.count = count;
+            const auto t_fork = Clock::now();
+            ForkResult r = vm_fork(host, o.name, fo);
+            const auto t_done = Clock::now();
+            children = r.children;
+            round.fork_ms = ms_between(t_fork, t_done);
+            round.first_child_print_ms =
+                ms_between(t_fork, wait_console(host, r.children.front(), "FORKY-TICK"));
+            round.snapshot_ms = r.snapshot_ms;
+            round.parent_downtime_ms = r.parent_downtime_ms;
+            round.memory_image_bytes = r.memory_image_bytes;
+            std::string fixed = host.read_volume_range(r.fork_point + ".mem", 0, save_header_size);
+            round.header_bytes_per_child = save_header_size + save_header_data_len(fixed);
+            for (const auto& c : r.children)
+                wait_console(host, c, "FORKY-TICK");
+            std::this_thread::sleep_for(std::chrono::seconds(1));
+            std::uint64_t disk = 0;
+            for (const auto& c : r.children) {
+                for (const auto& v : vm_info(host, c).lineage.volumes)
+                    disk += volume_allocation(host, v.name);
+                round.children_rss_bytes += rss_bytes(host, c);
+            }
+            round.child_disk_bytes = disk / r.children.size();
+            report.rounds.push_back(round);
+            for (const auto& c : children)
+                remove_quietly(host, c);
+            children.clear();
+        }
+    } catch (...) {
+        for (const auto& c : children)
+            remove_quietly(host, c);
+        remove_quietly(host, o.name);
+        throw;
+    }
+    remove_quietly(host, o.name);
+    return report;
+}
+
+} // namespace forky
