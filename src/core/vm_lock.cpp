@@ -46,6 +46,35 @@ std::int64_t now_seconds() {
         .count();
 }
 
+// libvirt refuses to write or delete a volume while another client streams it ("volume
+// is still in use"): a waiter reading the journal holds it for a moment. Try again.
+template <typename F>
+void in_use_retry(F&& f) {
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    for (;;) {
+        try {
+            f();
+            return;
+        } catch (const ConflictError&) {
+            if (std::chrono::steady_clock::now() >= deadline)
+                throw;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+}
+
+// Whether the lock volume still carries the journal of `holder`: a holder that was seen
+// dead may only have exited after releasing the lock; a dead one cannot release it.
+bool still_held_by(Host& host, const std::string& lock, const Journal& holder) {
+    try {
+        Journal now = Journal::decode(host.read_volume_range(lock, 0, journal_capacity));
+        return now.holder_host == holder.holder_host && now.holder_pid == holder.holder_pid &&
+               now.holder_start == holder.holder_start;
+    } catch (const Error&) {
+        return false;
+    }
+}
+
 } // namespace
 
 std::string lock_volume_name(const std::string& vm) {
@@ -128,6 +157,8 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
     const std::string name = lock_volume_name(vm);
     auto deadline = std::chrono::steady_clock::now() + wait;
     bool told = false;
+    Journal other;
+    auto next_read = std::chrono::steady_clock::now();
     for (;;) {
         StorageVolPtr vol(virStorageVolCreateXML(
             host.pool(),
@@ -143,15 +174,25 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
             return lock;
         }
         expect_absent(VIR_ERR_STORAGE_VOL_EXIST, "Failed to lock VM '" + vm + "'");
-        Journal other;
-        try {
-            other = Journal::decode(host.read_volume_range(name, 0, journal_capacity));
-        } catch (const NotFoundError&) {
-            continue; // released meanwhile
-        } catch (const Error&) {
-            // being written or just released: look again shortly
+        // Read the holder's journal now and then, not at every try: a read keeps the
+        // volume busy for the holder's own writes (which retry, see in_use_retry).
+        const auto now = std::chrono::steady_clock::now();
+        bool fresh = false;
+        if (now >= next_read || now >= deadline) {
+            next_read = now + std::chrono::seconds(1);
+            try {
+                other = Journal::decode(host.read_volume_range(name, 0, journal_capacity));
+                fresh = true;
+            } catch (const NotFoundError&) {
+                continue; // released meanwhile
+            } catch (const Error&) {
+                // being written or just released: look again shortly
+            }
         }
-        if (!other.holder_host.empty() && !other.holder_alive())
+        // Only what was read just now says whether the holder is gone: the lock may have
+        // changed hands since an older read.
+        if (fresh && !other.holder_host.empty() && !other.holder_alive() &&
+            still_held_by(host, name, other))
             throw ConflictError("VM '" + vm + "' is locked by a " + other.operation +
                                 " of process " + std::to_string(other.holder_pid) + " on '" +
                                 other.holder_host +
@@ -176,7 +217,7 @@ void VmLock::write() {
     if (text.size() >= journal_capacity)
         throw Error("The journal of VM '" + journal_.vm + "' is full");
     try {
-        host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0');
+        in_use_retry([&] { host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0'); });
     } catch (const Error& e) {
         if (e.libvirt_code() != VIR_ERR_NO_SUPPORT)
             throw;
@@ -201,7 +242,7 @@ void VmLock::release() noexcept {
         return;
     held_ = false;
     try {
-        host_->delete_volume(lock_volume_name(journal_.vm));
+        in_use_retry([&] { host_->delete_volume(lock_volume_name(journal_.vm)); });
     } catch (const std::exception& e) {
         logger("lock")->error("Failed to release the lock of VM '{}': {}", journal_.vm, e.what());
     }
