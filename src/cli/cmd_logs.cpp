@@ -33,9 +33,11 @@ void run_logs(const LogsCommand& cmd, Context& ctx) {
     std::signal(SIGTERM, [](int) { interrupted = true; });
     while (!interrupted) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
-        if (!ctx.host().find_domain(cmd.name))
-            return; // the VM was removed: nothing more will come
-        chunk = vm_console(ctx.host(), cmd.name, chunk.next_offset);
+        try {
+            chunk = vm_console(ctx.host(), cmd.name, chunk.next_offset);
+        } catch (const NotFoundError&) {
+            return; // the VM (or its log) was removed: nothing more will come
+        }
         if (chunk.restarted)
             std::cout << "\n--- console log was truncated or rotated; reading it anew ---\n";
         std::cout << chunk.data << std::flush;

@@ -289,9 +289,6 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     lv_check(virStorageVolGetInfo(mem_vol.get(), &mem_info),
              "Failed to query memory image '" + mem_name + "'");
     result.memory_image_bytes = mem_info.allocation;
-    std::map<std::string, std::string> frozen_paths; // target -> path of the frozen layer
-    for (const auto& [target, path] : tops)
-        frozen_paths[target] = path;
     const bool has_console = lineage.console_volume() != nullptr;
     std::vector<unsigned> guest_ports;
     for (const auto& p : lineage.ports)
@@ -332,7 +329,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         cl.memory_image = mem_name;
         for (unsigned port : guest_ports)
             cl.ports.push_back({port, 0});
-        for (const auto& [target, path] : frozen_paths) {
+        for (const auto& [target, path] : tops) { // the frozen layers
             std::string vol_name = disk_volume_name(name, target);
             lock.record_volume(vol_name);
             StorageVolPtr v = host.create_overlay(vol_name, path, DiskFormat::qcow2);

@@ -157,3 +157,16 @@ TEST(Cli, UpRefusesATakenNameAndLeavesTheFirstAlone) {
     ASSERT_EQ(run_forky({"rm", "it-dup"}).rc, 0);
     EXPECT_FALSE(contains(pool_files(), "it-dup.vda.qcow2"));
 }
+
+TEST(Cli, LogsFollowStreamsUntilTheVmIsRemoved) {
+    up_tiny("it-follow");
+    Background follow = start_forky({"logs", "it-follow", "--follow"});
+    const unsigned long from = last_counter("it-follow");
+    wait_for_console("it-follow", "counter=" + std::to_string(from + 15) + " ");
+    ASSERT_EQ(run_forky({"rm", "--force", "it-follow"}).rc, 0);
+    CommandResult r = finish(follow, std::chrono::seconds(30)); // ends once the VM is gone
+    EXPECT_EQ(r.rc, 0) << r.err;
+    EXPECT_NE(r.out.find("FORKY-BOOT"), std::string::npos);
+    EXPECT_NE(r.out.find("counter=" + std::to_string(from + 15) + " "), std::string::npos)
+        << "follow did not stream what came after it started";
+}

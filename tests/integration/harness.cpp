@@ -4,6 +4,7 @@
 #include <libvirt/libvirt.h>
 
 #include <fcntl.h>
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -118,14 +119,24 @@ Background spawn(const std::vector<std::string>& argv, const Env& env) {
 
 } // namespace
 
-CommandResult finish(Background& bg) {
+CommandResult finish(Background& bg, std::chrono::seconds timeout) {
     CommandResult result;
     if (bg.pid < 0) {
         result.err = "could not start the command";
         return result;
     }
     int status = 0;
-    while (::waitpid(bg.pid, &status, 0) < 0 && errno == EINTR) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+        pid_t done = ::waitpid(bg.pid, &status, WNOHANG);
+        if (done == bg.pid || (done < 0 && errno != EINTR))
+            break;
+        if (std::chrono::steady_clock::now() >= deadline) {
+            ::kill(bg.pid, SIGKILL);
+            ::waitpid(bg.pid, &status, 0);
+            break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
     bg.pid = -1;
     result.rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);

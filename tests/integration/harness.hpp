@@ -32,7 +32,8 @@ struct Background {
     std::string err_file;
 };
 Background start_forky(const std::vector<std::string>& args, const Env& env = {});
-CommandResult finish(Background& bg);
+// Waits for it; after `timeout` it is killed (SIGKILL) and the result says so (rc 137).
+CommandResult finish(Background& bg, std::chrono::seconds timeout = std::chrono::seconds(600));
 
 const std::string& libvirt_uri();
 const std::filesystem::path& pool_dir(); // the pool's directory on this machine
