@@ -60,9 +60,9 @@ void print_json(const BenchReport& r) {
     std::cout << w.str() << '\n';
 }
 
-void print_table(const BenchReport& r) {
-    std::printf("\nforky bench: %s guest, %s, %u vCPU (%s)\n\n", "the same",
-                format_size(r.memory_bytes).c_str(), r.vcpus,
+void print_table(const DomainSpec& spec, const BenchReport& r) {
+    std::printf("\nforky bench: '%s' (%s), %s, %u vCPU, %s\n\n", spec.name.c_str(),
+                spec.source.filename().c_str(), format_size(r.memory_bytes).c_str(), r.vcpus,
                 r.domain_type == "kvm" ? "KVM" : "software emulation (TCG)");
     std::printf("%-44s %12s   %s\n", "measure", "value", "ratio (goal)");
     std::printf("%-44s %9.0f ms   1.00\n", "cold boot: forky up -> boot line", r.cold_boot_ms);
@@ -120,7 +120,7 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     if (cmd.json)
         print_json(r);
     else
-        print_table(r);
+        print_table(spec, r);
 }
 
 } // namespace

@@ -25,6 +25,10 @@
 namespace forky {
 
 void fault_point(const char* step, unsigned index) {
+    static const auto first = std::chrono::steady_clock::now();
+    logger("fork")->debug(
+        "step {}{} at {:.0f} ms", step, index ? ":" + std::to_string(index) : std::string(),
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - first).count());
     auto matches = [&](const char* var) {
         const char* v = std::getenv(var);
         if (v == nullptr)
