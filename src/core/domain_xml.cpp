@@ -28,6 +28,8 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
     pugi::xml_node dom = doc.append_child("domain");
     attr(dom, "type", plan.domain_type);
     add(dom, "name", plan.name);
+    if (!plan.uuid.empty())
+        add(dom, "uuid", plan.uuid);
 
     pugi::xml_node memory = add(dom, "memory", std::to_string(spec.memory_bytes / 1024));
     attr(memory, "unit", "KiB");

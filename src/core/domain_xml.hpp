@@ -13,6 +13,7 @@ namespace forky {
 
 struct DomainPlan {
     std::string name;
+    std::string uuid;                    // empty: libvirt picks one
     std::string domain_type;             // "kvm" or "qemu" (software emulation)
     std::vector<std::string> disk_paths; // the top overlay of each spec disk, in order
     std::string console_log_path;        // empty when the console is not logged

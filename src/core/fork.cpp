@@ -28,7 +28,8 @@ void fault_point(const char* step, unsigned index) {
     static const auto first = std::chrono::steady_clock::now();
     logger("fork")->debug(
         "step {}{} at {:.0f} ms", step, index ? ":" + std::to_string(index) : std::string(),
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - first).count());
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - first)
+            .count());
     auto matches = [&](const char* var) {
         const char* v = std::getenv(var);
         if (v == nullptr)
@@ -225,6 +226,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     result.parent = parent;
     result.fork_point = fork_point;
     Transaction txn; // everything but the parent's move onto new layers
+    txn.if_rollback_fails([&lock] { lock.abandon(); }); // gc finishes what rollback could not
 
     // 1. The fork point: a memory image and new top layers for the parent.
     check_cancelled(o);
@@ -270,18 +272,23 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
             dom.get(), snapshot_xml(fork_point, mem_path, new_tops).c_str(), flags));
         lv_check(snap.get(),
                  "Failed to freeze fork point '" + fork_point + "' of VM '" + parent + "'");
-        // The parent now runs on its new layers, whatever happens next.
+        // The parent now runs on its new layers, whatever happens next: say so first.
         before_snapshot.commit();
         result.parent_downtime_ms = completed_job_downtime(dom.get());
-        if (suspended && !o.keep_paused)
-            lv_check(virDomainResume(dom.get()), "Failed to resume VM '" + parent + "'");
+        parent_lineage.forks = fp;
+        if (prefix == parent)
+            parent_lineage.children_made = last_index;
+        write_lineage(dom.get(), parent, parent_lineage);
+        if (suspended && !o.keep_paused && virDomainResume(dom.get()) < 0) {
+            // The fork point is good and the children can still be made.
+            try {
+                throw_libvirt_error("Failed to resume VM '" + parent + "'");
+            } catch (const Error& e) {
+                logger("fork")->warn("{}; it stays paused", e.what());
+            }
+        }
     }
     result.snapshot_ms = ms_since(t_snapshot);
-
-    parent_lineage.forks = fp;
-    if (prefix == parent)
-        parent_lineage.children_made = last_index;
-    write_lineage(dom.get(), parent, parent_lineage);
     fault_point("parent-metadata");
 
     // 2 + 3. The children.
@@ -318,10 +325,10 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         const std::string& name = names[i];
         const unsigned n = i + 1;
         check_cancelled(o);
-        lock.record_child(name);
         ChildPlan plan;
         plan.name = name;
         plan.uuid = random_uuid();
+        lock.record_child(name, plan.uuid);
         Lineage& cl = plan.lineage;
         cl.parent = parent;
         cl.fork_point = fork_point;
@@ -360,7 +367,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         check_cancelled(o);
         fault_point("restore", n);
         txn.on_rollback("remove child '" + name + "'",
-                        [&host, name] { remove_domain(host, name); });
+                        [&host, name, uuid = plan.uuid] { remove_domain(host, name, uuid); });
         const std::string context =
             "Failed to start child '" + name + "' from fork point '" + fork_point + "'";
         // Restores issued on the connection that also polls for the children's names ran
@@ -377,7 +384,11 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
              })});
         // Wait until libvirt has taken this child's header (or the restore is over).
         auto& restore = started.back().restore;
-        while (!host.find_domain(name) &&
+        auto restored = [&] {
+            DomainPtr d = host.find_domain(name);
+            return d && domain_uuid(d.get()) == plan.uuid;
+        };
+        while (!restored() &&
                restore.wait_for(std::chrono::milliseconds(2)) != std::future_status::ready) {
         }
         logger("fork")->debug("Child '{}' took its header after {:.0f} ms", name,

@@ -23,6 +23,17 @@ std::string take_string(char* s, std::string_view context) {
     return owned.get();
 }
 
+// Throws the error of a failed stream transfer, then aborts the stream: virStreamAbort
+// resets libvirt's last error, so it must come after the error is taken.
+[[noreturn]] void fail_stream(virStreamPtr st, const std::string& context) {
+    try {
+        throw_libvirt_error(context);
+    } catch (...) {
+        virStreamAbort(st);
+        throw;
+    }
+}
+
 // Reads [offset, offset + length) of a volume through a libvirt stream.
 std::string download(virConnectPtr conn, virStorageVolPtr vol, const std::string& name,
                      std::uint64_t offset, std::uint64_t length) {
@@ -33,10 +44,8 @@ std::string download(virConnectPtr conn, virStorageVolPtr vol, const std::string
     char buf[65536];
     for (;;) {
         int got = virStreamRecv(st.get(), buf, sizeof buf);
-        if (got < 0) {
-            virStreamAbort(st.get());
-            throw_libvirt_error(context);
-        }
+        if (got < 0)
+            fail_stream(st.get(), context);
         if (got == 0)
             break;
         out.append(buf, static_cast<std::size_t>(got));
@@ -175,8 +184,14 @@ std::vector<VolumeInfo> Host::volumes() {
     std::free(raw);
     std::vector<VolumeInfo> out;
     for (const auto& vol : vols) {
-        std::string xml = take_string(virStorageVolGetXMLDesc(vol.get(), 0),
-                                      "Failed to read a volume of pool '" + options_.pool + "'");
+        char* raw_xml = virStorageVolGetXMLDesc(vol.get(), 0);
+        if (raw_xml == nullptr) {
+            // Deleted since the listing: not there any more.
+            expect_absent(VIR_ERR_NO_STORAGE_VOL,
+                          "Failed to read a volume of pool '" + options_.pool + "'");
+            continue;
+        }
+        std::string xml = take_string(raw_xml, "");
         pugi::xml_document doc;
         doc.load_string(xml.c_str());
         VolumeInfo info;
@@ -232,10 +247,8 @@ void Host::write_volume(const std::string& name, std::uint64_t offset, std::stri
     std::size_t sent = 0;
     while (sent < data.size()) {
         int n = virStreamSend(st.get(), data.data() + sent, data.size() - sent);
-        if (n < 0) {
-            virStreamAbort(st.get());
-            throw_libvirt_error(context);
-        }
+        if (n < 0)
+            fail_stream(st.get(), context);
         sent += static_cast<std::size_t>(n);
     }
     lv_check(virStreamFinish(st.get()), context);

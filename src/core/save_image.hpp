@@ -1,6 +1,6 @@
 // libvirt's QEMU save image, which is also what an external memory snapshot writes:
 //   "LibvirtQemudSave", u32 version (2), data_len, was_running, format, cookieOffset,
-//   15 unused u32 (92 bytes), then data_len bytes: the domain XML + NUL, the <cookie>
+//   14 unused u32 (92 bytes), then data_len bytes: the domain XML + NUL, the <cookie>
 //   + NUL at cookieOffset, zero padding; then QEMU's migration stream.
 // libvirt refuses to restore an image under a new name or UUID, so forky sets the XML in
 // the header per child; the migration stream after it is never touched.

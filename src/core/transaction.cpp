@@ -5,6 +5,7 @@
 namespace forky {
 
 void Transaction::rollback() noexcept {
+    bool failed = false;
     while (!undos_.empty()) {
         auto [what, undo] = std::move(undos_.back());
         undos_.pop_back();
@@ -13,8 +14,17 @@ void Transaction::rollback() noexcept {
             undo();
         } catch (const std::exception& e) {
             logger("txn")->error("Rollback step '{}' failed: {}", what, e.what());
+            failed = true;
         } catch (...) {
             logger("txn")->error("Rollback step '{}' failed", what);
+            failed = true;
+        }
+    }
+    if (failed && on_failed_rollback_) {
+        try {
+            on_failed_rollback_();
+        } catch (...) {
+            logger("txn")->error("Handling a failed rollback failed");
         }
     }
 }

@@ -22,12 +22,17 @@ public:
     }
     void commit() { undos_.clear(); }
 
+    // Called once after a rollback in which some undo failed, e.g. to keep a journal for
+    // `forky gc` rather than drop it.
+    void if_rollback_fails(std::function<void()> hook) { on_failed_rollback_ = std::move(hook); }
+
     // Runs the undos, newest first. An undo that fails is logged and the rest still run:
     // the first error already travels as the exception that caused the rollback.
     void rollback() noexcept;
 
 private:
     std::vector<std::pair<std::string, std::function<void()>>> undos_;
+    std::function<void()> on_failed_rollback_;
 };
 
 } // namespace forky

@@ -68,6 +68,7 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     plan.domain_type = domain_type;
 
     Transaction txn;
+    txn.if_rollback_fails([&lock] { lock.abandon(); });
     auto own_volume = [&](const std::string& vol_name) {
         if (host.find_volume(vol_name))
             throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
@@ -94,11 +95,13 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     }
     plan.lineage = lineage;
 
+    plan.uuid = random_uuid();
     std::string xml = build_domain_xml(spec, plan);
-    lock.record_child(name);
+    lock.record_child(name, plan.uuid);
     DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
     lv_check(dom.get(), "Failed to define VM '" + name + "'");
-    txn.on_rollback("remove VM '" + name + "'", [&host, name] { remove_domain(host, name); });
+    txn.on_rollback("remove VM '" + name + "'",
+                    [&host, name, uuid = plan.uuid] { remove_domain(host, name, uuid); });
     if (options.start) {
         lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + name + "'");
         if (!spec.ports.empty()) {
@@ -136,10 +139,7 @@ void require_same_pool(const Host& host, const std::string& name, const Lineage&
 VmInfo describe(virDomainPtr dom, Lineage lineage) {
     VmInfo info;
     info.name = domain_name(dom);
-    char uuid[VIR_UUID_STRING_BUFLEN];
-    lv_check(virDomainGetUUIDString(dom, uuid),
-             "Failed to read the UUID of VM '" + info.name + "'");
-    info.uuid = uuid;
+    info.uuid = domain_uuid(dom);
     info.state = domain_state(dom);
     pugi::xml_document doc;
     doc.load_string(domain_xml(dom).c_str());
@@ -164,10 +164,18 @@ std::vector<VmInfo> vm_list(Host& host) {
     return out;
 }
 
-void remove_domain(Host& host, const std::string& name) {
+std::string domain_uuid(virDomainPtr dom) {
+    char uuid[VIR_UUID_STRING_BUFLEN];
+    lv_check(virDomainGetUUIDString(dom, uuid), "Failed to read the UUID of a VM");
+    return uuid;
+}
+
+void remove_domain(Host& host, const std::string& name, const std::string& uuid) {
     DomainPtr d = host.find_domain(name);
     if (!d)
         return;
+    if (!uuid.empty() && domain_uuid(d.get()) != uuid)
+        return; // another VM has this name now
     // Undefine first: a running persistent domain becomes transient and goes with the
     // destroy, so nothing is asked of a domain that may have vanished meanwhile.
     try {

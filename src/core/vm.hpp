@@ -56,8 +56,12 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force = false);
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);
 
-// Stops and undefines a domain, persistent or transient; an absent one is fine.
-void remove_domain(Host& host, const std::string& name);
+// Stops and undefines a domain, persistent or transient; an absent one is fine. With
+// `uuid`, only the domain of that UUID: a name may have passed to another VM meanwhile.
+void remove_domain(Host& host, const std::string& name, const std::string& uuid = {});
+
+// The UUID of a domain as a string.
+std::string domain_uuid(virDomainPtr dom);
 
 // Replaces a domain's lineage: in its live and persistent definitions, or, `live_only`,
 // in the running instance alone (what lasts only as long as it runs, like host ports).

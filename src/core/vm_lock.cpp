@@ -88,8 +88,8 @@ std::string Journal::encode() const {
         << "vm " << vm << '\n'
         << "holder " << holder_host << ' ' << holder_pid << ' ' << holder_start << '\n'
         << "since " << since << '\n';
-    for (const auto& c : children)
-        out << "child " << c << '\n';
+    for (const auto& [name, uuid] : children)
+        out << "child " << name << ' ' << uuid << '\n';
     for (const auto& v : volumes)
         out << "volume " << v << '\n';
     return out.str();
@@ -114,9 +114,10 @@ Journal Journal::decode(std::string_view text) {
         else if (key == "since")
             f >> j.since;
         else if (key == "child") {
-            std::string c;
-            f >> c;
-            j.children.push_back(c);
+            std::string name;
+            std::string uuid;
+            f >> name >> uuid;
+            j.children.emplace_back(name, uuid);
         } else if (key == "volume") {
             std::string v;
             f >> v;
@@ -227,8 +228,8 @@ void VmLock::write() {
     }
 }
 
-void VmLock::record_child(const std::string& name) {
-    journal_.children.push_back(name);
+void VmLock::record_child(const std::string& name, const std::string& uuid) {
+    journal_.children.emplace_back(name, uuid);
     write();
 }
 

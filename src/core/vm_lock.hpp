@@ -21,8 +21,8 @@ struct Journal {
     long holder_pid = 0;
     unsigned long long holder_start = 0; // the process's start time (/proc/PID/stat)
     std::int64_t since = 0;              // seconds since the epoch
-    std::vector<std::string> children;   // domains created
-    std::vector<std::string> volumes;    // volumes created
+    std::vector<std::pair<std::string, std::string>> children; // domains created: name, UUID
+    std::vector<std::string> volumes;                          // volumes created
     bool readable = true; // false where the pool cannot be read back (no download support)
 
     std::string encode() const;
@@ -48,9 +48,11 @@ public:
     ~VmLock();
 
     // Journal a creation before making it, so a kill between the two loses nothing.
-    void record_child(const std::string& name);
+    void record_child(const std::string& name, const std::string& uuid);
     void record_volume(const std::string& name);
     void release() noexcept;
+    // Leaves the lock and its journal in the pool for `forky gc` (an undo failed).
+    void abandon() noexcept { held_ = false; }
 
 private:
     VmLock(Host& host, Journal journal);

@@ -151,7 +151,8 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
     }();
     j.holder_pid = getpid();
     j.since = 1;
-    j.children = {"web-1", "web-2"};
+    j.children = {{"web-1", "11111111-2222-4333-8444-555555555555"},
+                  {"web-2", "66666666-2222-4333-8444-555555555555"}};
     j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
     std::ifstream stat("/proc/self/stat");
     std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());

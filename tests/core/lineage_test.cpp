@@ -62,6 +62,23 @@ TEST(Transaction, UndoesInReverseUnlessCommitted) {
     EXPECT_TRUE(undone.empty());
 }
 
+TEST(Transaction, TellsWhenARollbackCouldNotUndoEverything) {
+    int told = 0;
+    {
+        Transaction t;
+        t.if_rollback_fails([&] { ++told; });
+        t.on_rollback("fine", [] {});
+    }
+    EXPECT_EQ(told, 0);
+    {
+        Transaction t;
+        t.if_rollback_fails([&] { ++told; });
+        t.on_rollback("fails", [] { throw std::runtime_error("no"); });
+        t.on_rollback("fine", [] {});
+    }
+    EXPECT_EQ(told, 1);
+}
+
 TEST(Json, QuotesAndNests) {
     JsonWriter w;
     w.begin_array().begin_object().key("a").value("x\"y\n").key("n").value(std::uint64_t{3});

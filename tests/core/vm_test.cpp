@@ -130,6 +130,16 @@ TEST_F(VmOnTestDriver, StopAndRemove) {
     EXPECT_TRUE(host().volumes().empty());
 }
 
+TEST_F(VmOnTestDriver, RemovingByNameAndUuidSparesAVmThatTookTheName) {
+    vm_up(host(), spec_);
+    const std::string uuid = domain_uuid(host().domain("tiny").get());
+    remove_domain(host(), "tiny", "00000000-0000-4000-8000-000000000000");
+    EXPECT_TRUE(host().find_domain("tiny")) << "a VM with another UUID was removed";
+    remove_domain(host(), "tiny", uuid);
+    EXPECT_FALSE(host().find_domain("tiny"));
+    remove_domain(host(), "tiny", uuid); // gone already: fine
+}
+
 TEST_F(VmOnTestDriver, RemoveKeepsALayerSomethingElseNeeds) {
     vm_up(host(), spec_);
     std::string top = host().volume_path(host().find_volume("tiny.vda.qcow2").get());
