@@ -381,8 +381,25 @@ TEST(Fork, KilledOrInterruptedForksAreUndone) {
     const auto files = pool_files();
     const auto domains = domain_names();
 
+    // gc leaves a fork that is under way alone: its journal protects what it made so far.
+    Background bg = start_forky({"fork", "fk"}, {"FORKY_FAULT_SLEEP=snapshot"});
+    for (int i = 0; i < 300 && !has(pool_files(), "fk.fp1.mem"); ++i)
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    CommandResult busy = run_forky({"gc"});
+    EXPECT_NE(busy.out.find("busy, left alone: fk (fork by process " + std::to_string(bg.pid)),
+              std::string::npos)
+        << busy.out;
+    EXPECT_TRUE(has(pool_files(), "fk.fp1.mem"));
+    EXPECT_TRUE(has(pool_files(), "fk.vda.fp1.qcow2"));
+    ::kill(bg.pid, SIGKILL);
+    finish(bg);
+    CommandResult swept = run_forky({"gc"});
+    EXPECT_NE(swept.out.find("deleted volume fk.fp1.mem"), std::string::npos) << swept.out;
+    EXPECT_EQ(pool_files(), files);
+
     // SIGKILL while the second child is being made: forky gc undoes what the journal says.
-    Background bg = start_forky({"fork", "fk", "--count", "3"}, {"FORKY_FAULT_SLEEP=restore:2"});
+    bg = start_forky({"fork", "fk", "--count", "3"}, {"FORKY_FAULT_SLEEP=restore:2"});
     for (int i = 0; i < 300 && !has(domain_names(), "fk-1"); ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     ASSERT_TRUE(has(domain_names(), "fk-1"));
