@@ -90,13 +90,6 @@ unsigned next_fork_point(const std::string& parent, const Lineage& lineage,
     return highest + 1;
 }
 
-std::string disk_volume_name(const std::string& vm, const std::string& target) {
-    return vm + "." + target + ".qcow2";
-}
-std::string console_volume_name(const std::string& vm) {
-    return vm + ".console.log";
-}
-
 // `count` fresh names PREFIX-N: never one in use by a domain or a volume, and, for the
 // parent's own prefix, never one it handed out before.
 std::vector<std::string> pick_names(Host& host, const std::string& prefix, unsigned start,
@@ -179,9 +172,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     // Under the lock: what another fork did meanwhile is now visible.
     require_forkable(dom.get(), parent, o);
     Lineage lineage = *read_lineage(dom.get());
-    if (!lineage.pool.empty() && lineage.pool != host.options().pool)
-        throw ConflictError("VM '" + parent + "' keeps its volumes in pool '" + lineage.pool +
-                            "', not '" + host.options().pool + "'; use --pool " + lineage.pool);
+    require_same_pool(host, parent, lineage);
 
     const std::string live_xml = domain_xml(dom.get());
     const auto tops = disk_sources(live_xml); // target -> current top layer (to be frozen)

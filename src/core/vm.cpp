@@ -30,6 +30,20 @@ std::optional<Lineage> read_lineage(virDomainPtr dom) {
     return lineage_from_xml(owned.get());
 }
 
+std::string disk_volume_name(const std::string& vm, const std::string& target) {
+    return vm + "." + target + ".qcow2";
+}
+
+std::string console_volume_name(const std::string& vm) {
+    return vm + ".console.log";
+}
+
+void require_same_pool(const Host& host, const std::string& name, const Lineage& lineage) {
+    if (!lineage.pool.empty() && lineage.pool != host.options().pool)
+        throw ConflictError("VM '" + name + "' keeps its volumes in pool '" + lineage.pool +
+                            "', not '" + host.options().pool + "'; use --pool " + lineage.pool);
+}
+
 void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage,
                    bool live_only) {
     unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
@@ -76,7 +90,7 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
         lock.record_volume(vol_name);
     };
     for (const auto& disk : spec.disks) {
-        std::string vol_name = name + "." + disk.target + ".qcow2";
+        std::string vol_name = disk_volume_name(name, disk.target);
         own_volume(vol_name);
         StorageVolPtr vol = host.create_overlay(vol_name, disk.base.string(), disk.base_format);
         txn.on_rollback("delete volume '" + vol_name + "'",
@@ -85,7 +99,7 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
         lineage.volumes.push_back({"disk", disk.target, vol_name});
     }
     if (spec.console == ConsoleMode::log) {
-        std::string vol_name = name + ".console.log";
+        std::string vol_name = console_volume_name(name);
         own_volume(vol_name);
         StorageVolPtr vol = host.create_raw_volume(vol_name);
         txn.on_rollback("delete volume '" + vol_name + "'",
@@ -127,13 +141,6 @@ void destroy_unless_gone(virDomainPtr dom, const std::string& name) {
         if (domain_is_active(dom))
             throw;
     }
-}
-
-// A VM's volumes live in the pool its lineage names; this Host must be on that pool.
-void require_same_pool(const Host& host, const std::string& name, const Lineage& lineage) {
-    if (!lineage.pool.empty() && lineage.pool != host.options().pool)
-        throw ConflictError("VM '" + name + "' keeps its volumes in pool '" + lineage.pool +
-                            "', not '" + host.options().pool + "'; use --pool " + lineage.pool);
 }
 
 VmInfo describe(virDomainPtr dom, Lineage lineage) {
@@ -221,10 +228,11 @@ namespace {
 
 // Every path that something other than `except` needs: a volume's backing file or a
 // domain's disk source.
-std::map<std::string, std::string> needed_paths(Host& host, const std::string& except,
+std::map<std::string, std::string> needed_paths(Host& host, const std::vector<VolumeInfo>& volumes,
+                                                const std::string& except,
                                                 const std::set<std::string>& except_volumes) {
     std::map<std::string, std::string> users;
-    for (const auto& vol : host.volumes()) {
+    for (const auto& vol : volumes) {
         if (!vol.backing.empty() && !except_volumes.count(vol.name))
             users.emplace(vol.backing, "volume '" + vol.name + "'");
     }
@@ -250,24 +258,23 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force) {
     VmLock lock = VmLock::acquire(host, name, "rm");
     Lineage lineage = *read_lineage(dom.get());
     require_same_pool(host, name, lineage);
-    if (domain_is_active(dom.get())) {
-        if (!force)
-            throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +
-                                "; stop it first or use --force");
-    }
+    if (!force && domain_is_active(dom.get()))
+        throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +
+                            "; stop it first or use --force");
     // Its own: what its lineage lists and the disks it runs on now.
     std::set<std::string> own;
     for (const auto& v : lineage.volumes)
         own.insert(v.name);
+    const auto volumes = host.volumes();
     std::map<std::string, std::string> name_by_path;
-    for (const auto& v : host.volumes())
+    for (const auto& v : volumes)
         name_by_path[v.path] = v.name;
     for (const auto& [target, path] : disk_sources(domain_xml(dom.get()))) {
         auto v = name_by_path.find(path);
         if (v != name_by_path.end())
             own.insert(v->second);
     }
-    auto users = needed_paths(host, name, own);
+    auto users = needed_paths(host, volumes, name, own);
 
     remove_domain(host, name);
     RemoveResult result;

@@ -56,6 +56,14 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force = false);
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);
 
+// forky's names for a VM's own volumes (gc's naming rule matches these).
+std::string disk_volume_name(const std::string& vm, const std::string& target);
+std::string console_volume_name(const std::string& vm);
+
+// A VM's volumes live in the pool its lineage names; throws ConflictError unless this
+// Host is on that pool.
+void require_same_pool(const Host& host, const std::string& name, const Lineage& lineage);
+
 // Stops and undefines a domain, persistent or transient; an absent one is fine. With
 // `uuid`, only the domain of that UUID: a name may have passed to another VM meanwhile.
 void remove_domain(Host& host, const std::string& name, const std::string& uuid = {});
