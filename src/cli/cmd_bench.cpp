@@ -112,7 +112,10 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
 
 void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     DomainSpec spec = load_spec(cmd.spec_file);
+    ctx.options.create_pool = true; // it runs `forky up`
     BenchOptions o;
+    o.image_dirs = ctx.config().image_dirs;
+    o.cancel = ctx.cancel();
     o.name = cmd.name;
     o.counts = cmd.counts;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };

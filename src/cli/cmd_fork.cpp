@@ -4,8 +4,6 @@
 #include "fork.hpp"
 #include "json.hpp"
 
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -25,8 +23,6 @@ struct ForkCommand {
     bool json = false;
 };
 
-std::atomic<bool> interrupted{false};
-
 void run_fork(const ForkCommand& cmd, Context& ctx) {
     if (cmd.keep_paused && !cmd.cold)
         throw UsageError("--keep-paused goes with --cold");
@@ -38,9 +34,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.prefix = cmd.prefix;
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     // Ctrl-C: finish the step at hand, undo, exit 130.
-    std::signal(SIGINT, [](int) { interrupted = true; });
-    std::signal(SIGTERM, [](int) { interrupted = true; });
-    o.cancelled = [] { return interrupted.load(); };
+    o.cancel = ctx.cancel();
     ForkResult r = vm_fork(ctx.host(), cmd.parent, o);
     if (cmd.json) {
         JsonWriter w;
@@ -53,6 +47,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
         w.end_array();
         w.key("parent_downtime_ms");
         r.parent_downtime_ms ? w.value(*r.parent_downtime_ms) : w.null();
+        w.key("parent_left_paused").value(r.parent_left_paused);
         w.key("snapshot_ms").value(static_cast<std::uint64_t>(r.snapshot_ms));
         w.key("children_ms").value(static_cast<std::uint64_t>(r.children_ms));
         w.key("total_ms").value(static_cast<std::uint64_t>(r.total_ms));
@@ -66,9 +61,12 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     std::fprintf(stderr, "Forked '%s' at fork point '%s' into %zu %s in %.0f ms", r.parent.c_str(),
                  r.fork_point.c_str(), r.children.size(),
                  r.children.size() == 1 ? "child" : "children", r.total_ms);
-    if (r.parent_downtime_ms)
-        std::fprintf(stderr, " (parent paused %llu ms)",
-                     static_cast<unsigned long long>(*r.parent_downtime_ms));
+    if (r.parent_left_paused)
+        std::fprintf(stderr, " (parent left paused)");
+    else if (r.parent_downtime_ms)
+        std::fprintf(stderr, " (parent paused %llu ms%s)",
+                     static_cast<unsigned long long>(*r.parent_downtime_ms),
+                     cmd.cold ? ", the whole cut" : "");
     std::fprintf(stderr, "\n");
 }
 

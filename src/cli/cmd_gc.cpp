@@ -35,18 +35,23 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
         };
         w.key("dry_run").value(cmd.dry_run);
         list("removed_domains", r.removed_domains);
+        list("resumed_domains", r.resumed_domains);
         list("deleted_volumes", r.deleted_volumes);
         list("released_locks", r.released_locks);
         list("busy", r.busy);
+        list("refused", r.refused);
         w.end_object();
         std::cout << w.str() << '\n';
         return;
     }
     print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);
+    print_list(cmd.dry_run ? "would resume domain" : "resumed domain", r.resumed_domains);
     print_list(cmd.dry_run ? "would delete volume" : "deleted volume", r.deleted_volumes);
     print_list(cmd.dry_run ? "would release lock" : "released lock", r.released_locks);
     print_list("busy, left alone:", r.busy);
-    if (r.removed_domains.empty() && r.deleted_volumes.empty() && r.released_locks.empty())
+    print_list("not acted on:", r.refused);
+    if (r.removed_domains.empty() && r.resumed_domains.empty() && r.deleted_volumes.empty() &&
+        r.released_locks.empty())
         std::cout << "Nothing to collect\n";
 }
 
@@ -58,7 +63,10 @@ void setup_gc(CLI::App& app, Context& ctx) {
         "gc", "Reclaim what nothing needs any more: memory images and frozen layers of fork\n"
               "points whose last dependant is gone, and everything a killed forky left (its\n"
               "journal in the pool says what, including half-made children).\n"
-              "Operations still running are left alone.");
+              "Operations still running are left alone. A journal is evidence, not an order:\n"
+              "gc removes only VMs that carry forky's lineage for that very operation, and\n"
+              "reports journals that do not parse without acting on them. It resumes a\n"
+              "parent that a killed --cold fork left paused.");
     sub->add_flag("--dry-run", cmd->dry_run, "only say what would go");
     sub->add_flag("--json", cmd->json, "print the result as JSON");
     sub->callback([cmd, &ctx] { run_gc(*cmd, ctx); });

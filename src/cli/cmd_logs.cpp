@@ -5,9 +5,7 @@
 #include "names.hpp"
 #include "vm.hpp"
 
-#include <atomic>
 #include <chrono>
-#include <csignal>
 #include <iostream>
 #include <memory>
 #include <thread>
@@ -21,17 +19,14 @@ struct LogsCommand {
     bool follow = false;
 };
 
-std::atomic<bool> interrupted{false};
-
 void run_logs(const LogsCommand& cmd, Context& ctx) {
     require_valid_name(cmd.name);
     VolumeChunk chunk = vm_console(ctx.host(), cmd.name, 0);
     std::cout << chunk.data << std::flush;
     if (!cmd.follow)
         return;
-    std::signal(SIGINT, [](int) { interrupted = true; });
-    std::signal(SIGTERM, [](int) { interrupted = true; });
-    while (!interrupted) {
+    const CancelToken cancel = ctx.cancel();
+    while (!cancel.requested()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         try {
             chunk = vm_console(ctx.host(), cmd.name, chunk.next_offset);

@@ -20,7 +20,7 @@ void run_rm(const RmCommand& cmd, Context& ctx) {
     for (const auto& name : cmd.names)
         require_valid_name(name);
     for (const auto& name : cmd.names) {
-        RemoveResult r = vm_remove(ctx.host(), name, cmd.force);
+        RemoveResult r = vm_remove(ctx.host(), name, cmd.force, ctx.cancel());
         std::cout << "Removed VM '" << name << "'";
         if (!r.deleted.empty())
             std::cout << " and " << r.deleted.size() << " volume(s)";

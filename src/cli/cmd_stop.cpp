@@ -14,6 +14,7 @@ struct StopCommand {
     std::string name;
     bool force = false;
     unsigned timeout_s = 10;
+    unsigned wait_s = 120;
 };
 
 void run_stop(const StopCommand& cmd, Context& ctx) {
@@ -21,6 +22,8 @@ void run_stop(const StopCommand& cmd, Context& ctx) {
     StopOptions options;
     options.force = cmd.force;
     options.timeout = std::chrono::seconds(cmd.timeout_s);
+    options.lock_wait = std::chrono::seconds(cmd.wait_s);
+    options.cancel = ctx.cancel();
     if (vm_stop(ctx.host(), cmd.name, options))
         std::cout << "Stopped VM '" << cmd.name << "'\n";
     else
@@ -32,11 +35,15 @@ void run_stop(const StopCommand& cmd, Context& ctx) {
 void setup_stop(CLI::App& app, Context& ctx) {
     auto cmd = std::make_shared<StopCommand>();
     CLI::App* sub = app.add_subcommand(
-        "stop", "Stop a VM: ask the guest to shut down (ACPI), power it off if it has not\n"
-                "within --timeout seconds. Its disks and console log stay.");
+        "stop", "Stop one of forky's VMs: ask the guest to shut down (ACPI), power it off if\n"
+                "it has not within --timeout seconds. Its disks and console log stay.\n"
+                "Waits while another forky operation (a fork, say) runs on the VM. Domains\n"
+                "that forky did not make are refused: stop them with virsh.");
     sub->add_option("vm", cmd->name, "name of the VM")->required();
     sub->add_flag("--force", cmd->force, "power off at once, as pulling the plug");
     sub->add_option("--timeout", cmd->timeout_s, "seconds to wait for the guest")
+        ->capture_default_str();
+    sub->add_option("--wait", cmd->wait_s, "seconds to wait while another operation runs")
         ->capture_default_str();
     sub->callback([cmd, &ctx] { run_stop(*cmd, ctx); });
 }

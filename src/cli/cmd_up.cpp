@@ -18,9 +18,12 @@ struct UpCommand {
 
 void run_up(const UpCommand& cmd, Context& ctx) {
     DomainSpec spec = load_spec(cmd.spec_file);
+    ctx.options.create_pool = true; // the first `forky up` makes forky's pool
     UpOptions options;
     options.name = cmd.name;
     options.start = !cmd.no_start;
+    options.image_dirs = ctx.config().image_dirs;
+    options.cancel = ctx.cancel();
     std::string name = vm_up(ctx.host(), spec, options);
     std::cout << (options.start ? "Started VM '" : "Defined VM '") << name << "'";
     if (spec.console == ConsoleMode::log)
@@ -35,7 +38,12 @@ void setup_up(CLI::App& app, Context& ctx) {
     CLI::App* sub = app.add_subcommand(
         "up", "Create a VM from a YAML domain spec and start it.\n"
               "Each disk boots on a fresh qcow2 overlay in forky's pool; the spec's base "
-              "images are never written.\nExample: forky up -f domains/tiny.yaml");
+              "images are never written.\n"
+              "Every file the spec names (kernel, initrd, each base image's whole backing "
+              "chain)\nmust lie under a folder allowed for images: by default the spec's own "
+              "folder and\nforky's pool; an administrator sets image_dirs in --config. A base "
+              "with a qcow2\nheader needs 'format: qcow2' in its disk.\n"
+              "Example: forky up -f domains/tiny.yaml");
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec")->required();
     sub->add_option("--name", cmd->name, "name of the VM (default: the spec's name)");
     sub->add_flag("--no-start", cmd->no_start, "define the VM but do not start it");

@@ -1,6 +1,9 @@
-// What every subcommand shares: the global options and a lazily opened Host.
+// What every subcommand shares: the global options, a lazily opened Host, forky's
+// configuration and the cancellation that Ctrl-C requests.
 #pragma once
 
+#include "cancel.hpp"
+#include "config.hpp"
 #include "host.hpp"
 
 #include <optional>
@@ -12,16 +15,23 @@ struct GlobalOptions {
     std::string uri; // --connect, else $FORKY_URI, else qemu:///system
     std::string pool = default_pool;
     std::string pool_dir = default_pool_dir;
+    bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
+    std::string config = default_config_path; // --config, else $FORKY_CONFIG
     int verbosity = 0;
 };
 
 class Context {
 public:
     GlobalOptions options;
-    Host& host(); // connects on first use
+    Host& host();           // connects on first use
+    const Config& config(); // read on first use
+    // Requested by SIGINT and SIGTERM: the core undoes what it did and throws
+    // InterruptedError (exit 130).
+    CancelToken cancel() const;
 
 private:
     std::optional<Host> host_;
+    std::optional<Config> config_;
 };
 
 } // namespace forky::cli

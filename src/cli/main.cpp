@@ -4,10 +4,17 @@
 #include "errors.hpp"
 #include "log.hpp"
 
+#include <atomic>
+#include <csignal>
 #include <cstdlib>
 #include <iostream>
 
 namespace forky::cli {
+
+namespace {
+std::atomic<bool> interrupted{false};
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+} // namespace
 
 Host& Context::host() {
     if (!host_) {
@@ -15,9 +22,20 @@ Host& Context::host() {
         h.uri = options.uri;
         h.pool = options.pool;
         h.pool_dir = options.pool_dir;
+        h.create_pool = options.create_pool;
         host_.emplace(std::move(h));
     }
     return *host_;
+}
+
+const Config& Context::config() {
+    if (!config_)
+        config_ = load_config(options.config);
+    return *config_;
+}
+
+CancelToken Context::cancel() const {
+    return CancelToken(&interrupted);
 }
 
 namespace {
@@ -37,6 +55,9 @@ Environment:
   FORKY_URI       libvirt URI used when --connect is not given (default qemu:///system)
   FORKY_POOL      storage pool used when --pool is not given (default forky)
   FORKY_POOL_DIR  directory of the pool when forky creates it (default /var/lib/forky)
+  FORKY_CONFIG    forky's settings when --config is not given (default /etc/forky/forky.yaml)
+
+Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";
 
 const char* env_or(const char* name, const char* fallback) {
@@ -49,6 +70,7 @@ int run(int argc, char** argv) {
     ctx.options.uri = env_or("FORKY_URI", default_uri);
     ctx.options.pool = env_or("FORKY_POOL", default_pool);
     ctx.options.pool_dir = env_or("FORKY_POOL_DIR", default_pool_dir);
+    ctx.options.config = env_or("FORKY_CONFIG", default_config_path);
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -56,12 +78,18 @@ int run(int argc, char** argv) {
                  "forky"};
     app.footer(exit_codes_help);
     app.require_subcommand(1);
+    app.fallthrough(); // global options also after the subcommand: forky gc --pool x
     app.add_option("-c,--connect", ctx.options.uri, "libvirt URI of the hypervisor")
         ->capture_default_str();
     app.add_option("--pool", ctx.options.pool, "libvirt storage pool for forky's volumes")
         ->capture_default_str();
     app.add_option("--pool-dir", ctx.options.pool_dir,
                    "where the pool lives when forky has to create it")
+        ->capture_default_str();
+    app.add_flag("--create-pool", ctx.options.create_pool,
+                 "create the pool if it does not exist (forky up always may)");
+    app.add_option("--config", ctx.options.config,
+                   "forky's settings (image_dirs: where specs may take images from)")
         ->capture_default_str();
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
@@ -94,6 +122,11 @@ int run(int argc, char** argv) {
 } // namespace forky::cli
 
 int main(int argc, char** argv) {
+    // Ctrl-C and SIGTERM: the command at hand undoes its work and exits 130. A lost
+    // libvirt connection is an error to handle, never a silent death by SIGPIPE.
+    std::signal(SIGINT, [](int) { forky::cli::interrupted = true; });
+    std::signal(SIGTERM, [](int) { forky::cli::interrupted = true; });
+    std::signal(SIGPIPE, SIG_IGN);
     try {
         return forky::cli::run(argc, argv);
     } catch (const forky::Error& e) {

@@ -2,9 +2,11 @@
 // on one host. Figures, not verdicts: the machine may be shared and noisy.
 #pragma once
 
+#include "cancel.hpp"
 #include "host.hpp"
 #include "spec.hpp"
 
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <string>
@@ -16,6 +18,8 @@ struct BenchOptions {
     std::string name = "forky-bench"; // the parent; children are NAME-N
     std::vector<unsigned> counts{1, 4, 8};
     std::function<void(const std::string&)> progress; // one line per step
+    std::vector<std::filesystem::path> image_dirs;    // as UpOptions::image_dirs
+    CancelToken cancel;
 };
 
 struct BenchRound {

@@ -43,9 +43,9 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
     pugi::xml_node type = add(os, "type", "hvm");
     attr(type, "arch", "x86_64");
     attr(type, "machine", "pc");
-    add(os, "kernel", spec.boot.kernel.string());
+    add(os, "kernel", spec.boot.kernel.path.string());
     if (!spec.boot.initrd.empty())
-        add(os, "initrd", spec.boot.initrd.string());
+        add(os, "initrd", spec.boot.initrd.path.string());
     if (!spec.boot.cmdline.empty())
         add(os, "cmdline", spec.boot.cmdline);
 

@@ -2,6 +2,7 @@
 
 #include <libvirt/virterror.h>
 
+#include <csignal>
 #include <mutex>
 
 namespace forky {
@@ -22,6 +23,12 @@ void install_libvirt_error_handler() {
     std::call_once(once, [] {
         virInitialize();
         virSetErrorFunc(nullptr, ignore_libvirt_error);
+        // A libvirt connection that drops makes its next write raise SIGPIPE, whose default
+        // ends the process silently, before any undo. libvirt expects applications to
+        // ignore it; a program that installed its own handler keeps it.
+        struct sigaction old {};
+        if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL)
+            std::signal(SIGPIPE, SIG_IGN);
     });
 }
 

@@ -2,6 +2,7 @@
 
 #include "child_xml.hpp"
 #include "errors.hpp"
+#include "fault.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "network.hpp"
@@ -24,39 +25,12 @@
 
 namespace forky {
 
-void fault_point(const char* step, unsigned index) {
-    static const auto first = std::chrono::steady_clock::now();
-    logger("fork")->debug(
-        "step {}{} at {:.0f} ms", step, index ? ":" + std::to_string(index) : std::string(),
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - first)
-            .count());
-    auto matches = [&](const char* var) {
-        const char* v = std::getenv(var);
-        if (v == nullptr)
-            return false;
-        std::string want = v;
-        std::string here = step;
-        return want == here || (index != 0 && want == here + ":" + std::to_string(index));
-    };
-    if (matches("FORKY_FAULT_SLEEP")) {
-        logger("fork")->warn("FORKY_FAULT_SLEEP: sleeping at step '{}'", step);
-        std::this_thread::sleep_for(std::chrono::seconds(60));
-    }
-    if (matches("FORKY_FAULT"))
-        throw Error(std::string("Injected fault at step '") + step + "' (FORKY_FAULT)");
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;
 
 double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
-}
-
-void check_cancelled(const ForkOptions& o) {
-    if (o.cancelled && o.cancelled())
-        throw InterruptedError("Fork interrupted; undoing what it had done");
 }
 
 // The parent must be a running (or, for a cold fork, paused) VM of forky's.
@@ -90,26 +64,44 @@ unsigned next_fork_point(const std::string& parent, const Lineage& lineage,
     return highest + 1;
 }
 
-// `count` fresh names PREFIX-N: never one in use by a domain or a volume, and, for the
-// parent's own prefix, never one it handed out before.
-std::vector<std::string> pick_names(Host& host, const std::string& prefix, unsigned start,
-                                    unsigned count, const std::set<std::string>& volume_names,
-                                    unsigned& last_index) {
+// `count` fresh names PREFIX-N, each reserved by its own lock: never one in use by a
+// domain, a volume or another operation, and, for the parent's own prefix, never one it
+// handed out before.
+struct ReservedNames {
     std::vector<std::string> names;
+    std::vector<VmLock> locks; // held until the children are whole (or undone)
+    unsigned last_index = 0;
+};
+
+ReservedNames reserve_names(Host& host, const std::string& prefix, unsigned start, unsigned count,
+                            const std::set<std::string>& volume_names, const CancelToken& cancel) {
+    ReservedNames r;
     unsigned index = start;
-    while (names.size() < count) {
+    auto has_volumes = [&](const std::string& name) {
+        for (const auto& v : volume_names)
+            if (v.rfind(name + ".", 0) == 0 && v != lock_volume_name(name))
+                return true;
+        return host.find_volume(console_volume_name(name)) != nullptr;
+    };
+    while (r.names.size() < count) {
+        cancel.check("Reserving names");
         ++index;
         std::string name = prefix + "-" + std::to_string(index);
         if (auto why = name_problem(name))
             throw UsageError("Cannot name children '" + prefix + "-N': " + *why);
-        bool taken = host.find_domain(name) != nullptr;
-        for (const auto& v : volume_names)
-            taken = taken || v.rfind(name + ".", 0) == 0;
-        if (!taken)
-            names.push_back(name);
+        if (host.find_domain(name) || has_volumes(name))
+            continue;
+        auto lock = VmLock::try_acquire(host, name, "child");
+        if (!lock)
+            continue; // another operation holds the name
+        // Under its lock: nothing was made under this name meanwhile.
+        if (host.find_domain(name) || has_volumes(name))
+            continue;
+        r.names.push_back(name);
+        r.locks.push_back(std::move(*lock));
     }
-    last_index = index;
-    return names;
+    r.last_index = index;
+    return r;
 }
 
 std::optional<std::uint64_t> completed_job_downtime(virDomainPtr dom) {
@@ -152,6 +144,29 @@ std::string snapshot_xml(const std::string& name, const std::string& memory_path
 
 } // namespace
 
+namespace {
+
+// A snapshot that failed because the pool filled up is a storage failure (exit 7, as for
+// a pool found too small before), not a libvirt one.
+[[noreturn]] void rethrow_snapshot_failure(Host& host, const Error& e, std::uint64_t needed) {
+    const std::string what = e.what();
+    std::uint64_t available = 0;
+    try {
+        available = host.pool_available();
+    } catch (const Error&) {
+    }
+    if (what.find("No space left on device") != std::string::npos || available < needed) {
+        StorageError full(what + " (pool '" + host.options().pool + "' has " +
+                          format_size(available) + " free; this fork needs about " +
+                          format_size(needed) + ")");
+        full.with_libvirt_code(e.libvirt_code());
+        throw full;
+    }
+    throw;
+}
+
+} // namespace
+
 ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) {
     const auto t_start = Clock::now();
     require_valid_name(parent);
@@ -161,18 +176,21 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     const std::string prefix = o.prefix.empty() ? parent : o.prefix;
     if (auto why = name_problem(prefix))
         throw UsageError("Invalid prefix '" + prefix + "': " + *why);
+    const CancelToken& cancel = o.cancel;
+    const std::string what = "Fork of VM '" + parent + "'";
 
     DomainPtr dom = host.domain(parent);
-    if (!read_lineage(dom.get()))
-        throw ConflictError("Domain '" + parent + "' was not made by forky (no forky metadata)");
+    require_forky_vm(dom.get(), parent, "not forking");
     require_forkable(dom.get(), parent, o);
 
-    VmLock lock = VmLock::acquire(host, parent, "fork", o.lock_wait);
-    fault_point("lock");
-    // Under the lock: what another fork did meanwhile is now visible.
+    VmLock lock = VmLock::acquire(host, parent, "fork", o.lock_wait, cancel);
+    fault_point("lock", 0, cancel);
+    // Under the lock: what another operation did meanwhile is now visible.
+    dom = host.domain(parent);
+    Lineage lineage = require_forky_vm(dom.get(), parent, "not forking");
     require_forkable(dom.get(), parent, o);
-    Lineage lineage = *read_lineage(dom.get());
     require_same_pool(host, parent, lineage);
+    const std::string parent_uuid = domain_uuid(dom.get());
 
     const std::string live_xml = domain_xml(dom.get());
     const auto tops = disk_sources(live_xml); // target -> current top layer (to be frozen)
@@ -193,14 +211,6 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         frozen[target] = v->second;
     }
 
-    const unsigned fp = next_fork_point(parent, lineage, volumes);
-    const std::string fork_point = parent + ".fp" + std::to_string(fp);
-    const std::string mem_name = fork_point + ".mem";
-    unsigned last_index = 0;
-    const std::vector<std::string> names =
-        pick_names(host, prefix, prefix == parent ? lineage.children_made : 0, o.count,
-                   volume_names, last_index);
-
     pugi::xml_document live_doc;
     live_doc.load_string(live_xml.c_str());
     const std::uint64_t memory_bytes =
@@ -213,26 +223,63 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
                            " free; forking " + std::to_string(o.count) + " children of '" + parent +
                            "' needs about " + format_size(needed));
 
+    // The plan: fork point, names (reserved), UUIDs, every volume. Declared before the
+    // transaction, the names' locks are released only after an undo has run.
+    const unsigned fp = next_fork_point(parent, lineage, volumes);
+    const std::string fork_point = parent + ".fp" + std::to_string(fp);
+    const std::string mem_name = fork_point + ".mem";
+    ReservedNames reserved = reserve_names(
+        host, prefix, prefix == parent ? lineage.children_made : 0, o.count, volume_names, cancel);
+    const std::vector<std::string>& names = reserved.names;
+    std::vector<std::string> uuids;
+    for (std::size_t i = 0; i < names.size(); ++i)
+        uuids.push_back(random_uuid());
+    const bool has_console = lineage.console_volume() != nullptr;
+    {
+        // Room for the whole journal, before any of it is written.
+        Journal planned = lock.journal();
+        planned.paused = parent_uuid;
+        planned.resumed = true;
+        planned.volumes.push_back(mem_name);
+        for (const auto& [target, path] : tops)
+            planned.volumes.push_back(parent + "." + target + ".fp" + std::to_string(fp) +
+                                      ".qcow2");
+        for (std::size_t i = 0; i < names.size(); ++i) {
+            planned.children.emplace_back(names[i], uuids[i]);
+            for (const auto& [target, path] : tops)
+                planned.volumes.push_back(disk_volume_name(names[i], target));
+            if (has_console)
+                planned.volumes.push_back(console_volume_name(names[i]));
+        }
+        lock.reserve(planned.encode().size() + 1);
+    }
+
     ForkResult result;
     result.parent = parent;
     result.fork_point = fork_point;
     Transaction txn; // everything but the parent's move onto new layers
-    txn.if_rollback_fails([&lock] { lock.abandon(); }); // gc finishes what rollback could not
+    txn.before_rollback([&host] { host.reconnect_if_lost(); });
+    txn.if_rollback_fails([&lock] {
+        lock.abandon(); // gc finishes what rollback could not
+        logger("fork")->warn("Some steps could not be undone; run 'forky gc' to finish (it "
+                             "undoes what the journal in the pool names)");
+    });
 
     // 1. The fork point: a memory image and new top layers for the parent.
-    check_cancelled(o);
+    cancel.check(what);
     lock.record_volume(mem_name);
     StorageVolPtr mem_vol = host.create_raw_volume(mem_name);
     txn.on_rollback("delete memory image '" + mem_name + "'",
                     [&host, mem_name] { host.delete_volume(mem_name); });
     const std::string mem_path = host.volume_path(mem_vol.get());
-    fault_point("memory-volume");
+    fault_point("memory-volume", 0, cancel);
 
     const auto t_snapshot = Clock::now();
     std::map<std::string, std::string> new_tops; // target -> path
     Lineage parent_lineage = lineage;
     {
         Transaction before_snapshot;
+        before_snapshot.before_rollback([&host] { host.reconnect_if_lost(); });
         for (const auto& [target, path] : tops) {
             std::string name = parent + "." + target + ".fp" + std::to_string(fp) + ".qcow2";
             lock.record_volume(name);
@@ -243,44 +290,64 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
             for (auto& owned : parent_lineage.volumes)
                 if (owned.role == "disk" && owned.target == target)
                     owned.name = name;
-            fault_point("parent-overlay");
+            fault_point("parent-overlay", 0, cancel);
         }
-        check_cancelled(o);
-        bool suspended = false;
+        cancel.check(what);
+        std::optional<Clock::time_point> suspended;
         if (o.cold && domain_state(dom.get()) == "running") {
+            // Journalled first: should forky be killed now, gc resumes the parent.
+            if (!o.keep_paused)
+                lock.record_paused(parent_uuid);
             lv_check(virDomainSuspend(dom.get()), "Failed to pause VM '" + parent + "'");
-            suspended = true;
-            before_snapshot.on_rollback("resume VM '" + parent + "'", [d = dom.get(), parent] {
-                lv_check(virDomainResume(d), "Failed to resume VM '" + parent + "'");
+            suspended = Clock::now();
+            before_snapshot.on_rollback("resume VM '" + parent + "'", [&host, parent_uuid, parent] {
+                DomainPtr d(virDomainLookupByUUIDString(host.conn(), parent_uuid.c_str()));
+                lv_check(d.get(), "Failed to find VM '" + parent + "'");
+                lv_check(virDomainResume(d.get()), "Failed to resume VM '" + parent + "'");
             });
         }
-        fault_point("snapshot");
+        fault_point("snapshot", 0, cancel);
         unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
                          VIR_DOMAIN_SNAPSHOT_CREATE_ATOMIC | VIR_DOMAIN_SNAPSHOT_CREATE_REUSE_EXT;
         if (!o.cold)
             flags |= VIR_DOMAIN_SNAPSHOT_CREATE_LIVE;
-        SnapshotPtr snap(virDomainSnapshotCreateXML(
-            dom.get(), snapshot_xml(fork_point, mem_path, new_tops).c_str(), flags));
-        lv_check(snap.get(),
-                 "Failed to freeze fork point '" + fork_point + "' of VM '" + parent + "'");
+        try {
+            SnapshotPtr snap(virDomainSnapshotCreateXML(
+                dom.get(), snapshot_xml(fork_point, mem_path, new_tops).c_str(), flags));
+            lv_check(snap.get(),
+                     "Failed to freeze fork point '" + fork_point + "' of VM '" + parent + "'");
+        } catch (const Error& e) {
+            rethrow_snapshot_failure(host, e, needed);
+        }
         // The parent now runs on its new layers, whatever happens next: say so first.
         before_snapshot.commit();
-        result.parent_downtime_ms = completed_job_downtime(dom.get());
+        if (!o.cold)
+            result.parent_downtime_ms = completed_job_downtime(dom.get());
         parent_lineage.forks = fp;
         if (prefix == parent)
-            parent_lineage.children_made = last_index;
+            parent_lineage.children_made = reserved.last_index;
         write_lineage(dom.get(), parent, parent_lineage);
-        if (suspended && !o.keep_paused && virDomainResume(dom.get()) < 0) {
-            // The fork point is good and the children can still be made.
-            try {
-                throw_libvirt_error("Failed to resume VM '" + parent + "'");
-            } catch (const Error& e) {
-                logger("fork")->warn("{}; it stays paused", e.what());
+        if (suspended && o.keep_paused) {
+            result.parent_left_paused = true;
+        } else if (suspended) {
+            if (virDomainResume(dom.get()) < 0) {
+                // The fork point is good and the children can still be made.
+                try {
+                    throw_libvirt_error("Failed to resume VM '" + parent + "'");
+                } catch (const Error& e) {
+                    logger("fork")->warn("{}; it stays paused", e.what());
+                }
+                result.parent_left_paused = true;
+            } else {
+                result.parent_downtime_ms = static_cast<std::uint64_t>(
+                    std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *suspended)
+                        .count());
+                lock.record_resumed();
             }
         }
     }
     result.snapshot_ms = ms_since(t_snapshot);
-    fault_point("parent-metadata");
+    fault_point("parent-metadata", 0, cancel);
 
     // 2 + 3. The children.
     const auto t_children = Clock::now();
@@ -291,7 +358,6 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     lv_check(virStorageVolGetInfo(mem_vol.get(), &mem_info),
              "Failed to query memory image '" + mem_name + "'");
     result.memory_image_bytes = mem_info.allocation;
-    const bool has_console = lineage.console_volume() != nullptr;
     std::vector<unsigned> guest_ports;
     for (const auto& p : lineage.ports)
         guest_ports.push_back(p.guest);
@@ -303,6 +369,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     // still running is waited for before the rollback touches its domain.
     struct Started {
         std::string name;
+        std::string uuid;
         std::string xml;
         Lineage lineage;
         std::future<void> restore;
@@ -315,10 +382,10 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     for (unsigned i = 0; i < names.size(); ++i) {
         const std::string& name = names[i];
         const unsigned n = i + 1;
-        check_cancelled(o);
+        cancel.check(what);
         ChildPlan plan;
         plan.name = name;
-        plan.uuid = random_uuid();
+        plan.uuid = uuids[i];
         lock.record_child(name, plan.uuid);
         Lineage& cl = plan.lineage;
         cl.parent = parent;
@@ -340,7 +407,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
             plan.disk_paths[target] = host.volume_path(v.get());
             cl.volumes.push_back({"disk", target, vol_name});
             cl.layers.push_back({"layer", target, frozen.at(target)});
-            fault_point("child-overlay", n);
+            fault_point("child-overlay", n, cancel);
         }
         if (has_console) {
             std::string vol_name = console_volume_name(name);
@@ -350,13 +417,13 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
                             [&host, vol_name] { host.delete_volume(vol_name); });
             plan.console_log_path = host.volume_path(v.get());
             cl.volumes.push_back({"console", "", vol_name});
-            fault_point("child-console", n);
+            fault_point("child-console", n, cancel);
         }
         std::string xml = make_child_xml(header.xml, plan);
         host.write_volume(mem_name, 0, encode_save_header(header, xml));
-        fault_point("header", n);
-        check_cancelled(o);
-        fault_point("restore", n);
+        fault_point("header", n, cancel);
+        cancel.check(what);
+        fault_point("restore", n, cancel);
         txn.on_rollback("remove child '" + name + "'",
                         [&host, name, uuid = plan.uuid] { remove_domain(host, name, uuid); });
         const std::string context =
@@ -368,7 +435,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
             lanes.push_back(host.open_connection());
         virConnectPtr lane = lanes[i % lanes.size()].get();
         started.push_back(
-            {name, std::move(xml), cl,
+            {name, plan.uuid, std::move(xml), cl,
              std::async(std::launch::async, [lane, mem_path, restore_flags, context] {
                  lv_check(virDomainRestoreFlags(lane, mem_path.c_str(), nullptr, restore_flags),
                           context);
@@ -389,9 +456,25 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         Started& s = started[i];
         s.restore.get(); // rethrows a failed restore
         logger("fork")->debug("Child '{}' restored after {:.0f} ms", s.name, ms_since(t_children));
+        // Only the domain this fork restored is made persistent: the same name and UUID,
+        // running. (Its lock kept forky's own commands away; virsh is not.)
+        auto child_running = [&] {
+            DomainPtr d(virDomainLookupByUUIDString(host.conn(), s.uuid.c_str()));
+            if (!d) {
+                expect_absent(VIR_ERR_NO_DOMAIN, "Failed to look up child '" + s.name + "'");
+                return false;
+            }
+            return domain_name(d.get()) == s.name && domain_is_active(d.get());
+        };
+        if (!child_running())
+            throw ConflictError("Child '" + s.name +
+                                "' is not running under the UUID forky gave "
+                                "it (removed meanwhile?); not defining it");
         DomainPtr defined(virDomainDefineXML(host.conn(), s.xml.c_str()));
         lv_check(defined.get(), "Failed to define child '" + s.name + "'");
-        fault_point("define", i + 1);
+        if (!child_running())
+            throw ConflictError("Child '" + s.name + "' stopped as forky defined it");
+        fault_point("define", i + 1, cancel);
         if (!guest_ports.empty()) {
             s.lineage.ports = forward_ports(defined.get(), s.name, guest_ports);
             write_lineage(defined.get(), s.name, s.lineage, /*live_only=*/true);
@@ -402,7 +485,8 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     }
     // The image reads as the parent's fork point again (for later forks and reverts).
     host.write_volume(mem_name, 0, encode_save_header(header, header.xml));
-    fault_point("commit");
+    fault_point("commit", 0, cancel);
+    cancel.check(what);
     result.children_ms = ms_since(t_children);
     txn.commit();
     lock.release();

@@ -13,6 +13,7 @@
 // the parent running on an intact chain.
 #pragma once
 
+#include "cancel.hpp"
 #include "host.hpp"
 
 #include <chrono>
@@ -32,26 +33,28 @@ struct ForkOptions {
     bool children_paused = false;
     std::string prefix; // child names PREFIX-N; default the parent's name
     std::chrono::milliseconds lock_wait = std::chrono::seconds(120);
-    std::function<bool()> cancelled; // checked between steps (Ctrl-C)
+    CancelToken cancel; // checked between steps and while waiting (Ctrl-C)
 };
 
 struct ForkResult {
     std::string parent;
     std::string fork_point;
     std::vector<std::string> children;
-    std::optional<std::uint64_t> parent_downtime_ms; // as QEMU reports it for the snapshot
-    double snapshot_ms = 0;                          // freezing the fork point
-    double children_ms = 0;                          // overlays + restores of all children
+    // How long the parent's vCPUs stood still: QEMU's downtime for a hot fork's switch-over;
+    // for a cold fork, from the pause to the resume. Unset when the parent stays paused.
+    std::optional<std::uint64_t> parent_downtime_ms;
+    bool parent_left_paused = false; // --cold --keep-paused
+    double snapshot_ms = 0;          // freezing the fork point
+    double children_ms = 0;          // overlays + restores of all children
     double total_ms = 0;
     std::uint64_t memory_image_bytes = 0;
 };
 
+// The children's names are reserved before anything else is made: each by its own lock
+// (a volume '<child>.lock'), held until the child is whole, so a concurrent fork with
+// the same prefix picks other names and `forky rm` of a child that is still being made
+// waits for it. A child is defined (made persistent) only once forky has seen its
+// restore succeed under the UUID it chose.
 ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& options);
-
-// Test seam: FORKY_FAULT=<step>[:<n>] makes the step fail (n: only for the n-th child,
-// 1-based) and FORKY_FAULT_SLEEP=<step>[:<n>] makes forky sleep there for 60 s, so tests
-// can kill it mid-way. Steps: lock, memory-volume, parent-overlay, snapshot,
-// parent-metadata, child-overlay, child-console, header, restore, define, commit.
-void fault_point(const char* step, unsigned index = 0);
 
 } // namespace forky

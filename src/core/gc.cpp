@@ -56,7 +56,7 @@ void add_domain_roots(Host& host, const std::set<std::string>& skip, std::set<st
 std::vector<Journal> settled_journals(Host& host) {
     auto journals = read_journals(host);
     for (const auto& j : journals) {
-        if (j.readable && j.holder_host.empty()) {
+        if (j.state == Journal::State::blank) {
             // A lock taken a moment ago whose journal is not written yet: look again.
             std::this_thread::sleep_for(std::chrono::seconds(1));
             return read_journals(host);
@@ -79,26 +79,83 @@ bool job_running(Host& host, const std::string& vm) {
     return info.type != VIR_DOMAIN_JOB_NONE;
 }
 
+// The parent a killed cold fork paused: resumed, if it is still that VM and still
+// paused. Returns its name when it was (or, dry, would be) resumed.
+std::optional<std::string> resume_paused_parent(Host& host, const Journal& j, bool dry_run) {
+    DomainPtr d = host.find_domain(j.vm);
+    if (!d || domain_uuid(d.get()) != j.paused || !read_lineage(d.get()))
+        return std::nullopt;
+    int state = 0;
+    int reason = 0;
+    if (virDomainGetState(d.get(), &state, &reason, 0) < 0) {
+        clear_libvirt_error();
+        return std::nullopt;
+    }
+    if (state != VIR_DOMAIN_PAUSED)
+        return std::nullopt;
+    if (!dry_run)
+        lv_check(virDomainResume(d.get()), "Failed to resume VM '" + j.vm + "'");
+    return j.vm;
+}
+
 } // namespace
+
+std::optional<std::string> journal_child_problem(const Journal& j, const std::string& name,
+                                                 const std::optional<Lineage>& lineage,
+                                                 const std::string& pool) {
+    if (!lineage)
+        return "it carries no forky metadata";
+    if (lineage->pool != pool)
+        return "its volumes are in pool '" + lineage->pool + "', not '" + pool + "'";
+    if (j.operation == "up") {
+        if (name != j.vm || !lineage->parent.empty())
+            return "it is not the VM that 'forky up' of '" + j.vm + "' made";
+    } else if (j.operation == "fork") {
+        if (lineage->parent != j.vm)
+            return "its parent is '" + lineage->parent + "', not '" + j.vm + "'";
+    } else {
+        return "a " + j.operation + " creates no VMs";
+    }
+    auto created = parse_rfc3339(lineage->created_at);
+    if (!created || *created < j.since)
+        return "it was created (" + lineage->created_at + ") before that operation started";
+    return std::nullopt;
+}
 
 GcResult collect_garbage(Host& host, const GcOptions& o) {
     GcResult result;
     // The candidates are listed first: a volume made after this by an operation that
     // journals it, or by one that then commits, is never among them.
     const auto candidates = host.volumes();
+    const std::string& pool = host.options().pool;
+    const long long pool_owner = host.pool_owner();
     std::set<std::string> protected_names;
     std::vector<std::string> dead_locks;
     for (const auto& j : settled_journals(host)) {
+        const std::string lock = j.lock_volume;
+        if (j.state == Journal::State::malformed) {
+            result.refused.push_back(lock + ": its journal does not parse (" + j.problem +
+                                     "); left alone");
+            protected_names.insert(lock);
+            continue;
+        }
+        if (pool_owner >= 0 && j.owner >= 0 && j.owner != pool_owner) {
+            result.refused.push_back(lock + ": owned by uid " + std::to_string(j.owner) +
+                                     ", not by the pool's owner; left alone");
+            protected_names.insert(lock);
+            continue;
+        }
         // A journal still blank after a second belongs to a process that died at once;
         // one that cannot be read is assumed alive.
-        bool alive = !j.readable || (!j.holder_host.empty() && j.holder_alive());
-        bool settling = !alive && job_running(host, j.vm);
+        const bool alive = j.state == Journal::State::unreadable ||
+                           (j.state == Journal::State::valid && j.holder_alive());
+        const bool settling = !alive && job_running(host, j.vm);
         if (alive || settling || !o.undo_dead_operations) {
             if (alive || settling)
                 result.busy.push_back(j.vm + " (" + j.operation + " by process " +
                                       std::to_string(j.holder_pid) +
                                       (settling ? ", gone; libvirt is finishing its job)" : ")"));
-            protected_names.insert(lock_volume_name(j.vm));
+            protected_names.insert(lock);
             protected_names.insert(j.volumes.begin(), j.volumes.end());
             continue;
         }
@@ -106,11 +163,19 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             DomainPtr d = host.find_domain(child);
             if (!d || domain_uuid(d.get()) != uuid)
                 continue; // never made, or the name belongs to another VM now
+            if (auto why = journal_child_problem(j, child, read_lineage(d.get()), pool)) {
+                result.refused.push_back(lock + ": names VM '" + child + "', but " + *why +
+                                         "; VM left alone");
+                continue;
+            }
             if (!o.dry_run)
                 remove_domain(host, child, uuid);
             result.removed_domains.push_back(child);
         }
-        dead_locks.push_back(lock_volume_name(j.vm));
+        if (!j.paused.empty() && !j.resumed)
+            if (auto resumed = resume_paused_parent(host, j, o.dry_run))
+                result.resumed_domains.push_back(*resumed);
+        dead_locks.push_back(lock);
     }
 
     std::set<std::string> live_paths;
@@ -161,18 +226,16 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
                 still_backs = still_backs || (!deleted.count(w->name) && w->backing == v->path);
             if (still_backs)
                 continue;
-            if (!o.dry_run)
-                host.delete_volume(v->name);
+            // Gone already (a concurrent gc or rm took it): skipped, not counted.
+            if (o.dry_run || host.delete_volume(v->name))
+                result.deleted_volumes.push_back(v->name);
             deleted.insert(v->name);
-            result.deleted_volumes.push_back(v->name);
             progress = true;
         }
     }
-    for (const auto& lock : dead_locks) {
-        if (!o.dry_run)
-            host.delete_volume(lock);
-        result.released_locks.push_back(lock);
-    }
+    for (const auto& lock : dead_locks)
+        if (o.dry_run || host.delete_volume(lock))
+            result.released_locks.push_back(lock);
     return result;
 }
 

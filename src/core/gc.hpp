@@ -6,7 +6,10 @@
 #pragma once
 
 #include "host.hpp"
+#include "lineage.hpp"
+#include "vm_lock.hpp"
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,14 +23,24 @@ struct GcOptions {
 
 struct GcResult {
     std::vector<std::string> removed_domains; // half-made children of dead operations
-    std::vector<std::string> deleted_volumes;
-    std::vector<std::string> released_locks; // journals of dead operations
-    std::vector<std::string> busy;           // live operations left alone
+    std::vector<std::string> resumed_domains; // parents a killed cold fork left paused
+    std::vector<std::string> deleted_volumes; // by this run (not by a concurrent one)
+    std::vector<std::string> released_locks;  // journals of dead operations
+    std::vector<std::string> busy;            // live operations left alone
+    std::vector<std::string> refused;         // journals not acted on, and why
 };
 
 GcResult collect_garbage(Host& host, const GcOptions& options = {});
 
 // Whether `name` is a volume name forky makes (and so may collect).
 bool is_forky_volume_name(const std::string& name);
+
+// Why gc may not remove domain `name`, which the journal of a dead operation names
+// (nullopt when it may): only a domain that carries forky's lineage for that very
+// operation goes: made in `pool`, by `forky up` of that name or as a child of the
+// journal's VM, created after the operation started.
+std::optional<std::string> journal_child_problem(const Journal& journal, const std::string& name,
+                                                 const std::optional<Lineage>& lineage,
+                                                 const std::string& pool);
 
 } // namespace forky

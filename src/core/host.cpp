@@ -6,6 +6,9 @@
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <sstream>
 
 namespace forky {
@@ -62,6 +65,14 @@ Host::Host(HostOptions options) : options_(std::move(options)) {
     logger("host")->debug("Connected to '{}'", options_.uri);
 }
 
+bool Host::is_local() const {
+    const std::string& uri = options_.uri;
+    auto scheme_end = uri.find("://");
+    if (scheme_end == std::string::npos)
+        return uri.rfind("test:", 0) != 0; // a bare driver name is the local default
+    return uri.compare(scheme_end + 3, 1, "/") == 0;
+}
+
 ConnectPtr Host::open_connection() const {
     ConnectPtr conn(virConnectOpenAuth(options_.uri.c_str(), virConnectAuthPtrDefault, 0));
     lv_check(conn.get(), "Failed to connect to libvirt at '" + options_.uri + "'");
@@ -72,45 +83,99 @@ virStoragePoolPtr Host::pool() {
     if (pool_)
         return pool_.get();
     const std::string& name = options_.pool;
-    pool_.reset(virStoragePoolLookupByName(conn(), name.c_str()));
-    if (!pool_) {
-        clear_libvirt_error();
+    StoragePoolPtr pool(virStoragePoolLookupByName(conn(), name.c_str()));
+    if (!pool) {
+        expect_absent(VIR_ERR_NO_STORAGE_POOL, "Failed to look up storage pool '" + name + "'");
+        if (!options_.create_pool)
+            throw NotFoundError("No storage pool '" + name + "' on '" + options_.uri +
+                                "'; 'forky up' creates it (or pass --create-pool), check --pool");
         pugi::xml_document doc;
         pugi::xml_node p = doc.append_child("pool");
         p.append_attribute("type") = "dir";
         p.append_child("name").text().set(name.c_str());
-        p.append_child("target").append_child("path").text().set(options_.pool_dir.c_str());
-        pool_.reset(virStoragePoolDefineXML(conn(), to_xml(doc).c_str(), 0));
-        if (!pool_) {
+        pugi::xml_node target = p.append_child("target");
+        target.append_child("path").text().set(options_.pool_dir.c_str());
+        // forky's alone: its owner (libvirtd's user) writes, others may only traverse to
+        // the images QEMU opens. Building the pool applies it to a folder that exists.
+        target.append_child("permissions").append_child("mode").text().set("0711");
+        pool.reset(virStoragePoolDefineXML(conn(), to_xml(doc).c_str(), 0));
+        if (!pool) {
             try {
                 throw_libvirt_error("Failed to create storage pool '" + name + "' at '" +
                                     options_.pool_dir + "'");
             } catch (const Error&) {
                 // Another forky may have defined it meanwhile.
-                pool_.reset(virStoragePoolLookupByName(conn(), name.c_str()));
-                if (!pool_)
+                pool.reset(virStoragePoolLookupByName(conn(), name.c_str()));
+                if (!pool)
                     throw;
             }
         } else {
-            logger("host")->info("Created storage pool '{}' at '{}'", name, options_.pool_dir);
-            lv_check(virStoragePoolBuild(pool_.get(), 0),
+            logger("host")->info("Created storage pool '{}' at '{}' (mode 0711)", name,
+                                 options_.pool_dir);
+            lv_check(virStoragePoolBuild(pool.get(), 0),
                      "Failed to build storage pool '" + name + "'");
-            lv_check(virStoragePoolSetAutostart(pool_.get(), 1),
+            lv_check(virStoragePoolSetAutostart(pool.get(), 1),
                      "Failed to autostart storage pool '" + name + "'");
         }
     }
-    int active = lv_check(virStoragePoolIsActive(pool_.get()),
-                          "Failed to query storage pool '" + name + "'");
-    if (!active && virStoragePoolCreate(pool_.get(), 0) < 0) {
+    int active =
+        lv_check(virStoragePoolIsActive(pool.get()), "Failed to query storage pool '" + name + "'");
+    if (!active && virStoragePoolCreate(pool.get(), 0) < 0) {
         try {
             throw_libvirt_error("Failed to start storage pool '" + name + "'");
         } catch (const Error&) {
             // Lost a race with another forky starting it: fine if it is active now.
-            if (virStoragePoolIsActive(pool_.get()) != 1)
+            if (virStoragePoolIsActive(pool.get()) != 1)
                 throw;
         }
     }
+    pool_ = std::move(pool);
+    try {
+        check_pool_is_safe();
+    } catch (...) {
+        pool_.reset();
+        throw;
+    }
     return pool_.get();
+}
+
+void Host::check_pool_is_safe() {
+    // libvirt reports the folder's mode and owner as it found them when the pool last
+    // started or refreshed. (A refresh here would race with other forky processes'
+    // volume streams, so a chmod after the pool started is seen at its next start.)
+    std::string xml = take_string(virStoragePoolGetXMLDesc(pool_.get(), 0),
+                                  "Failed to read storage pool '" + options_.pool + "'");
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    pugi::xml_node perms = doc.select_node("/pool/target/permissions").node();
+    const std::string path = doc.select_node("/pool/target/path").node().text().get();
+    if (!perms) {
+        logger("host")->debug("Pool '{}' reports no permissions; not checked", options_.pool);
+        return;
+    }
+    const std::string mode_text = perms.child("mode").text().get();
+    const long long owner = perms.child("owner").text().as_llong(-1);
+    unsigned long mode = 0;
+    try {
+        mode = std::stoul(mode_text, nullptr, 8);
+    } catch (const std::exception&) {
+        return; // libvirt did not say
+    }
+    if (mode & 022) {
+        char shown[24];
+        std::snprintf(shown, sizeof shown, "%04lo", mode);
+        throw StorageError("Storage pool '" + options_.pool + "' at '" + path +
+                           "' can be written by others (mode " + shown +
+                           "); forky keeps its journals and memory images there and refuses "
+                           "such a pool: run 'chmod 0711 " +
+                           path + "' on the host");
+    }
+    if (owner > 0 && owner != static_cast<long long>(::geteuid()))
+        throw StorageError("Storage pool '" + options_.pool + "' at '" + path +
+                           "' belongs to uid " + std::to_string(owner) +
+                           ", who could open it to others; forky refuses it: run 'chown root " +
+                           path + "' on the host");
+    pool_owner_ = owner;
 }
 
 std::string Host::pool_path() {
@@ -119,6 +184,42 @@ std::string Host::pool_path() {
     pugi::xml_document doc;
     doc.load_string(xml.c_str());
     return doc.select_node("/pool/target/path").node().text().get();
+}
+
+long long Host::pool_owner() {
+    pool();
+    return pool_owner_;
+}
+
+std::string Host::pool_dir_if_any() {
+    StoragePoolPtr pool(virStoragePoolLookupByName(conn(), options_.pool.c_str()));
+    if (!pool) {
+        expect_absent(VIR_ERR_NO_STORAGE_POOL,
+                      "Failed to look up storage pool '" + options_.pool + "'");
+        return options_.pool_dir;
+    }
+    std::string xml = take_string(virStoragePoolGetXMLDesc(pool.get(), 0),
+                                  "Failed to read storage pool '" + options_.pool + "'");
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    return doc.select_node("/pool/target/path").node().text().get();
+}
+
+bool Host::reconnect_if_lost() noexcept {
+    if (conn_ && virConnectIsAlive(conn_.get()) == 1)
+        return true;
+    clear_libvirt_error();
+    try {
+        ConnectPtr fresh = open_connection();
+        pool_.reset();
+        conn_ = std::move(fresh);
+        logger("host")->warn("The connection to '{}' was lost; reconnected", options_.uri);
+        return true;
+    } catch (const Error& e) {
+        logger("host")->error("The connection to '{}' was lost and libvirt does not answer: {}",
+                              options_.uri, e.what());
+        return false;
+    }
 }
 
 StorageVolPtr Host::create_overlay(const std::string& name, const std::string& backing,
@@ -165,13 +266,28 @@ std::string Host::volume_path(virStorageVolPtr vol) {
     return take_string(virStorageVolGetPath(vol), "Failed to get a volume's path");
 }
 
-void Host::delete_volume(const std::string& name) {
+bool Host::delete_volume(const std::string& name) {
     StorageVolPtr vol = find_volume(name);
     if (!vol)
-        return;
-    lv_check(virStorageVolDelete(vol.get(), 0),
-             "Failed to delete volume '" + name + "' from pool '" + options_.pool + "'");
+        return false;
+    if (virStorageVolDelete(vol.get(), 0) < 0) {
+        try {
+            throw_libvirt_error("Failed to delete volume '" + name + "' from pool '" +
+                                options_.pool + "'");
+        } catch (const NotFoundError&) {
+            return false; // deleted by someone else since the lookup
+        }
+    }
     logger("host")->debug("Deleted volume '{}'", name);
+    return true;
+}
+
+void Host::resize_volume(const std::string& name, std::uint64_t capacity) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    lv_check(virStorageVolResize(vol.get(), capacity, 0),
+             "Failed to resize volume '" + name + "' to " + std::to_string(capacity) + " bytes");
 }
 
 std::vector<VolumeInfo> Host::volumes() {
@@ -200,6 +316,7 @@ std::vector<VolumeInfo> Host::volumes() {
         info.backing = doc.select_node("/volume/backingStore/path").node().text().get();
         info.capacity = doc.select_node("/volume/capacity").node().text().as_ullong();
         info.allocation = doc.select_node("/volume/allocation").node().text().as_ullong();
+        info.owner = doc.select_node("/volume/target/permissions/owner").node().text().as_llong(-1);
         out.push_back(std::move(info));
     }
     return out;

@@ -21,6 +21,9 @@ struct HostOptions {
     std::string uri = default_uri;
     std::string pool = default_pool;
     std::string pool_dir = default_pool_dir; // used only when the pool is first created
+    // Whether a missing pool is created (forky up, --create-pool). Everything else says it
+    // does not exist, so a typo in --pool never makes a new pool.
+    bool create_pool = false;
 };
 
 struct VolumeInfo {
@@ -29,6 +32,7 @@ struct VolumeInfo {
     std::string backing; // the path of its backing file, empty for none
     std::uint64_t capacity = 0;
     std::uint64_t allocation = 0;
+    long long owner = -1; // uid of the file, -1 when libvirt does not say
 };
 
 // A slice of a volume read through libvirt's stream API.
@@ -48,10 +52,25 @@ public:
     // Another connection to the same hypervisor, for calls that must run in parallel.
     ConnectPtr open_connection() const;
     const HostOptions& options() const { return options_; }
+    // Whether the hypervisor is this machine (a URI without a host name: qemu:///system,
+    // qemu+unix:///system?socket=...), so its files can be looked at here as well.
+    bool is_local() const;
 
-    // forky's pool, created (dir pool, autostarted) and started on first use.
+    // forky's pool, started on first use; created (a dir pool, autostarted, mode 0711)
+    // only with options().create_pool. A pool whose folder others can write is refused:
+    // forky keeps its journals and memory images there.
     virStoragePoolPtr pool();
     std::string pool_path();
+    // The pool's folder if the pool exists, else the folder it would be created at;
+    // creates nothing.
+    std::string pool_dir_if_any();
+    // The owner (uid) of the pool's folder, -1 when libvirt does not say.
+    long long pool_owner();
+
+    // When the connection to libvirtd was lost (libvirtd restarted, the client
+    // disconnected), opens a new one, so an undo can still run. Returns false when
+    // libvirtd does not answer.
+    bool reconnect_if_lost() noexcept;
 
     // A qcow2 overlay whose backing file is `backing`; the backing file is never written.
     StorageVolPtr create_overlay(const std::string& name, const std::string& backing,
@@ -61,7 +80,10 @@ public:
     StorageVolPtr create_raw_volume(const std::string& name, std::uint64_t capacity = 0);
     StorageVolPtr find_volume(const std::string& name); // null when absent
     std::string volume_path(virStorageVolPtr vol);
-    void delete_volume(const std::string& name);
+    // Returns false when the volume was not there (or went meanwhile): deleted by someone
+    // else, which is not an error.
+    bool delete_volume(const std::string& name);
+    void resize_volume(const std::string& name, std::uint64_t capacity);
     std::vector<VolumeInfo> volumes();
     VolumeChunk read_volume(const std::string& name, std::uint64_t offset);
     // Exactly [offset, offset + length) of a volume.
@@ -82,9 +104,12 @@ public:
     std::string domain_type_for(Accel accel);
 
 private:
+    void check_pool_is_safe();
+
     HostOptions options_;
     ConnectPtr conn_;
     StoragePoolPtr pool_;
+    long long pool_owner_ = -1;
 };
 
 // The state of a domain as virsh names it ("running", "paused", "shut off", ...).

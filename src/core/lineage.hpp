@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -67,5 +68,8 @@ Lineage lineage_from_xml(std::string_view xml);
 
 // Now, as RFC 3339 UTC ("2026-11-26T19:40:00Z").
 std::string utc_now_rfc3339();
+
+// Seconds since the epoch of what utc_now_rfc3339() wrote; nullopt for anything else.
+std::optional<std::int64_t> parse_rfc3339(std::string_view text);
 
 } // namespace forky

@@ -20,15 +20,36 @@ enum class NetworkMode { none, user };
 const char* to_string(Accel a);
 const char* to_string(DiskFormat f);
 
+// Where a value stands in its spec, for messages: line (1-based) and key ("disks[0].base").
+struct SpecRef {
+    int line = 0;
+    std::string key;
+};
+
+// A file a spec names (kernel, initrd, disk base): the host reads it on the guest's
+// behalf, so it is checked against the image rules (images.hpp) before any use.
+struct SpecFile {
+    std::filesystem::path path; // absolute, as written (links not resolved)
+    SpecRef ref;
+    bool empty() const { return path.empty(); }
+};
+
 struct BootSpec {
-    std::filesystem::path kernel; // absolute
-    std::filesystem::path initrd; // absolute, may be empty
+    SpecFile kernel;
+    SpecFile initrd; // may be empty
     std::string cmdline;
 };
 
 struct DiskSpec {
-    std::filesystem::path base; // absolute; read-only golden image, never written
-    DiskFormat base_format = DiskFormat::qcow2;
+    SpecFile base; // read-only golden image, never written
+    // The format the base is read as: stated by `format:`, or raw for a file without a
+    // qcow2 header. A file with a qcow2 header is read as qcow2 only when the spec says
+    // so (images.hpp refuses it otherwise): probing a format is how a raw disk whose
+    // guest wrote a qcow2 header would reach host files.
+    DiskFormat base_format = DiskFormat::raw;
+    bool format_stated = false;
+    bool has_qcow2_header = false;
+    SpecRef format_ref; // the `format:` key, or the disk itself when not stated
     std::string target; // vda, vdb, ...
 };
 
@@ -46,7 +67,11 @@ struct DomainSpec {
     std::optional<std::chrono::seconds> ttl;
 };
 
+// Reads a spec file: a regular file of at most 1 MiB (see yaml_reader.hpp).
 DomainSpec load_spec(const std::filesystem::path& file);
+
+// "FILE:LINE: key 'KEY'" for a value of `spec`.
+std::string spec_where(const DomainSpec& spec, const SpecRef& ref);
 
 // Parses spec text as if it came from `file` (relative paths resolve against its folder).
 DomainSpec parse_spec(const std::string& text, const std::filesystem::path& file);

@@ -6,6 +6,13 @@ namespace forky {
 
 void Transaction::rollback() noexcept {
     bool failed = false;
+    if (!undos_.empty() && before_rollback_) {
+        try {
+            before_rollback_();
+        } catch (...) {
+            logger("txn")->error("Preparing the rollback failed");
+        }
+    }
     while (!undos_.empty()) {
         auto [what, undo] = std::move(undos_.back());
         undos_.pop_back();

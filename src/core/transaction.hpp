@@ -22,6 +22,10 @@ public:
     }
     void commit() { undos_.clear(); }
 
+    // Called once before the undos run (e.g. to reconnect to libvirt: the failure that
+    // caused the rollback may have been a lost connection).
+    void before_rollback(std::function<void()> hook) { before_rollback_ = std::move(hook); }
+
     // Called once after a rollback in which some undo failed, e.g. to keep a journal for
     // `forky gc` rather than drop it.
     void if_rollback_fails(std::function<void()> hook) { on_failed_rollback_ = std::move(hook); }
@@ -32,6 +36,7 @@ public:
 
 private:
     std::vector<std::pair<std::string, std::function<void()>>> undos_;
+    std::function<void()> before_rollback_;
     std::function<void()> on_failed_rollback_;
 };
 

@@ -3,7 +3,9 @@
 #include "child_xml.hpp"
 #include "domain_xml.hpp"
 #include "errors.hpp"
+#include "fault.hpp"
 #include "gc.hpp"
+#include "images.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "network.hpp"
@@ -56,14 +58,57 @@ void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lin
              "Failed to record the lineage of VM '" + name + "'");
 }
 
-std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) {
-    const std::string name = options.name.empty() ? spec.name : options.name;
+Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::string& what) {
+    auto lineage = read_lineage(dom);
+    if (!lineage)
+        throw ConflictError("Domain '" + name + "' was not made by forky (no forky metadata); " +
+                            what + " it (virsh can)");
+    return *lineage;
+}
+
+namespace {
+
+// Starts a defined domain with its vCPUs paused, checks the chains QEMU really opened
+// against the image rules, then lets it run. A driver without paused starts (libvirt's
+// test driver) starts it running and is checked the same, just later.
+void start_checked(virDomainPtr dom, const std::string& name, const ImageRules& rules, bool local) {
+    bool paused = true;
+    if (virDomainCreateWithFlags(dom, VIR_DOMAIN_START_PAUSED) < 0) {
+        virErrorPtr err = virGetLastError();
+        if (err == nullptr || err->code != VIR_ERR_INVALID_ARG)
+            throw_libvirt_error("Failed to start VM '" + name + "'");
+        clear_libvirt_error();
+        lv_check(virDomainCreate(dom), "Failed to start VM '" + name + "'");
+        paused = false;
+    }
+    auto problems = live_image_problems(domain_xml(dom), rules, local);
+    if (!problems.empty()) {
+        std::string all;
+        for (const auto& p : problems)
+            all += (all.empty() ? "" : "; ") + p;
+        throw SpecError("VM '" + name + "' was removed before it ran: once started, " + all +
+                        " (a file changed after forky checked it)");
+    }
+    if (paused)
+        lv_check(virDomainResume(dom), "Failed to resume VM '" + name + "'");
+}
+
+} // namespace
+
+std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options) {
+    const std::string name = options.name.empty() ? given.name : options.name;
     require_valid_name(name);
     if (host.find_domain(name))
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
+    // Every file the spec names, checked before anything is made.
+    const ImageRules rules =
+        image_rules_for(given, options.image_dirs, host.options().pool, host.pool_dir_if_any());
+    const DomainSpec spec = check_spec_images(given, rules);
     const std::string domain_type = host.domain_type_for(spec.accel);
-    VmLock lock = VmLock::acquire(host, name, "up", std::chrono::seconds(0));
+    const CancelToken& cancel = options.cancel;
+    cancel.check("forky up");
+    VmLock lock = VmLock::acquire(host, name, "up", std::chrono::seconds(0), cancel);
     if (host.find_domain(name)) // made meanwhile by someone else
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
@@ -82,7 +127,11 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     plan.domain_type = domain_type;
 
     Transaction txn;
-    txn.if_rollback_fails([&lock] { lock.abandon(); });
+    txn.before_rollback([&host] { host.reconnect_if_lost(); });
+    txn.if_rollback_fails([&lock] {
+        lock.abandon();
+        logger("vm")->warn("Some steps could not be undone; run 'forky gc' to finish");
+    });
     auto own_volume = [&](const std::string& vol_name) {
         if (host.find_volume(vol_name))
             throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
@@ -92,11 +141,13 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
     for (const auto& disk : spec.disks) {
         std::string vol_name = disk_volume_name(name, disk.target);
         own_volume(vol_name);
-        StorageVolPtr vol = host.create_overlay(vol_name, disk.base.string(), disk.base_format);
+        StorageVolPtr vol =
+            host.create_overlay(vol_name, disk.base.path.string(), disk.base_format);
         txn.on_rollback("delete volume '" + vol_name + "'",
                         [&host, vol_name] { host.delete_volume(vol_name); });
         plan.disk_paths.push_back(host.volume_path(vol.get()));
         lineage.volumes.push_back({"disk", disk.target, vol_name});
+        cancel.check("forky up");
     }
     if (spec.console == ConsoleMode::log) {
         std::string vol_name = console_volume_name(name);
@@ -108,22 +159,27 @@ std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options) 
         lineage.volumes.push_back({"console", "", vol_name});
     }
     plan.lineage = lineage;
+    fault_point("up-volumes", 0, cancel);
 
     plan.uuid = random_uuid();
     std::string xml = build_domain_xml(spec, plan);
+    cancel.check("forky up");
     lock.record_child(name, plan.uuid);
     DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
     lv_check(dom.get(), "Failed to define VM '" + name + "'");
     txn.on_rollback("remove VM '" + name + "'",
                     [&host, name, uuid = plan.uuid] { remove_domain(host, name, uuid); });
+    fault_point("up-define", 0, cancel);
     if (options.start) {
-        lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + name + "'");
+        start_checked(dom.get(), name, rules, host.is_local());
         if (!spec.ports.empty()) {
             Lineage running = plan.lineage;
             running.ports = forward_ports(dom.get(), name, spec.ports);
             write_lineage(dom.get(), name, running, /*live_only=*/true);
         }
+        fault_point("up-start", 0, cancel);
     }
+    cancel.check("forky up");
     txn.commit();
     logger("vm")->info("VM '{}' is up ({})", name, domain_type);
     return name;
@@ -207,6 +263,10 @@ VmInfo vm_info(Host& host, const std::string& name) {
 
 bool vm_stop(Host& host, const std::string& name, const StopOptions& options) {
     DomainPtr dom = host.domain(name);
+    require_same_pool(host, name, require_forky_vm(dom.get(), name, "not stopping"));
+    VmLock lock = VmLock::acquire(host, name, "stop", options.lock_wait, options.cancel);
+    dom = host.domain(name); // as it is now that no operation runs on it
+    require_same_pool(host, name, require_forky_vm(dom.get(), name, "not stopping"));
     if (!domain_is_active(dom.get()))
         return false;
     if (!options.force) {
@@ -215,7 +275,7 @@ bool vm_stop(Host& host, const std::string& name, const StopOptions& options) {
         while (std::chrono::steady_clock::now() < deadline) {
             if (!domain_is_active(dom.get()))
                 return true;
-            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            options.cancel.sleep_for(std::chrono::milliseconds(100), "forky stop");
         }
         logger("vm")->warn("VM '{}' did not shut down within {} ms; forcing it off", name,
                            options.timeout.count());
@@ -250,13 +310,14 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::vector<Vo
 
 } // namespace
 
-RemoveResult vm_remove(Host& host, const std::string& name, bool force) {
+RemoveResult vm_remove(Host& host, const std::string& name, bool force, const CancelToken& cancel) {
     DomainPtr dom = host.domain(name);
-    if (!read_lineage(dom.get()))
-        throw ConflictError("Domain '" + name +
-                            "' was not made by forky (no forky metadata); not removing it");
-    VmLock lock = VmLock::acquire(host, name, "rm");
-    Lineage lineage = *read_lineage(dom.get());
+    require_forky_vm(dom.get(), name, "not removing");
+    // An operation that is making this VM (a fork restoring it) holds its lock until the
+    // VM is whole; what it leaves, if anything, is what gets removed.
+    VmLock lock = VmLock::acquire(host, name, "rm", std::chrono::seconds(120), cancel);
+    dom = host.domain(name);
+    Lineage lineage = require_forky_vm(dom.get(), name, "not removing");
     require_same_pool(host, name, lineage);
     if (!force && domain_is_active(dom.get()))
         throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +

@@ -2,11 +2,13 @@
 // that changes the world is a Transaction: on failure nothing is left behind.
 #pragma once
 
+#include "cancel.hpp"
 #include "host.hpp"
 #include "lineage.hpp"
 #include "spec.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <optional>
 #include <string>
 #include <vector>
@@ -26,10 +28,16 @@ struct VmInfo {
 struct UpOptions {
     std::string name; // overrides the spec's name when set
     bool start = true;
+    // Where the spec may take images from (the administrator's image_dirs); empty: the
+    // spec's folder and the pool's (images.hpp).
+    std::vector<std::filesystem::path> image_dirs;
+    CancelToken cancel; // Ctrl-C: undo and throw InterruptedError
 };
 
-// Creates the VM's overlays and console log in the pool, defines the domain with forky's
-// lineage metadata and starts it. Returns the VM's name.
+// Checks every file the spec names, base chains included (images.hpp), creates the VM's
+// overlays and console log in the pool, defines the domain with forky's lineage metadata
+// and starts it with its vCPUs paused; once the chains QEMU opened (the live XML) pass
+// the same check, its vCPUs run. Returns the VM's name.
 std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options = {});
 
 // forky's VMs on the host (domains that carry forky's metadata), sorted by name.
@@ -41,8 +49,12 @@ VmInfo vm_info(Host& host, const std::string& name);
 struct StopOptions {
     bool force = false;                                           // destroy at once
     std::chrono::milliseconds timeout = std::chrono::seconds(10); // for the ACPI shutdown
+    std::chrono::milliseconds lock_wait = std::chrono::seconds(120);
+    CancelToken cancel;
 };
-// Returns false when the VM was already stopped.
+// Stops one of forky's VMs (a domain without forky's metadata, or of another pool, is
+// refused), once any operation on it is over (its lock). Returns false when the VM was
+// already stopped.
 bool vm_stop(Host& host, const std::string& name, const StopOptions& options = {});
 
 struct RemoveResult {
@@ -50,8 +62,13 @@ struct RemoveResult {
     std::vector<std::string> kept;    // own volumes kept: "name (needed by x)"
 };
 // Undefines the VM and deletes its own volumes, except any that another volume or
-// domain still uses. A running VM is refused unless `force`.
-RemoveResult vm_remove(Host& host, const std::string& name, bool force = false);
+// domain still uses. A running VM is refused unless `force`. Waits for any operation on
+// the VM (a fork that is still making it, say) to end first.
+RemoveResult vm_remove(Host& host, const std::string& name, bool force = false,
+                       const CancelToken& cancel = {});
+
+// The lineage of a domain forky made; ConflictError "<what> it" for any other domain.
+Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::string& what);
 
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);

@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "log.hpp"
+#include "names.hpp"
 
 #include <libvirt/virterror.h>
 #include <unistd.h>
@@ -14,14 +15,21 @@ namespace forky {
 
 namespace {
 
-constexpr std::uint64_t journal_capacity = 64 * 1024;
-constexpr std::string_view journal_magic = "forky-journal 1";
+constexpr std::uint64_t journal_capacity = 64 * 1024; // grows with reserve()
+constexpr std::string_view journal_magic = "forky-journal 2";
 constexpr std::string_view lock_suffix = ".lock";
 
 std::string this_host() {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
     return name;
+}
+
+std::string first_line_of(const char* file) {
+    std::ifstream in(file);
+    std::string line;
+    std::getline(in, line);
+    return line;
 }
 
 // Field 22 of /proc/PID/stat: the start time, which tells a reused pid apart.
@@ -63,19 +71,51 @@ void in_use_retry(F&& f) {
     }
 }
 
-// Whether the lock volume still carries the journal of `holder`: a holder that was seen
-// dead may only have exited after releasing the lock; a dead one cannot release it.
-bool still_held_by(Host& host, const std::string& lock, const Journal& holder) {
-    try {
-        Journal now = Journal::decode(host.read_volume_range(lock, 0, journal_capacity));
-        return now.holder_host == holder.holder_host && now.holder_pid == holder.holder_pid &&
-               now.holder_start == holder.holder_start;
-    } catch (const Error&) {
+bool same_holder(const Journal& a, const Journal& b) {
+    return a.holder_id == b.holder_id && a.holder_pid == b.holder_pid &&
+           a.holder_start == b.holder_start;
+}
+
+bool is_uuid(const std::string& s) {
+    if (s.size() != 36)
         return false;
+    for (std::size_t i = 0; i < s.size(); ++i) {
+        const char c = s[i];
+        const bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+        if (dash ? c != '-' : !std::isxdigit(static_cast<unsigned char>(c)))
+            return false;
     }
+    return true;
+}
+
+bool is_volume_name(const std::string& s) {
+    if (s.empty() || s.size() > 255 || s.front() == '.')
+        return false;
+    for (char c : s)
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '-' && c != '_')
+            return false;
+    return true;
 }
 
 } // namespace
+
+const std::string& this_machine_id() {
+    static const std::string id = [] {
+        std::string machine = first_line_of("/etc/machine-id");
+        if (machine.empty())
+            machine = first_line_of("/var/lib/dbus/machine-id");
+        char ns[64] = {};
+        ssize_t n = ::readlink("/proc/self/ns/pid", ns, sizeof ns - 1);
+        std::string pidns = n > 0 ? std::string(ns, static_cast<std::size_t>(n)) : "";
+        // "pid:[4026531836]" -> "4026531836"
+        auto open = pidns.find('[');
+        if (open != std::string::npos)
+            pidns = pidns.substr(open + 1, pidns.size() - open - 2);
+        return (machine.empty() ? "-" : machine) + ":" +
+               first_line_of("/proc/sys/kernel/random/boot_id") + ":" + pidns;
+    }();
+    return id;
+}
 
 std::string lock_volume_name(const std::string& vm) {
     return vm + std::string(lock_suffix);
@@ -86,8 +126,13 @@ std::string Journal::encode() const {
     out << journal_magic << '\n'
         << "operation " << operation << '\n'
         << "vm " << vm << '\n'
-        << "holder " << holder_host << ' ' << holder_pid << ' ' << holder_start << '\n'
+        << "holder " << holder_host << ' ' << holder_id << ' ' << holder_pid << ' ' << holder_start
+        << '\n'
         << "since " << since << '\n';
+    if (!paused.empty())
+        out << "paused " << paused << '\n';
+    if (resumed)
+        out << "resumed\n";
     for (const auto& [name, uuid] : children)
         out << "child " << name << ' ' << uuid << '\n';
     for (const auto& v : volumes)
@@ -95,49 +140,78 @@ std::string Journal::encode() const {
     return out.str();
 }
 
-Journal Journal::decode(std::string_view text) {
+Journal Journal::decode(std::string_view raw) {
     Journal j;
-    std::istringstream in(std::string(text.substr(0, text.find('\0'))));
-    std::string line;
-    if (!std::getline(in, line) || line != journal_magic)
+    const std::string_view text = raw.substr(0, raw.find('\0'));
+    if (text.empty())
+        return j; // blank: nothing written yet
+    auto malformed = [&j](int line, const std::string& why) {
+        j = Journal();
+        j.state = State::malformed;
+        j.problem = line > 0 ? "line " + std::to_string(line) + ": " + why : why;
         return j;
-    while (std::getline(in, line)) {
+    };
+    std::istringstream in{std::string(text)};
+    std::string line;
+    std::getline(in, line);
+    if (line != journal_magic)
+        return malformed(1, "not a forky journal (expected '" + std::string(journal_magic) + "')");
+    j.state = State::valid;
+    bool has_holder = false;
+    for (int n = 2; std::getline(in, line); ++n) {
         std::istringstream f(line);
         std::string key;
         f >> key;
-        if (key == "operation")
-            f >> j.operation;
-        else if (key == "vm")
-            f >> j.vm;
-        else if (key == "holder")
-            f >> j.holder_host >> j.holder_pid >> j.holder_start;
-        else if (key == "since")
-            f >> j.since;
-        else if (key == "child") {
-            std::string name;
-            std::string uuid;
-            f >> name >> uuid;
-            j.children.emplace_back(name, uuid);
+        std::string a;
+        std::string b;
+        bool ok = true;
+        if (key == "operation") {
+            ok = static_cast<bool>(f >> j.operation);
+        } else if (key == "vm") {
+            ok = f >> j.vm && !name_problem(j.vm);
+        } else if (key == "holder") {
+            ok = static_cast<bool>(f >> j.holder_host >> j.holder_id >> j.holder_pid >>
+                                   j.holder_start) &&
+                 j.holder_pid > 0;
+            has_holder = ok;
+        } else if (key == "since") {
+            ok = static_cast<bool>(f >> j.since);
+        } else if (key == "paused") {
+            ok = f >> j.paused && is_uuid(j.paused);
+        } else if (key == "resumed") {
+            j.resumed = true;
+        } else if (key == "child") {
+            ok = f >> a >> b && !name_problem(a) && is_uuid(b);
+            if (ok)
+                j.children.emplace_back(a, b);
         } else if (key == "volume") {
-            std::string v;
-            f >> v;
-            j.volumes.push_back(v);
+            ok = f >> a && is_volume_name(a);
+            if (ok)
+                j.volumes.push_back(a);
+        } else {
+            return malformed(n, "unknown entry '" + key + "'");
         }
+        std::string extra;
+        if (!ok || f >> extra)
+            return malformed(n, "malformed '" + key + "' entry");
     }
+    if (j.operation.empty() || j.vm.empty() || !has_holder || j.since <= 0)
+        return malformed(0, "operation, vm, holder or since is missing");
     return j;
 }
 
 bool Journal::holder_alive(std::chrono::seconds stale_after) const {
-    if (holder_host == this_host())
+    if (holder_id == this_machine_id())
         return holder_pid > 0 && process_start(holder_pid) == holder_start;
     return now_seconds() - since < stale_after.count();
 }
 
-VmLock::VmLock(Host& host, Journal journal) : host_(&host), journal_(std::move(journal)) {}
+VmLock::VmLock(Host& host, Journal journal)
+    : host_(&host), journal_(std::move(journal)), capacity_(journal_capacity) {}
 
 VmLock::VmLock(VmLock&& other) noexcept
-    : host_(other.host_), journal_(std::move(other.journal_)), held_(other.held_),
-      journaling_(other.journaling_) {
+    : host_(other.host_), journal_(std::move(other.journal_)), capacity_(other.capacity_),
+      held_(other.held_), journaling_(other.journaling_) {
     other.held_ = false;
 }
 
@@ -145,78 +219,124 @@ VmLock::~VmLock() {
     release();
 }
 
-VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& operation,
-                       std::chrono::milliseconds wait) {
+bool VmLock::try_create(Host& host, const std::string& vm) {
+    const std::string name = lock_volume_name(vm);
+    StorageVolPtr vol(virStorageVolCreateXML(
+        host.pool(),
+        ("<volume><name>" + name + "</name><capacity unit='bytes'>" +
+         std::to_string(journal_capacity) +
+         "</capacity><allocation>0</allocation><target><format type='raw'/></target>"
+         "</volume>")
+            .c_str(),
+        0));
+    if (vol)
+        return true;
+    expect_absent(VIR_ERR_STORAGE_VOL_EXIST, "Failed to lock VM '" + vm + "'");
+    return false;
+}
+
+namespace {
+Journal new_journal(const std::string& vm, const std::string& operation) {
     Journal j;
+    j.state = Journal::State::valid;
     j.operation = operation;
     j.vm = vm;
     j.holder_host = this_host();
+    j.holder_id = this_machine_id();
     j.holder_pid = ::getpid();
     j.holder_start = process_start(j.holder_pid);
     j.since = now_seconds();
-    VmLock lock(host, std::move(j));
+    return j;
+}
+} // namespace
+
+std::optional<VmLock> VmLock::try_acquire(Host& host, const std::string& vm,
+                                          const std::string& operation) {
+    if (!try_create(host, vm))
+        return std::nullopt;
+    VmLock lock(host, new_journal(vm, operation));
+    lock.held_ = true;
+    lock.write();
+    return lock;
+}
+
+VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& operation,
+                       std::chrono::milliseconds wait, const CancelToken& cancel) {
+    VmLock lock(host, new_journal(vm, operation));
     const std::string name = lock_volume_name(vm);
+    const std::string what = "Waiting for the lock of VM '" + vm + "'";
     auto deadline = std::chrono::steady_clock::now() + wait;
     bool told = false;
     Journal other;
     auto next_read = std::chrono::steady_clock::now();
     for (;;) {
-        StorageVolPtr vol(virStorageVolCreateXML(
-            host.pool(),
-            ("<volume><name>" + name + "</name><capacity unit='bytes'>" +
-             std::to_string(journal_capacity) +
-             "</capacity><allocation>0</allocation><target><format type='raw'/></target>"
-             "</volume>")
-                .c_str(),
-            0));
-        if (vol) {
+        cancel.check(what);
+        if (try_create(host, vm)) {
             lock.held_ = true;
             lock.write();
             return lock;
         }
-        expect_absent(VIR_ERR_STORAGE_VOL_EXIST, "Failed to lock VM '" + vm + "'");
         // Read the holder's journal now and then, not at every try: a read keeps the
         // volume busy for the holder's own writes (which retry, see in_use_retry).
         const auto now = std::chrono::steady_clock::now();
         bool fresh = false;
         if (now >= next_read || now >= deadline) {
             next_read = now + std::chrono::seconds(1);
-            try {
-                other = Journal::decode(host.read_volume_range(name, 0, journal_capacity));
-                fresh = true;
-            } catch (const NotFoundError&) {
+            Journal read = read_journal(host, name);
+            if (read.state == Journal::State::unreadable && read.problem == "gone")
                 continue; // released meanwhile
-            } catch (const Error&) {
-                // being written or just released: look again shortly
+            if (read.state == Journal::State::valid || read.state == Journal::State::malformed) {
+                other = read;
+                fresh = true;
             }
         }
+        if (fresh && other.state == Journal::State::malformed)
+            throw ConflictError("VM '" + vm + "' is locked by '" + name +
+                                "', whose journal does not parse (" + other.problem +
+                                "); forky does not act on it: look at it and remove it with "
+                                "'virsh vol-delete " +
+                                name + " --pool " + host.options().pool + "'");
         // Only what was read just now says whether the holder is gone: the lock may have
         // changed hands since an older read.
-        if (fresh && !other.holder_host.empty() && !other.holder_alive() &&
-            still_held_by(host, name, other))
-            throw ConflictError("VM '" + vm + "' is locked by a " + other.operation +
-                                " of process " + std::to_string(other.holder_pid) + " on '" +
-                                other.holder_host +
-                                "' that is gone; run 'forky gc' to undo what it left");
+        if (fresh && !other.holder_alive()) {
+            Journal again = read_journal(host, name);
+            if (again.state == Journal::State::valid && same_holder(again, other))
+                throw ConflictError("VM '" + vm + "' is locked by a " + other.operation +
+                                    " of process " + std::to_string(other.holder_pid) + " on '" +
+                                    other.holder_host +
+                                    "' that is gone; run 'forky gc' to undo what it left");
+        }
         if (std::chrono::steady_clock::now() >= deadline)
-            throw ConflictError("VM '" + vm + "' is busy: a " + other.operation + " by process " +
-                                std::to_string(other.holder_pid) + " on '" + other.holder_host +
-                                "' holds its lock");
+            throw ConflictError("VM '" + vm + "' is busy: " +
+                                (other.operation.empty()
+                                     ? std::string("another forky holds its lock")
+                                     : "a " + other.operation + " by process " +
+                                           std::to_string(other.holder_pid) + " on '" +
+                                           other.holder_host + "' holds its lock"));
         if (!told) {
             logger("lock")->info("Waiting for the {} of VM '{}' by process {} to finish",
                                  other.operation, vm, other.holder_pid);
             told = true;
         }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        cancel.sleep_for(std::chrono::milliseconds(100), what);
     }
+}
+
+void VmLock::reserve(std::size_t bytes) {
+    if (!journaling_ || bytes < capacity_)
+        return;
+    const std::uint64_t wanted = (bytes / journal_capacity + 1) * journal_capacity;
+    host_->resize_volume(lock_volume_name(journal_.vm), wanted);
+    capacity_ = wanted;
 }
 
 void VmLock::write() {
     if (!journaling_)
         return;
     std::string text = journal_.encode();
-    if (text.size() >= journal_capacity)
-        throw Error("The journal of VM '" + journal_.vm + "' is full");
+    if (text.size() >= capacity_)
+        throw Error("The journal of VM '" + journal_.vm + "' is full (" +
+                    std::to_string(capacity_) + " bytes); the operation did not reserve room");
     try {
         in_use_retry([&] { host_->write_volume(lock_volume_name(journal_.vm), 0, text + '\0'); });
     } catch (const Error& e) {
@@ -238,6 +358,17 @@ void VmLock::record_volume(const std::string& name) {
     write();
 }
 
+void VmLock::record_paused(const std::string& uuid) {
+    journal_.paused = uuid;
+    journal_.resumed = false;
+    write();
+}
+
+void VmLock::record_resumed() {
+    journal_.resumed = true;
+    write();
+}
+
 void VmLock::release() noexcept {
     if (!held_)
         return;
@@ -249,6 +380,21 @@ void VmLock::release() noexcept {
     }
 }
 
+Journal read_journal(Host& host, const std::string& lock) {
+    Journal j;
+    try {
+        j = Journal::decode(host.read_volume(lock, 0).data);
+    } catch (const NotFoundError&) {
+        j.state = Journal::State::unreadable;
+        j.problem = "gone";
+    } catch (const Error& e) {
+        j.state = Journal::State::unreadable;
+        j.problem = e.what();
+    }
+    j.lock_volume = lock;
+    return j;
+}
+
 std::vector<Journal> read_journals(Host& host) {
     std::vector<Journal> out;
     for (const auto& v : host.volumes()) {
@@ -256,14 +402,12 @@ std::vector<Journal> read_journals(Host& host) {
             v.name.compare(v.name.size() - lock_suffix.size(), lock_suffix.size(), lock_suffix) !=
                 0)
             continue;
-        Journal j;
-        try {
-            j = Journal::decode(host.read_volume_range(v.name, 0, journal_capacity));
-        } catch (const Error&) {
-            j.readable = false;
-        }
+        Journal j = read_journal(host, v.name);
+        if (j.state == Journal::State::unreadable && j.problem == "gone")
+            continue;
         if (j.vm.empty())
             j.vm = v.name.substr(0, v.name.size() - lock_suffix.size());
+        j.owner = v.owner;
         out.push_back(std::move(j));
     }
     return out;

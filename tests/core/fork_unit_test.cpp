@@ -3,6 +3,7 @@
 #include "child_xml.hpp"
 #include "errors.hpp"
 #include "gc.hpp"
+#include "lineage.hpp"
 #include "network.hpp"
 #include "save_image.hpp"
 #include "vm_lock.hpp"
@@ -10,6 +11,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -140,40 +143,132 @@ TEST(ChildXml, RandomUuidsAreVersion4AndDistinct) {
     EXPECT_NE(a, b);
 }
 
-TEST(Journal, RoundTripsAndKnowsItsHolder) {
-    Journal j;
-    j.operation = "fork";
-    j.vm = "web";
-    j.holder_host = [] {
-        char n[256] = {};
-        gethostname(n, sizeof n - 1);
-        return std::string(n);
-    }();
-    j.holder_pid = getpid();
-    j.since = 1;
-    j.children = {{"web-1", "11111111-2222-4333-8444-555555555555"},
-                  {"web-2", "66666666-2222-4333-8444-555555555555"}};
-    j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
+namespace {
+
+unsigned long long own_start_time() {
     std::ifstream stat("/proc/self/stat");
     std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
     std::istringstream fields(text.substr(text.rfind(')') + 2));
     std::string f;
     for (int i = 3; i <= 22; ++i)
         fields >> f;
-    j.holder_start = std::stoull(f);
+    return std::stoull(f);
+}
+
+Journal own_journal() {
+    Journal j;
+    j.state = Journal::State::valid;
+    j.operation = "fork";
+    j.vm = "web";
+    j.holder_host = "vm";
+    j.holder_id = this_machine_id();
+    j.holder_pid = getpid();
+    j.holder_start = own_start_time();
+    j.since = 1800000000;
+    return j;
+}
+
+} // namespace
+
+TEST(Journal, RoundTripsAndKnowsItsHolder) {
+    Journal j = own_journal();
+    j.children = {{"web-1", "11111111-2222-4333-8444-555555555555"},
+                  {"web-2", "66666666-2222-4333-8444-555555555555"}};
+    j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
+    j.paused = "77777777-2222-4333-8444-555555555555";
 
     Journal back = Journal::decode(j.encode() + std::string(100, '\0'));
+    EXPECT_EQ(back.state, Journal::State::valid) << back.problem;
     EXPECT_EQ(back.operation, "fork");
     EXPECT_EQ(back.vm, "web");
     EXPECT_EQ(back.children, j.children);
     EXPECT_EQ(back.volumes, j.volumes);
+    EXPECT_EQ(back.paused, j.paused);
+    EXPECT_FALSE(back.resumed);
     EXPECT_TRUE(back.holder_alive()) << "this very process holds it";
     back.holder_start += 1; // the pid was reused by another process
     EXPECT_FALSE(back.holder_alive());
-    back.holder_host = "another-machine";
-    back.since = 0; // long ago
-    EXPECT_FALSE(back.holder_alive());
-    EXPECT_TRUE(Journal::decode(std::string(64, '\0')).holder_host.empty());
+    EXPECT_EQ(Journal::decode(std::string(64, '\0')).state, Journal::State::blank);
+}
+
+TEST(Journal, AHostOfTheSameNameIsAnotherHost) {
+    // Two machines both called 'vm': a live lock of the other one is not judged by a pid
+    // of this one, whatever the names say.
+    Journal other = own_journal();
+    other.holder_id = "another-machine-id:another-boot:4026531836";
+    other.holder_pid = 1; // alive here, meaningless there
+    other.since = std::chrono::duration_cast<std::chrono::seconds>(
+                      std::chrono::system_clock::now().time_since_epoch())
+                      .count();
+    EXPECT_TRUE(other.holder_alive()) << "a recent lock of another machine counts as alive";
+    other.since -= 2 * 3600;
+    EXPECT_FALSE(other.holder_alive()) << "until it is stale";
+    // The identity carries the boot and the pid namespace, not only the machine-id.
+    EXPECT_EQ(std::count(this_machine_id().begin(), this_machine_id().end(), ':'), 2);
+}
+
+TEST(Journal, WhatDoesNotParseIsMalformedNotGuessed) {
+    const std::string good = own_journal().encode();
+    auto state_of = [](const std::string& text) { return Journal::decode(text); };
+    EXPECT_EQ(state_of(good).state, Journal::State::valid);
+    const std::vector<std::pair<std::string, std::string>> bad = {
+        {"forky-journal 1\noperation fork\n", "not a forky journal"},
+        {good + "child web-3\n", "line 6: malformed 'child' entry"},
+        {good + "child web-3 not-a-uuid\n", "malformed 'child' entry"},
+        {good + "child ../etc 11111111-2222-4333-8444-555555555555\n", "malformed 'child'"},
+        {good + "volume ../../etc/passwd\n", "malformed 'volume' entry"},
+        {good + "rm -rf /\n", "unknown entry 'rm'"},
+        {good + "child a 11111111-2222-4333-8444-555555555555 extra\n", "malformed 'child'"},
+        {"forky-journal 2\noperation fork\nvm web\nsince 5\n", "holder or since is missing"},
+    };
+    for (const auto& [text, why] : bad) {
+        Journal j = state_of(text);
+        EXPECT_EQ(j.state, Journal::State::malformed) << text;
+        EXPECT_NE(j.problem.find(why), std::string::npos) << j.problem;
+        EXPECT_TRUE(j.children.empty());
+        EXPECT_TRUE(j.volumes.empty());
+    }
+}
+
+TEST(Gc, RemovesOnlyDomainsWithTheOperationsOwnLineage) {
+    Journal j = own_journal(); // a fork of 'web' that started at `since`
+    Lineage child;
+    child.parent = "web";
+    child.pool = "forky";
+    child.created_at = "2027-01-15T08:00:00Z"; // after since (2027-01-15T08:00:00Z)
+    ASSERT_EQ(parse_rfc3339(child.created_at), std::optional<std::int64_t>(1800000000));
+    EXPECT_EQ(journal_child_problem(j, "web-1", child, "forky"), std::nullopt);
+
+    EXPECT_NE(journal_child_problem(j, "web-1", std::nullopt, "forky"), std::nullopt)
+        << "a domain without forky's metadata (defined with plain virsh)";
+    Lineage other_parent = child;
+    other_parent.parent = "db";
+    EXPECT_NE(journal_child_problem(j, "web-1", other_parent, "forky"), std::nullopt);
+    Lineage other_pool = child;
+    other_pool.pool = "elsewhere";
+    EXPECT_NE(journal_child_problem(j, "web-1", other_pool, "forky"), std::nullopt);
+    Lineage older = child;
+    older.created_at = "2027-01-15T07:59:59Z";
+    EXPECT_NE(journal_child_problem(j, "web-1", older, "forky"), std::nullopt)
+        << "made before the operation began: not its child";
+    Lineage garbled = child;
+    garbled.created_at = "yesterday";
+    EXPECT_NE(journal_child_problem(j, "web-1", garbled, "forky"), std::nullopt);
+
+    // `forky up` made exactly its own VM, with no parent.
+    Journal up = own_journal();
+    up.operation = "up";
+    Lineage root = child;
+    root.parent.clear();
+    EXPECT_EQ(journal_child_problem(up, "web", root, "forky"), std::nullopt);
+    EXPECT_NE(journal_child_problem(up, "web-9", root, "forky"), std::nullopt);
+    EXPECT_NE(journal_child_problem(up, "web", child, "forky"), std::nullopt);
+    // Operations that make no VMs remove none.
+    for (const char* op : {"rm", "stop", "child"}) {
+        Journal none = own_journal();
+        none.operation = op;
+        EXPECT_NE(journal_child_problem(none, "web", root, "forky"), std::nullopt) << op;
+    }
 }
 
 TEST(Gc, CollectsOnlyNamesForkyMakes) {

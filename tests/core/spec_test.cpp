@@ -55,8 +55,9 @@ TEST(Spec, ParsesEveryField) {
     EXPECT_EQ(s.memory_bytes, 256ULL << 20);
     EXPECT_EQ(s.vcpus, 2u);
     EXPECT_EQ(s.accel, Accel::automatic);
-    EXPECT_EQ(s.boot.kernel, (fs::path(FORKY_TEST_DATA) / "images/vmlinuz").lexically_normal());
-    EXPECT_TRUE(s.boot.kernel.is_absolute());
+    EXPECT_EQ(s.boot.kernel.path,
+              (fs::path(FORKY_TEST_DATA) / "images/vmlinuz").lexically_normal());
+    EXPECT_TRUE(s.boot.kernel.path.is_absolute());
     EXPECT_EQ(s.boot.cmdline, "console=ttyS0");
     ASSERT_EQ(s.disks.size(), 2u);
     EXPECT_EQ(s.disks[0].target, "vda");

@@ -16,6 +16,13 @@ using namespace forky;
 
 namespace {
 
+// The test specs live in tests/data/golden and take their images from tests/data/images.
+UpOptions test_up_options() {
+    UpOptions o;
+    o.image_dirs = {FORKY_TEST_DATA};
+    return o;
+}
+
 class VmOnTestDriver : public ::testing::Test {
 protected:
     void SetUp() override {
@@ -27,6 +34,7 @@ protected:
         HostOptions o;
         o.uri = "test://" + node_.string();
         o.pool_dir = "/var/lib/forky-unit-test"; // the test driver never touches it
+        o.create_pool = true;
         host_.emplace(o);
         spec_ = load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml");
     }
@@ -37,6 +45,7 @@ protected:
     fs::path node_;
     std::optional<Host> host_;
     DomainSpec spec_;
+    UpOptions up_ = test_up_options();
 };
 
 std::string disk_source(Host& host, const std::string& name) {
@@ -55,6 +64,31 @@ TEST_F(VmOnTestDriver, PoolIsCreatedOnFirstUse) {
     EXPECT_EQ(virStoragePoolIsActive(host().pool()), 1);
 }
 
+TEST_F(VmOnTestDriver, OnlyAnExplicitRequestCreatesThePool) {
+    // A typo in --pool must not make (and autostart) a new pool: only `forky up` and
+    // --create-pool may.
+    HostOptions o = host().options();
+    o.pool = "forkyy";
+    o.create_pool = false;
+    Host typo(o);
+    try {
+        typo.pool();
+        FAIL() << "a pool was created without being asked for";
+    } catch (const NotFoundError& e) {
+        EXPECT_NE(std::string(e.what()).find("No storage pool 'forkyy'"), std::string::npos);
+    }
+    EXPECT_THROW(collect_garbage(typo, GcOptions{true, true}), NotFoundError);
+    StoragePoolPtr none(virStoragePoolLookupByName(typo.conn(), "forkyy"));
+    EXPECT_FALSE(none);
+    clear_libvirt_error();
+}
+
+TEST_F(VmOnTestDriver, DeletingAVolumeThatIsGoneIsNotAnError) {
+    host().create_raw_volume("x.fp1.mem");
+    EXPECT_TRUE(host().delete_volume("x.fp1.mem"));
+    EXPECT_FALSE(host().delete_volume("x.fp1.mem")) << "gone already: not counted";
+}
+
 TEST_F(VmOnTestDriver, AutoAccelFallsBackToEmulationWithoutKvm) {
     EXPECT_EQ(host().domain_type_for(Accel::automatic), "qemu");
     EXPECT_EQ(host().domain_type_for(Accel::tcg), "qemu");
@@ -62,7 +96,7 @@ TEST_F(VmOnTestDriver, AutoAccelFallsBackToEmulationWithoutKvm) {
 }
 
 TEST_F(VmOnTestDriver, UpDefinesStartsAndRecordsLineage) {
-    EXPECT_EQ(vm_up(host(), spec_), "tiny");
+    EXPECT_EQ(vm_up(host(), spec_, up_), "tiny");
     auto vms = vm_list(host());
     ASSERT_EQ(vms.size(), 1u);
     const VmInfo& vm = vms[0];
@@ -82,7 +116,7 @@ TEST_F(VmOnTestDriver, UpDefinesStartsAndRecordsLineage) {
     for (const auto& v : vols) {
         if (v.name == "tiny.vda.qcow2") {
             found_overlay = true;
-            EXPECT_EQ(v.backing, spec_.disks[0].base.string());
+            EXPECT_EQ(v.backing, spec_.disks[0].base.path.string());
             EXPECT_EQ(disk_source(host(), "tiny"), v.path);
         }
     }
@@ -90,7 +124,7 @@ TEST_F(VmOnTestDriver, UpDefinesStartsAndRecordsLineage) {
 }
 
 TEST_F(VmOnTestDriver, UpWithAnotherNameAndNoStart) {
-    UpOptions o;
+    UpOptions o = up_;
     o.name = "other";
     o.start = false;
     vm_up(host(), spec_, o);
@@ -101,22 +135,22 @@ TEST_F(VmOnTestDriver, UpWithAnotherNameAndNoStart) {
 }
 
 TEST_F(VmOnTestDriver, UpRefusesATakenName) {
-    vm_up(host(), spec_);
-    EXPECT_THROW(vm_up(host(), spec_), ConflictError);
+    vm_up(host(), spec_, up_);
+    EXPECT_THROW(vm_up(host(), spec_, up_), ConflictError);
     EXPECT_EQ(host().volumes().size(), 2u);
 }
 
 TEST_F(VmOnTestDriver, FailedUpLeavesNothingBehind) {
     // The console volume's name is taken: the disk overlay made before must go again.
     host().create_raw_volume("tiny.console.log");
-    EXPECT_THROW(vm_up(host(), spec_), ConflictError);
+    EXPECT_THROW(vm_up(host(), spec_, up_), ConflictError);
     EXPECT_FALSE(host().find_volume("tiny.vda.qcow2"));
     EXPECT_FALSE(host().find_domain("tiny"));
     EXPECT_EQ(host().volumes().size(), 1u);
 }
 
 TEST_F(VmOnTestDriver, StopAndRemove) {
-    vm_up(host(), spec_);
+    vm_up(host(), spec_, up_);
     EXPECT_THROW(vm_remove(host(), "tiny"), ConflictError); // running
     StopOptions force;
     force.force = true;
@@ -131,7 +165,7 @@ TEST_F(VmOnTestDriver, StopAndRemove) {
 }
 
 TEST_F(VmOnTestDriver, RemovingByNameAndUuidSparesAVmThatTookTheName) {
-    vm_up(host(), spec_);
+    vm_up(host(), spec_, up_);
     const std::string uuid = domain_uuid(host().domain("tiny").get());
     remove_domain(host(), "tiny", "00000000-0000-4000-8000-000000000000");
     EXPECT_TRUE(host().find_domain("tiny")) << "a VM with another UUID was removed";
@@ -141,7 +175,7 @@ TEST_F(VmOnTestDriver, RemovingByNameAndUuidSparesAVmThatTookTheName) {
 }
 
 TEST_F(VmOnTestDriver, RemoveKeepsALayerSomethingElseNeeds) {
-    vm_up(host(), spec_);
+    vm_up(host(), spec_, up_);
     std::string top = host().volume_path(host().find_volume("tiny.vda.qcow2").get());
     std::string child_top =
         host().volume_path(host().create_overlay("child.vda.qcow2", top, DiskFormat::qcow2).get());
@@ -178,7 +212,16 @@ TEST_F(VmOnTestDriver, UnknownAndForeignDomains) {
     ASSERT_TRUE(d);
     EXPECT_TRUE(vm_list(host()).empty()); // not forky's
     EXPECT_THROW(vm_remove(host(), "foreign", true), ConflictError);
+    ASSERT_EQ(virDomainCreate(d.get()), 0);
+    try {
+        vm_stop(host(), "foreign", force);
+        FAIL() << "stopped a domain forky did not make";
+    } catch (const ConflictError& e) {
+        EXPECT_NE(std::string(e.what()).find("Domain 'foreign' was not made by forky"),
+                  std::string::npos);
+    }
     EXPECT_TRUE(host().find_domain("foreign"));
+    EXPECT_EQ(virDomainIsActive(d.get()), 1);
 }
 
 TEST(VmOnSharedTestDriver, WrongPoolIsRefused) {
@@ -186,14 +229,19 @@ TEST(VmOnSharedTestDriver, WrongPoolIsRefused) {
     HostOptions o;
     o.uri = "test:///default";
     o.pool_dir = "/var/lib/forky-unit-test";
+    o.create_pool = true;
     Host host(o);
-    UpOptions up;
+    UpOptions up = test_up_options();
     up.name = "wrong-pool-vm";
     vm_up(host, load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml"), up);
     o.pool = "elsewhere";
     o.pool_dir = "/var/lib/forky-unit-test-elsewhere";
     Host other(o);
     EXPECT_THROW(vm_remove(other, "wrong-pool-vm", true), ConflictError);
+    StopOptions force;
+    force.force = true;
+    EXPECT_THROW(vm_stop(other, "wrong-pool-vm", force), ConflictError);
+    EXPECT_EQ(vm_info(host, "wrong-pool-vm").state, "running");
     EXPECT_TRUE(host.find_domain("wrong-pool-vm"));
     EXPECT_EQ(vm_remove(host, "wrong-pool-vm", true).deleted.size(), 2u);
 }

@@ -52,8 +52,9 @@ void expect_carries_on(const std::string& child, const std::string& token,
     // the last value seen before forking and at most a few seconds of ticks later (0: the
     // caller did not look, so only the lower bound holds).
     EXPECT_GT(first, parent_counter_before_fork) << log;
-    if (parent_counter_before_fork != 0)
+    if (parent_counter_before_fork != 0) {
         EXPECT_LT(first, parent_counter_before_fork + 100) << log;
+    }
 }
 
 void remove_all(const std::vector<std::string>& vms) {
@@ -425,9 +426,11 @@ TEST(Fork, KilledOrInterruptedForksAreUndone) {
     EXPECT_NE(gc.out.find("removed domain fk-1"), std::string::npos) << gc.out;
     EXPECT_NE(gc.out.find("released lock fk.lock"), std::string::npos) << gc.out;
     EXPECT_EQ(domain_names(), domains);
-    for (const auto& f : pool_files())
-        if (!has(files, f))
+    for (const auto& f : pool_files()) {
+        if (!has(files, f)) {
             EXPECT_EQ((pool_dir() / f).string(), disk_of("fk")) << "left " << f;
+        }
+    }
     EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
 
     // Ctrl-C: forky finishes the step at hand, undoes the rest and exits 130.

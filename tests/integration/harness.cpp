@@ -244,6 +244,50 @@ void up_tiny(const std::string& name) {
     wait_for_console(name, "FORKY-TICK token=[0-9a-f]+ counter=[0-9]+ disk=[0-9a-f]{16}");
 }
 
+std::string slurp_file(const fs::path& file) {
+    return slurp(file);
+}
+
+bool eventually(const std::function<bool()>& done, std::chrono::milliseconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!done()) {
+        if (std::chrono::steady_clock::now() >= deadline)
+            return false;
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+}
+
+int disconnect_clients_of(int pid) {
+    const std::string admin =
+        "libvirtd:///system?socket=" + (g_dir / "libvirt/run/libvirt-admin-sock").string();
+    CommandResult list = run({"virt-admin", "-c", admin, "srv-clients-list", "libvirtd"});
+    EXPECT_EQ(list.rc, 0) << list.all();
+    int dropped = 0;
+    std::istringstream in(list.out);
+    for (std::string line; std::getline(in, line);) {
+        std::istringstream f(line);
+        std::string id;
+        if (!(f >> id) || id.find_first_not_of("0123456789") != std::string::npos)
+            continue;
+        CommandResult info = run({"virt-admin", "-c", admin, "client-info", "libvirtd", id});
+        std::smatch m;
+        if (std::regex_search(info.out, m, std::regex("unix_process_id\\s*:\\s*([0-9]+)")) &&
+            std::stoi(m[1]) == pid &&
+            run({"virt-admin", "-c", admin, "client-disconnect", "libvirtd", id}).rc == 0)
+            ++dropped;
+    }
+    return dropped;
+}
+
+CommandResult run_in_daemon_ns(std::vector<std::string> argv) {
+    std::string daemon = slurp(g_dir / "libvirt/libvirtd.pid");
+    daemon = daemon.substr(0, daemon.find('\n'));
+    const std::vector<std::string> ns{"nsenter", "-t", daemon, "-m", "--"};
+    argv.insert(argv.begin(), ns.begin(), ns.end());
+    return run(argv);
+}
+
 std::vector<std::string> domain_names() {
     CommandResult r = run({"virsh", "-q", "-c", g_uri, "list", "--all", "--name"});
     EXPECT_EQ(r.rc, 0) << r.all();

@@ -5,6 +5,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -63,6 +64,21 @@ unsigned long last_counter(const std::string& vm);
 
 // `forky up` of the tiny test guest under `name`, waiting for its first tick.
 void up_tiny(const std::string& name);
+
+// The whole content of a file ("" when absent).
+std::string slurp_file(const std::filesystem::path& file);
+
+// Waits (up to `timeout`) until `done` holds; false when it never did.
+bool eventually(const std::function<bool()>& done,
+                std::chrono::milliseconds timeout = std::chrono::seconds(60));
+
+// Drops every libvirt connection process `pid` has to the private libvirtd, as
+// `virt-admin client-disconnect` does (a libvirtd restart looks the same to a client).
+// Returns how many were dropped.
+int disconnect_clients_of(int pid);
+
+// Runs a command inside the private libvirtd's mount namespace (where QEMU sees files).
+CommandResult run_in_daemon_ns(std::vector<std::string> argv);
 
 std::vector<std::string> domain_names();            // virsh list --all --name
 std::vector<std::string> pool_files();              // what is in the pool directory

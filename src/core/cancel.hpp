@@ -1,0 +1,28 @@
+// Cancellation: the CLI's Ctrl-C (and, later, a daemon request that is dropped) sets a
+// flag; the core looks at it between steps and in every wait, and throws
+// InterruptedError, so each operation's transaction undoes what it had done.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <string>
+
+namespace forky {
+
+class CancelToken {
+public:
+    CancelToken() = default; // never cancelled
+    // `flag` outlives every copy of the token (a process-wide flag set by a signal).
+    explicit CancelToken(const std::atomic<bool>* flag) : flag_(flag) {}
+
+    bool requested() const { return flag_ != nullptr && flag_->load(); }
+    // Throws InterruptedError "<what> interrupted; undoing what it had done".
+    void check(const std::string& what) const;
+    // Sleeps `d`, waking early to throw when cancelled.
+    void sleep_for(std::chrono::milliseconds d, const std::string& what) const;
+
+private:
+    const std::atomic<bool>* flag_ = nullptr;
+};
+
+} // namespace forky

@@ -1,0 +1,50 @@
+#include "config.hpp"
+
+#include "errors.hpp"
+#include "images.hpp"
+#include "yaml_reader.hpp"
+
+namespace forky {
+
+namespace fs = std::filesystem;
+
+Config parse_config(const std::string& text, const fs::path& file) {
+    YamlReader r(fs::absolute(file).lexically_normal());
+    Config config;
+    config.source = r.file();
+    YAML::Node root = r.load(text);
+    if (root.IsNull())
+        return config; // an empty file: the defaults
+    if (!root.IsMap())
+        throw SpecError(r.file().string() + ": forky's configuration is a YAML mapping");
+    r.only_keys(root, "", {"image_dirs"});
+    if (YAML::Node dirs = root["image_dirs"]; dirs.IsDefined()) {
+        if (!dirs.IsSequence() || dirs.size() == 0)
+            r.fail(dirs, "image_dirs", "expected a list of folders, e.g. [/srv/forky/images]");
+        for (std::size_t i = 0; i < dirs.size(); ++i) {
+            const std::string key = "image_dirs[" + std::to_string(i) + "]";
+            fs::path dir(r.scalar(dirs[i], key));
+            if (!dir.is_absolute())
+                r.fail(dirs[i], key, "'" + dir.string() + "' is not an absolute path");
+            dir = dir.lexically_normal();
+            for (const auto& never : forbidden_image_dirs()) {
+                auto rel = dir.lexically_relative(never);
+                if (!rel.empty() && *rel.begin() != "..")
+                    r.fail(dirs[i], key,
+                           "'" + dir.string() + "' lies under " + never.string() +
+                               ", where forky never reads images");
+            }
+            config.image_dirs.push_back(dir);
+        }
+    }
+    return config;
+}
+
+Config load_config(const fs::path& file) {
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(file, ec)))
+        return {};
+    return parse_config(read_small_file(file), file);
+}
+
+} // namespace forky

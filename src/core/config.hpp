@@ -1,0 +1,27 @@
+// forky's own settings, /etc/forky/forky.yaml (or --config FILE, $FORKY_CONFIG): what an
+// administrator decides for everyone who runs forky on this machine. Validated as
+// strictly as a spec. A missing file means the defaults.
+//
+//   image_dirs:            # folders specs may take kernels, initrds and base images from
+//     - /srv/forky/images  # (default: the spec's own folder and forky's pool)
+#pragma once
+
+#include <filesystem>
+#include <vector>
+
+namespace forky {
+
+inline constexpr const char* default_config_path = "/etc/forky/forky.yaml";
+
+struct Config {
+    std::filesystem::path source; // empty when the defaults apply
+    std::vector<std::filesystem::path> image_dirs;
+};
+
+// Throws SpecError (file, line, key) for a file that exists and is wrong.
+Config load_config(const std::filesystem::path& file);
+
+// Parses configuration text as if it came from `file`.
+Config parse_config(const std::string& text, const std::filesystem::path& file);
+
+} // namespace forky

@@ -1,0 +1,279 @@
+// What a spec may hand to a guest (images.hpp), forky's settings (config.hpp) and the
+// strictness of its YAML files. qemu-img builds the chains under test, as an attacker
+// would, in a scratch folder.
+#include "config.hpp"
+#include "errors.hpp"
+#include "images.hpp"
+#include "process.hpp"
+#include "spec.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+
+namespace fs = std::filesystem;
+using namespace forky;
+
+namespace {
+
+const fs::path data_dir = FORKY_TEST_DATA;
+
+class ImageRulesTest : public ::testing::Test {
+protected:
+    void SetUp() override {
+        dir_ = fs::temp_directory_path() /
+               ("forky-images-" + std::to_string(::getpid()) + "-" +
+                ::testing::UnitTest::GetInstance()->current_test_info()->name());
+        fs::create_directories(dir_ / "spec");
+        fs::create_directories(dir_ / "elsewhere");
+        fs::copy_file(data_dir / "images/vmlinuz", dir_ / "spec/vmlinuz");
+    }
+    void TearDown() override { fs::remove_all(dir_); }
+
+    void qemu_img(const std::vector<std::string>& args) {
+        std::vector<std::string> argv{"qemu-img"};
+        argv.insert(argv.end(), args.begin(), args.end());
+        ProcessResult r = run_process(argv);
+        ASSERT_EQ(r.rc, 0) << r.err;
+    }
+    std::string path(const std::string& rel) const { return (dir_ / rel).string(); }
+
+    // A spec in dir_/spec with one disk, checked against the default rules.
+    std::string error_of(const std::string& disk_lines, const std::string& pool_dir = "") {
+        const fs::path file = dir_ / "spec/vm.yaml";
+        std::ofstream(file) << "name: vm\nmemory: 64MiB\nboot:\n  kernel: vmlinuz\ndisks:\n"
+                            << disk_lines;
+        try {
+            DomainSpec spec = load_spec(file);
+            check_spec_images(spec, image_rules_for(spec, {}, "forky", pool_dir));
+        } catch (const SpecError& e) {
+            return e.what();
+        }
+        return "";
+    }
+
+    fs::path dir_;
+};
+
+} // namespace
+
+TEST_F(ImageRulesTest, AChainReachingHostFilesIsRefusedWithTheChainAndTheRule) {
+    // The reproduction from the hardening issue: a qcow2 whose backing file is /etc/shadow.
+    qemu_img(
+        {"create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw", path("spec/x.qcow2")});
+    std::string msg = error_of("  - base: x.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("vm.yaml:6: key 'disks[0].base'"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("refused '/etc/shadow' (backing file of '" + path("spec/x.qcow2") +
+                       "', the base image)"),
+              std::string::npos)
+        << msg;
+    EXPECT_NE(msg.find("lies under /etc, where forky never reads images"), std::string::npos);
+    EXPECT_NE(msg.find("chain: " + path("spec/x.qcow2") + " (qcow2) -> /etc/shadow (raw)"),
+              std::string::npos)
+        << msg;
+    // Without a stated format it is refused for the same reason, before anything else.
+    msg = error_of("  - base: x.qcow2\n");
+    EXPECT_NE(msg.find("refused '/etc/shadow'"), std::string::npos) << msg;
+
+    // One level deeper, and through a link.
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", path("spec/x.qcow2"), "-F", "qcow2",
+              path("spec/y.qcow2")});
+    msg = error_of("  - base: y.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("refused '/etc/shadow' (backing file of '" + path("spec/x.qcow2") + "')"),
+              std::string::npos)
+        << msg;
+    fs::create_symlink("/etc/passwd", dir_ / "spec/passwd.raw");
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", path("spec/passwd.raw"), "-F", "raw",
+              path("spec/z.qcow2")});
+    msg = error_of("  - base: z.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("leads to '/etc/passwd', which lies under /etc"), std::string::npos) << msg;
+}
+
+TEST_F(ImageRulesTest, HostFilesAsBaseKernelOrInitrdAreRefused) {
+    for (const char* base : {"/etc/shadow", "/proc/self/environ", "/dev/zero", "/root/.bashrc"}) {
+        std::string msg = error_of(std::string("  - base: ") + base + "\n    format: raw\n");
+        EXPECT_NE(msg.find("key 'disks[0].base'"), std::string::npos) << base << ": " << msg;
+        EXPECT_TRUE(msg.find("where forky never reads images") != std::string::npos ||
+                    msg.find("does not exist") != std::string::npos ||
+                    msg.find("not a regular file") != std::string::npos)
+            << base << ": " << msg;
+    }
+    // A file outside the allowed folders (the spec's and the pool's, by default).
+    qemu_img({"create", "-q", "-f", "qcow2", path("elsewhere/base.qcow2"), "1M"});
+    std::string msg = error_of("  - base: ../elsewhere/base.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("is not under a folder allowed for images (" + path("spec")),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(error_of("  - base: ../elsewhere/base.qcow2\n    format: qcow2\n", path("elsewhere")),
+              "")
+        << "the pool's folder is allowed";
+
+    const fs::path file = dir_ / "spec/boot.yaml";
+    std::ofstream(file) << "name: vm\nmemory: 64MiB\nboot:\n  kernel: vmlinuz\n"
+                           "  initrd: /etc/shadow\n";
+    DomainSpec spec = load_spec(file);
+    try {
+        check_spec_images(spec, image_rules_for(spec, {}, "forky", ""));
+        FAIL() << "an initrd under /etc was accepted";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("boot.yaml:5: key 'boot.initrd': refused initrd "
+                                             "'/etc/shadow'"),
+                  std::string::npos)
+            << e.what();
+    }
+    // The administrator's folders replace the defaults; /etc stays out whatever they say.
+    ImageRules admin = image_rules_for(spec, {dir_ / "elsewhere"}, "forky", "");
+    EXPECT_NE(image_file_problem(path("spec/vmlinuz"), admin), std::nullopt);
+    EXPECT_EQ(image_file_problem(path("elsewhere/base.qcow2"), admin), std::nullopt);
+    EXPECT_NE(image_file_problem("/etc/hostname", image_rules_for(spec, {"/"}, "forky", "")),
+              std::nullopt);
+}
+
+TEST_F(ImageRulesTest, AQcow2HeaderIsReadAsQcow2OnlyWhenTheSpecSaysSo) {
+    qemu_img({"create", "-q", "-f", "qcow2", path("spec/base.qcow2"), "1M"});
+    std::string msg = error_of("  - base: base.qcow2\n");
+    EXPECT_NE(msg.find("begins with a qcow2 header; forky reads it as qcow2 only when the spec "
+                       "says so: add 'format: qcow2'"),
+              std::string::npos)
+        << msg;
+    EXPECT_EQ(error_of("  - base: base.qcow2\n    format: qcow2\n"), "");
+    // A raw disk whose guest wrote a qcow2 header naming a host file: read as raw, the
+    // header is just bytes.
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", "/etc/shadow", "-F", "raw",
+              path("spec/raw-with-header.img")});
+    EXPECT_EQ(error_of("  - base: raw-with-header.img\n    format: raw\n"), "");
+    // A raw file without a header needs no format.
+    std::ofstream(dir_ / "spec/plain.raw") << std::string(4096, 'x');
+    EXPECT_EQ(error_of("  - base: plain.raw\n"), "");
+}
+
+TEST_F(ImageRulesTest, BackingFilesWithoutAFormatAndOutsideDataFilesAreRefused) {
+    qemu_img({"create", "-q", "-f", "qcow2", path("spec/base.qcow2"), "1M"});
+    // qemu-img no longer writes a backing file without its format; older tools did. Made
+    // here as they made it: the backing-format header extension ends the list instead.
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", path("spec/base.qcow2"), "-F", "qcow2",
+              path("spec/noformat.qcow2")});
+    {
+        std::fstream f(path("spec/noformat.qcow2"),
+                       std::ios::in | std::ios::out | std::ios::binary);
+        std::string head(4096, '\0');
+        f.read(head.data(), static_cast<std::streamsize>(head.size()));
+        const auto at = head.find("\xE2\x79\x2A\xCA");
+        ASSERT_NE(at, std::string::npos);
+        f.seekp(static_cast<std::streamoff>(at));
+        f.write("\0\0\0\0", 4);
+    }
+    std::string msg = error_of("  - base: noformat.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("has no recorded format, which qemu would guess"), std::string::npos) << msg;
+
+    qemu_img({"create", "-q", "-f", "qcow2", "-o",
+              "data_file=" + path("elsewhere/data.raw") + ",data_file_raw=on",
+              path("spec/external.qcow2"), "1M"});
+    msg = error_of("  - base: external.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("refused '" + path("elsewhere/data.raw") + "' (external data file of"),
+              std::string::npos)
+        << msg;
+}
+
+TEST(ImageChain, ParsesQemuImgJson) {
+    const std::string json = R"([
+      {"filename": "/a/top.qcow2", "format": "qcow2", "backing-filename": "base.qcow2",
+       "full-backing-filename": "/a/base.qcow2", "backing-filename-format": "qcow2",
+       "format-specific": {"type": "qcow2", "data": {"compat": "1.1"}}},
+      {"filename": "/a/base.qcow2", "format": "qcow2",
+       "format-specific": {"type": "qcow2", "data": {"data-file": "/b/data"}}}
+    ])";
+    auto chain = parse_image_chain(json);
+    ASSERT_EQ(chain.size(), 2u);
+    EXPECT_EQ(chain[0].file, "/a/top.qcow2");
+    EXPECT_EQ(chain[0].backing, "/a/base.qcow2");
+    EXPECT_EQ(chain[0].backing_format, "qcow2");
+    EXPECT_EQ(chain[1].data_file, "/b/data");
+    EXPECT_THROW(parse_image_chain("not json"), Error);
+    EXPECT_EQ(parse_image_chain(R"({"filename": "/x", "format": "raw"})").size(), 1u);
+}
+
+TEST(ImageChain, LiveChainsAreJudgedAsLibvirtOpenedThem) {
+    ImageRules rules;
+    rules.allowed_dirs = {"/srv/images", "/var/lib/forky"};
+    rules.allowed_by = "test";
+    const std::string xml = R"(<domain><os><kernel>/srv/images/vmlinuz</kernel></os><devices>
+      <disk type='file' device='disk'><source file='/var/lib/forky/vm.vda.qcow2'/>
+        <backingStore type='file'><format type='qcow2'/><source file='/srv/images/base.qcow2'/>
+          <backingStore type='file'><format type='raw'/><source file='/etc/shadow'/>
+            <backingStore/></backingStore></backingStore>
+        <target dev='vda'/></disk></devices></domain>)";
+    auto problems = live_image_problems(xml, rules);
+    ASSERT_EQ(problems.size(), 1u);
+    EXPECT_NE(problems[0].find("disk vda reaches '/etc/shadow', which lies under /etc"),
+              std::string::npos)
+        << problems[0];
+    EXPECT_TRUE(live_image_problems(R"(<domain><devices><disk><source file='/var/lib/forky/a'/>
+        <backingStore type='file'><source file='/srv/images/b'/><backingStore/></backingStore>
+        <target dev='vda'/></disk></devices></domain>)",
+                                    rules)
+                    .empty());
+}
+
+TEST(Config, IsStrictAndKeepsHostFoldersOut) {
+    Config c = parse_config("image_dirs: [/srv/forky/images, /var/lib/forky]\n", "/x/forky.yaml");
+    EXPECT_EQ(c.image_dirs, (std::vector<fs::path>{"/srv/forky/images", "/var/lib/forky"}));
+    auto error_of = [](const std::string& text) {
+        try {
+            parse_config(text, "/x/forky.yaml");
+        } catch (const SpecError& e) {
+            return std::string(e.what());
+        }
+        return std::string();
+    };
+    EXPECT_NE(error_of("image_dirs: [relative/dir]\n").find("/x/forky.yaml:1: key 'image_dirs[0]'"),
+              std::string::npos);
+    EXPECT_NE(error_of("image_dirs:\n  - /etc/images\n").find("lies under /etc"),
+              std::string::npos);
+    EXPECT_NE(error_of("imagedirs: [/srv]\n").find("unknown key"), std::string::npos);
+    EXPECT_NE(error_of("image_dirs: [/a]\nimage_dirs: [/b]\n")
+                  .find("/x/forky.yaml:2: key 'image_dirs': given twice (first on line 1)"),
+              std::string::npos);
+    EXPECT_TRUE(load_config("/nonexistent/forky.yaml").image_dirs.empty());
+}
+
+TEST(SpecFiles, DuplicateKeysNonRegularAndHugeFilesAreRefused) {
+    const fs::path spec = data_dir / "golden/case.yaml";
+    try {
+        parse_spec("name: a\nmemory: 64MiB\nboot:\n  kernel: ../images/vmlinuz\nmemory: 1GiB\n",
+                   spec);
+        FAIL() << "a key given twice was accepted";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("case.yaml:5: key 'memory': given twice (first on "
+                                             "line 2)"),
+                  std::string::npos)
+            << e.what();
+    }
+    EXPECT_THROW(parse_spec("name: a\nmemory: 64MiB\nboot:\n  kernel: ../images/vmlinuz\n"
+                            "  kernel: ../images/vmlinuz\n",
+                            spec),
+                 SpecError);
+    // /dev/zero would be read until memory runs out: refused at once.
+    const auto t = std::chrono::steady_clock::now();
+    try {
+        load_spec("/dev/zero");
+        FAIL() << "/dev/zero was read as a spec";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("/dev/zero: not a regular file"), std::string::npos)
+            << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - t, std::chrono::seconds(5));
+    const fs::path big = fs::temp_directory_path() / ("forky-big-" + std::to_string(getpid()));
+    std::ofstream(big) << "name: a\n# " << std::string(2 << 20, 'x') << "\n";
+    try {
+        load_spec(big);
+        FAIL() << "a 2 MiB spec was read";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("larger than 1024 KiB"), std::string::npos);
+    }
+    fs::remove(big);
+    EXPECT_THROW(load_spec(data_dir / "golden"), SpecError); // a folder
+}
