@@ -2,7 +2,7 @@
 #include "bench.hpp"
 #include "commands.hpp"
 #include "errors.hpp"
-#include "json.hpp"
+#include "json_out.hpp"
 #include "spec.hpp"
 #include "units.hpp"
 
@@ -33,31 +33,24 @@ std::string kib(std::uint64_t bytes) {
     return buf;
 }
 
-void print_json(const BenchReport& r) {
-    JsonWriter w;
-    w.begin_object();
-    w.key("accel").value(r.domain_type == "kvm" ? "kvm" : "tcg");
-    w.key("memory_bytes").value(r.memory_bytes);
-    w.key("cold_boot_ms").value(static_cast<std::uint64_t>(r.cold_boot_ms));
-    w.key("parent_rss_bytes").value(r.parent_rss_bytes);
-    w.key("rounds").begin_array();
-    for (const auto& x : r.rounds) {
-        w.begin_object();
-        w.key("children").value(static_cast<std::uint64_t>(x.count));
-        w.key("fork_ms").value(static_cast<std::uint64_t>(x.fork_ms));
-        w.key("first_child_print_ms").value(static_cast<std::uint64_t>(x.first_child_print_ms));
-        w.key("snapshot_ms").value(static_cast<std::uint64_t>(x.snapshot_ms));
-        w.key("parent_downtime_ms");
-        x.parent_downtime_ms ? w.value(*x.parent_downtime_ms) : w.null();
-        w.key("memory_image_bytes").value(x.memory_image_bytes);
-        w.key("child_disk_bytes").value(x.child_disk_bytes);
-        w.key("header_bytes_per_child").value(x.header_bytes_per_child);
-        w.key("children_rss_bytes").value(x.children_rss_bytes);
-        w.end_object();
-    }
-    w.end_array();
-    w.end_object();
-    std::cout << w.str() << '\n';
+void print_report_json(const BenchReport& r) {
+    Json rounds = Json::array();
+    for (const auto& x : r.rounds)
+        rounds.push_back(
+            {{"children", x.count},
+             {"fork_ms", static_cast<std::uint64_t>(x.fork_ms)},
+             {"first_child_print_ms", static_cast<std::uint64_t>(x.first_child_print_ms)},
+             {"snapshot_ms", static_cast<std::uint64_t>(x.snapshot_ms)},
+             {"parent_downtime_ms", value_or_null(x.parent_downtime_ms)},
+             {"memory_image_bytes", x.memory_image_bytes},
+             {"child_disk_bytes", x.child_disk_bytes},
+             {"header_bytes_per_child", x.header_bytes_per_child},
+             {"children_rss_bytes", x.children_rss_bytes}});
+    print_json({{"accel", r.domain_type == "kvm" ? "kvm" : "tcg"},
+                {"memory_bytes", r.memory_bytes},
+                {"cold_boot_ms", static_cast<std::uint64_t>(r.cold_boot_ms)},
+                {"parent_rss_bytes", r.parent_rss_bytes},
+                {"rounds", rounds}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -121,7 +114,7 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
     BenchReport r = run_bench(ctx.host(), spec, o);
     if (cmd.json)
-        print_json(r);
+        print_report_json(r);
     else
         print_table(spec, r);
 }

@@ -2,7 +2,7 @@
 #include "commands.hpp"
 #include "errors.hpp"
 #include "fork.hpp"
-#include "json.hpp"
+#include "json_out.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -37,23 +37,15 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.cancel = ctx.cancel();
     ForkResult r = vm_fork(ctx.host(), cmd.parent, o);
     if (cmd.json) {
-        JsonWriter w;
-        w.begin_object();
-        w.key("parent").value(r.parent);
-        w.key("fork_point").value(r.fork_point);
-        w.key("children").begin_array();
-        for (const auto& c : r.children)
-            w.value(c);
-        w.end_array();
-        w.key("parent_downtime_ms");
-        r.parent_downtime_ms ? w.value(*r.parent_downtime_ms) : w.null();
-        w.key("parent_left_paused").value(r.parent_left_paused);
-        w.key("snapshot_ms").value(static_cast<std::uint64_t>(r.snapshot_ms));
-        w.key("children_ms").value(static_cast<std::uint64_t>(r.children_ms));
-        w.key("total_ms").value(static_cast<std::uint64_t>(r.total_ms));
-        w.key("memory_image_bytes").value(r.memory_image_bytes);
-        w.end_object();
-        std::cout << w.str() << '\n';
+        print_json({{"parent", r.parent},
+                    {"fork_point", r.fork_point},
+                    {"children", r.children},
+                    {"parent_downtime_ms", value_or_null(r.parent_downtime_ms)},
+                    {"parent_left_paused", r.parent_left_paused},
+                    {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
+                    {"children_ms", static_cast<std::uint64_t>(r.children_ms)},
+                    {"total_ms", static_cast<std::uint64_t>(r.total_ms)},
+                    {"memory_image_bytes", r.memory_image_bytes}});
         return;
     }
     for (const auto& c : r.children)

@@ -1,7 +1,7 @@
 // forky gc: reclaim fork points nothing depends on and undo operations that were killed.
 #include "commands.hpp"
 #include "gc.hpp"
-#include "json.hpp"
+#include "json_out.hpp"
 
 #include <iostream>
 #include <memory>
@@ -25,23 +25,13 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
     o.dry_run = cmd.dry_run;
     GcResult r = collect_garbage(ctx.host(), o);
     if (cmd.json) {
-        JsonWriter w;
-        w.begin_object();
-        auto list = [&](const char* key, const std::vector<std::string>& items) {
-            w.key(key).begin_array();
-            for (const auto& i : items)
-                w.value(i);
-            w.end_array();
-        };
-        w.key("dry_run").value(cmd.dry_run);
-        list("removed_domains", r.removed_domains);
-        list("resumed_domains", r.resumed_domains);
-        list("deleted_volumes", r.deleted_volumes);
-        list("released_locks", r.released_locks);
-        list("busy", r.busy);
-        list("refused", r.refused);
-        w.end_object();
-        std::cout << w.str() << '\n';
+        print_json({{"dry_run", cmd.dry_run},
+                    {"removed_domains", r.removed_domains},
+                    {"resumed_domains", r.resumed_domains},
+                    {"deleted_volumes", r.deleted_volumes},
+                    {"released_locks", r.released_locks},
+                    {"busy", r.busy},
+                    {"refused", r.refused}});
         return;
     }
     print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);

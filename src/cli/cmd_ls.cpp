@@ -1,6 +1,6 @@
 // forky ls [--json]: forky's VMs on the host with their lineage.
 #include "commands.hpp"
-#include "json.hpp"
+#include "json_out.hpp"
 #include "units.hpp"
 #include "vm.hpp"
 
@@ -16,53 +16,41 @@ struct LsCommand {
     bool json = false;
 };
 
-void print_json(const std::vector<VmInfo>& vms) {
-    JsonWriter w;
-    w.begin_array();
+void print_vms_json(const std::vector<VmInfo>& vms) {
+    Json out = Json::array();
     for (const auto& vm : vms) {
-        w.begin_object();
-        w.key("name").value(vm.name);
-        w.key("uuid").value(vm.uuid);
-        w.key("state").value(vm.state);
-        w.key("accel").value(vm.domain_type == "kvm" ? "kvm" : "tcg");
-        w.key("memory_bytes").value(vm.memory_bytes);
-        w.key("vcpus").value(static_cast<std::uint64_t>(vm.vcpus));
-        w.key("generation").value(static_cast<std::uint64_t>(vm.lineage.generation));
-        w.key("parent");
-        vm.lineage.parent.empty() ? w.null() : w.value(vm.lineage.parent);
-        w.key("fork_point");
-        vm.lineage.fork_point.empty() ? w.null() : w.value(vm.lineage.fork_point);
-        w.key("created_at").value(vm.lineage.created_at);
-        w.key("pool").value(vm.lineage.pool);
-        w.key("ports").begin_array();
-        for (const auto& p : vm.lineage.ports) {
-            w.begin_object();
-            w.key("guest").value(static_cast<std::uint64_t>(p.guest));
-            w.key("host");
-            p.host != 0 ? w.value(static_cast<std::uint64_t>(p.host)) : w.null();
-            w.end_object();
-        }
-        w.end_array();
-        w.key("volumes").begin_array();
+        Json ports = Json::array();
+        for (const auto& p : vm.lineage.ports)
+            ports.push_back({{"guest", p.guest}, {"host", p.host != 0 ? Json(p.host) : Json()}});
+        Json volumes = Json::array();
         for (const auto& v : vm.lineage.volumes) {
-            w.begin_object();
-            w.key("role").value(v.role);
+            Json vol = {{"role", v.role}};
             if (!v.target.empty())
-                w.key("target").value(v.target);
-            w.key("name").value(v.name);
-            w.end_object();
+                vol["target"] = v.target;
+            vol["name"] = v.name;
+            volumes.push_back(std::move(vol));
         }
-        w.end_array();
-        w.end_object();
+        out.push_back({{"name", vm.name},
+                       {"uuid", vm.uuid},
+                       {"state", vm.state},
+                       {"accel", vm.domain_type == "kvm" ? "kvm" : "tcg"},
+                       {"memory_bytes", vm.memory_bytes},
+                       {"vcpus", vm.vcpus},
+                       {"generation", vm.lineage.generation},
+                       {"parent", text_or_null(vm.lineage.parent)},
+                       {"fork_point", text_or_null(vm.lineage.fork_point)},
+                       {"created_at", vm.lineage.created_at},
+                       {"pool", vm.lineage.pool},
+                       {"ports", ports},
+                       {"volumes", volumes}});
     }
-    w.end_array();
-    std::cout << w.str() << '\n';
+    print_json(out);
 }
 
 void run_ls(const LsCommand& cmd, Context& ctx) {
     std::vector<VmInfo> vms = vm_list(ctx.host());
     if (cmd.json) {
-        print_json(vms);
+        print_vms_json(vms);
         return;
     }
     std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-16s %-20s %s\n", "NAME", "STATE", "ACCEL", "GEN",

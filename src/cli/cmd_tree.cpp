@@ -1,6 +1,6 @@
 // forky tree [--json]: the family of forky's VMs, drawn from their lineage metadata.
 #include "commands.hpp"
-#include "json.hpp"
+#include "json_out.hpp"
 #include "vm.hpp"
 
 #include <iostream>
@@ -50,21 +50,14 @@ void draw_vm(const Family& f, const VmInfo& vm, const std::string& indent) {
 void run_tree(const TreeCommand& cmd, Context& ctx) {
     std::vector<VmInfo> vms = vm_list(ctx.host());
     if (cmd.json) {
-        JsonWriter w;
-        w.begin_array();
-        for (const auto& vm : vms) {
-            w.begin_object();
-            w.key("name").value(vm.name);
-            w.key("state").value(vm.state);
-            w.key("generation").value(static_cast<std::uint64_t>(vm.lineage.generation));
-            w.key("parent");
-            vm.lineage.parent.empty() ? w.null() : w.value(vm.lineage.parent);
-            w.key("fork_point");
-            vm.lineage.fork_point.empty() ? w.null() : w.value(vm.lineage.fork_point);
-            w.end_object();
-        }
-        w.end_array();
-        std::cout << w.str() << '\n';
+        Json out = Json::array();
+        for (const auto& vm : vms)
+            out.push_back({{"name", vm.name},
+                           {"state", vm.state},
+                           {"generation", vm.lineage.generation},
+                           {"parent", text_or_null(vm.lineage.parent)},
+                           {"fork_point", text_or_null(vm.lineage.fork_point)}});
+        print_json(out);
         return;
     }
     Family f;

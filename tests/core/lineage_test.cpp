@@ -1,4 +1,3 @@
-#include "json.hpp"
 #include "lineage.hpp"
 #include "transaction.hpp"
 
@@ -77,13 +76,4 @@ TEST(Transaction, TellsWhenARollbackCouldNotUndoEverything) {
         t.on_rollback("fine", [] {});
     }
     EXPECT_EQ(told, 1);
-}
-
-TEST(Json, QuotesAndNests) {
-    JsonWriter w;
-    w.begin_array().begin_object().key("a").value("x\"y\n").key("n").value(std::uint64_t{3});
-    w.key("p").null().key("l").begin_array().value(true).value("z").end_array().end_object();
-    w.begin_object().end_object().end_array();
-    EXPECT_EQ(w.str(), R"([{"a":"x\"y\n","n":3,"p":null,"l":[true,"z"]},{}])");
-    EXPECT_EQ(json_quote(std::string("\x01", 1)), "\"\\u0001\"");
 }
