@@ -20,10 +20,6 @@ const fs::path base_image() {
     return source_dir() / "domains/images/data.qcow2";
 }
 
-bool contains(const std::vector<std::string>& v, const std::string& x) {
-    return std::find(v.begin(), v.end(), x) != v.end();
-}
-
 std::string first_match(const std::string& text, const std::string& pattern) {
     std::smatch m;
     if (std::regex_search(text, m, std::regex(pattern)) && m.size() > 1)
@@ -54,7 +50,7 @@ TEST(Cli, UpBootsTheGuestAndItIsAnOrdinaryLibvirtDomain) {
     EXPECT_NE(ls.out.find("\"name\":\"it-up\""), std::string::npos) << ls.out;
     EXPECT_NE(ls.out.find("\"state\":\"running\""), std::string::npos) << ls.out;
     EXPECT_NE(ls.out.find("\"generation\":0"), std::string::npos) << ls.out;
-    EXPECT_TRUE(contains(domain_names(), "it-up"));
+    EXPECT_TRUE(has(domain_names(), "it-up"));
 
     // virsh dumpxml shows forky's lineage metadata.
     CommandResult xml = run({"virsh", "-c", libvirt_uri(), "dumpxml", "it-up"});
@@ -91,9 +87,9 @@ TEST(Cli, UpBootsTheGuestAndItIsAnOrdinaryLibvirtDomain) {
     EXPECT_EQ(rm_running.rc, 5) << rm_running.all();
     CommandResult rm = run_forky({"rm", "--force", "it-up"});
     ASSERT_EQ(rm.rc, 0) << rm.all();
-    EXPECT_FALSE(contains(domain_names(), "it-up"));
-    EXPECT_FALSE(contains(pool_files(), "it-up.vda.qcow2"));
-    EXPECT_FALSE(contains(pool_files(), "it-up.console.log"));
+    EXPECT_FALSE(has(domain_names(), "it-up"));
+    EXPECT_FALSE(has(pool_files(), "it-up.vda.qcow2"));
+    EXPECT_FALSE(has(pool_files(), "it-up.console.log"));
     EXPECT_EQ(sha256_of(base_image()), base_sum) << "the base image was written to";
     EXPECT_EQ(run_forky({"logs", "it-up"}).rc, 4);
 }
@@ -156,7 +152,7 @@ TEST(Cli, UpRefusesATakenNameAndLeavesTheFirstAlone) {
     CommandResult ls = run_forky({"ls", "--json"});
     EXPECT_NE(ls.out.find("\"name\":\"it-dup\""), std::string::npos);
     ASSERT_EQ(run_forky({"rm", "it-dup"}).rc, 0);
-    EXPECT_FALSE(contains(pool_files(), "it-dup.vda.qcow2"));
+    EXPECT_FALSE(has(pool_files(), "it-dup.vda.qcow2"));
 }
 
 TEST(Cli, LogsFollowStreamsUntilTheVmIsRemoved) {

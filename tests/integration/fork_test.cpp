@@ -20,19 +20,6 @@ using namespace forky::it;
 
 namespace {
 
-bool has(const std::vector<std::string>& v, const std::string& x) {
-    return std::find(v.begin(), v.end(), x) != v.end();
-}
-
-std::vector<std::string> lines(const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);)
-        if (!l.empty())
-            out.push_back(l);
-    return out;
-}
-
 // Waits until the child prints ticks, then checks it is the parent's guest carrying on:
 // the parent's token, a counter from where the parent was, no boot line.
 void expect_carries_on(const std::string& child, const std::string& token,
@@ -55,11 +42,6 @@ void expect_carries_on(const std::string& child, const std::string& token,
     if (parent_counter_before_fork != 0) {
         EXPECT_LT(first, parent_counter_before_fork + 100) << log;
     }
-}
-
-void remove_all(const std::vector<std::string>& vms) {
-    for (auto it = vms.rbegin(); it != vms.rend(); ++it)
-        run_forky({"rm", "--force", *it});
 }
 
 // The host port forwarded to `guest_port` of `vm`, from forky ls --json.

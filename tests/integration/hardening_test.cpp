@@ -21,21 +21,8 @@ using std::chrono::seconds;
 
 namespace {
 
-bool has(const std::vector<std::string>& v, const std::string& x) {
-    return std::find(v.begin(), v.end(), x) != v.end();
-}
-
 bool contains(const std::string& text, const std::string& part) {
     return text.find(part) != std::string::npos;
-}
-
-std::vector<std::string> lines(const std::string& text) {
-    std::vector<std::string> out;
-    std::istringstream in(text);
-    for (std::string l; std::getline(in, l);)
-        if (!l.empty())
-            out.push_back(l);
-    return out;
 }
 
 CommandResult virsh(std::vector<std::string> args) {
@@ -46,11 +33,6 @@ CommandResult virsh(std::vector<std::string> args) {
 CommandResult qemu_img(std::vector<std::string> args) {
     args.insert(args.begin(), "qemu-img");
     return run(args);
-}
-
-void remove_all(const std::vector<std::string>& vms) {
-    for (auto it = vms.rbegin(); it != vms.rend(); ++it)
-        run_forky({"rm", "--force", *it});
 }
 
 // A folder for hostile specs, with the test guest's kernel and initrd beside them (so the

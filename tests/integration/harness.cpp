@@ -244,6 +244,24 @@ void up_tiny(const std::string& name) {
     wait_for_console(name, "FORKY-TICK token=[0-9a-f]+ counter=[0-9]+ disk=[0-9a-f]{16}");
 }
 
+bool has(const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+}
+
+std::vector<std::string> lines(const std::string& text) {
+    std::vector<std::string> out;
+    std::istringstream in(text);
+    for (std::string l; std::getline(in, l);)
+        if (!l.empty())
+            out.push_back(l);
+    return out;
+}
+
+void remove_all(const std::vector<std::string>& vms) {
+    for (auto it = vms.rbegin(); it != vms.rend(); ++it)
+        run_forky({"rm", "--force", *it});
+}
+
 std::string slurp_file(const fs::path& file) {
     return slurp(file);
 }

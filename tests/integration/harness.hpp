@@ -65,6 +65,15 @@ unsigned long last_counter(const std::string& vm);
 // `forky up` of the tiny test guest under `name`, waiting for its first tick.
 void up_tiny(const std::string& name);
 
+// Whether `v` holds `x`.
+bool has(const std::vector<std::string>& v, const std::string& x);
+
+// The non-empty lines of `text`.
+std::vector<std::string> lines(const std::string& text);
+
+// `forky rm --force` of each VM, last first (children before their parents).
+void remove_all(const std::vector<std::string>& vms);
+
 // The whole content of a file ("" when absent).
 std::string slurp_file(const std::filesystem::path& file);
 
