@@ -1,5 +1,6 @@
 // forky up -f SPEC: create a VM from a YAML spec and start it.
 #include "commands.hpp"
+#include "errors.hpp"
 #include "spec.hpp"
 #include "vm.hpp"
 
@@ -16,13 +17,16 @@ struct UpCommand {
     bool no_start = false;
 };
 
-void run_up(const UpCommand& cmd, Context& ctx) {
+void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
+    if (name_given && cmd.name.empty())
+        throw UsageError("--name is empty; leave it out to use the spec's name");
+    const Config& config = ctx.config(); // a settings problem first: it concerns every spec
     DomainSpec spec = load_spec(cmd.spec_file);
     ctx.options.create_pool = true; // the first `forky up` makes forky's pool
     UpOptions options;
     options.name = cmd.name;
     options.start = !cmd.no_start;
-    options.image_dirs = ctx.config().image_dirs;
+    options.image_dirs = config.image_dirs;
     options.cancel = ctx.cancel();
     std::string name = vm_up(ctx.host(), spec, options);
     std::cout << (options.start ? "Started VM '" : "Defined VM '") << name << "'";
@@ -47,7 +51,7 @@ void setup_up(CLI::App& app, Context& ctx) {
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec")->required();
     sub->add_option("--name", cmd->name, "name of the VM (default: the spec's name)");
     sub->add_flag("--no-start", cmd->no_start, "define the VM but do not start it");
-    sub->callback([cmd, &ctx] { run_up(*cmd, ctx); });
+    sub->callback([cmd, &ctx, sub] { run_up(*cmd, ctx, sub->count("--name") > 0); });
 }
 
 } // namespace forky::cli

@@ -17,6 +17,7 @@ struct GlobalOptions {
     std::string pool_dir = default_pool_dir;
     bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
     std::string config = default_config_path; // --config, else $FORKY_CONFIG
+    bool config_named = false;                // by --config or $FORKY_CONFIG: must exist
     int verbosity = 0;
 };
 

@@ -30,7 +30,7 @@ Host& Context::host() {
 
 const Config& Context::config() {
     if (!config_)
-        config_ = load_config(options.config);
+        config_ = load_config(options.config, options.config_named);
     return *config_;
 }
 
@@ -71,6 +71,7 @@ int run(int argc, char** argv) {
     ctx.options.pool = env_or("FORKY_POOL", default_pool);
     ctx.options.pool_dir = env_or("FORKY_POOL_DIR", default_pool_dir);
     ctx.options.config = env_or("FORKY_CONFIG", default_config_path);
+    ctx.options.config_named = ctx.options.config != default_config_path;
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -90,7 +91,8 @@ int run(int argc, char** argv) {
                  "create the pool if it does not exist (forky up always may)");
     app.add_option("--config", ctx.options.config,
                    "forky's settings (image_dirs: where specs may take images from)")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.config_named = true; });
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug

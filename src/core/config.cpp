@@ -40,10 +40,14 @@ Config parse_config(const std::string& text, const fs::path& file) {
     return config;
 }
 
-Config load_config(const fs::path& file) {
+Config load_config(const fs::path& file, bool required) {
     std::error_code ec;
-    if (!fs::exists(fs::symlink_status(file, ec)))
+    if (!fs::exists(fs::symlink_status(file, ec))) {
+        if (required)
+            throw SpecError(file.string() + ": forky's settings file does not exist (named by "
+                                            "--config or FORKY_CONFIG)");
         return {};
+    }
     return parse_config(read_small_file(file), file);
 }
 

@@ -18,8 +18,10 @@ struct Config {
     std::vector<std::filesystem::path> image_dirs;
 };
 
-// Throws SpecError (file, line, key) for a file that exists and is wrong.
-Config load_config(const std::filesystem::path& file);
+// Throws SpecError (file, line, key) for a file that exists and is wrong, and, when the
+// file was named explicitly (`required`: --config, $FORKY_CONFIG), for one that is
+// missing: a typo there must not mean "no rules".
+Config load_config(const std::filesystem::path& file, bool required = false);
 
 // Parses configuration text as if it came from `file`.
 Config parse_config(const std::string& text, const std::filesystem::path& file);

@@ -150,14 +150,16 @@ namespace {
 // a pool found too small before), not a libvirt one.
 [[noreturn]] void rethrow_snapshot_failure(Host& host, const Error& e, std::uint64_t needed) {
     const std::string what = e.what();
-    std::uint64_t available = 0;
+    std::optional<std::uint64_t> available;
     try {
         available = host.pool_available();
     } catch (const Error&) {
+        // libvirt does not answer: not a question of space
     }
-    if (what.find("No space left on device") != std::string::npos || available < needed) {
+    const bool no_space = what.find("No space left on device") != std::string::npos;
+    if (available && (no_space || *available < needed)) {
         StorageError full(what + " (pool '" + host.options().pool + "' has " +
-                          format_size(available) + " free; this fork needs about " +
+                          format_size(*available) + " free; this fork needs about " +
                           format_size(needed) + ")");
         full.with_libvirt_code(e.libvirt_code());
         throw full;
@@ -179,6 +181,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     const CancelToken& cancel = o.cancel;
     const std::string what = "Fork of VM '" + parent + "'";
 
+    host.pool(); // NotFoundError for a pool that does not exist
     DomainPtr dom = host.domain(parent);
     require_forky_vm(dom.get(), parent, "not forking");
     require_forkable(dom.get(), parent, o);
@@ -274,6 +277,11 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     const std::string mem_path = host.volume_path(mem_vol.get());
     fault_point("memory-volume", 0, cancel);
 
+    auto resume_parent = [&host, parent_uuid, parent] {
+        DomainPtr d(virDomainLookupByUUIDString(host.conn(), parent_uuid.c_str()));
+        lv_check(d.get(), "Failed to find VM '" + parent + "'");
+        lv_check(virDomainResume(d.get()), "Failed to resume VM '" + parent + "'");
+    };
     const auto t_snapshot = Clock::now();
     std::map<std::string, std::string> new_tops; // target -> path
     Lineage parent_lineage = lineage;
@@ -295,16 +303,12 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         cancel.check(what);
         std::optional<Clock::time_point> suspended;
         if (o.cold && domain_state(dom.get()) == "running") {
-            // Journalled first: should forky be killed now, gc resumes the parent.
-            if (!o.keep_paused)
-                lock.record_paused(parent_uuid);
+            // Journalled first: should forky be killed before the fork is complete, gc
+            // resumes the parent (--keep-paused is for a fork that succeeds).
+            lock.record_paused(parent_uuid);
             lv_check(virDomainSuspend(dom.get()), "Failed to pause VM '" + parent + "'");
             suspended = Clock::now();
-            before_snapshot.on_rollback("resume VM '" + parent + "'", [&host, parent_uuid, parent] {
-                DomainPtr d(virDomainLookupByUUIDString(host.conn(), parent_uuid.c_str()));
-                lv_check(d.get(), "Failed to find VM '" + parent + "'");
-                lv_check(virDomainResume(d.get()), "Failed to resume VM '" + parent + "'");
-            });
+            before_snapshot.on_rollback("resume VM '" + parent + "'", resume_parent);
         }
         fault_point("snapshot", 0, cancel);
         unsigned flags = VIR_DOMAIN_SNAPSHOT_CREATE_NO_METADATA |
@@ -329,6 +333,8 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         write_lineage(dom.get(), parent, parent_lineage);
         if (suspended && o.keep_paused) {
             result.parent_left_paused = true;
+            // A fork that fails after all runs the parent again, as it was.
+            txn.on_rollback("resume VM '" + parent + "'", resume_parent);
         } else if (suspended) {
             if (virDomainResume(dom.get()) < 0) {
                 // The fork point is good and the children can still be made.
@@ -392,6 +398,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
         cl.fork_point = fork_point;
         cl.generation = lineage.generation + 1;
         cl.created_at = utc_now_rfc3339();
+        cl.operation = lock.journal().op;
         cl.ttl = lineage.ttl;
         cl.pool = host.options().pool;
         cl.spec = lineage.spec;
@@ -488,6 +495,7 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     fault_point("commit", 0, cancel);
     cancel.check(what);
     result.children_ms = ms_since(t_children);
+    lock.record_committed(); // the commit point: fails (and undoes) if libvirt is gone
     txn.commit();
     lock.release();
     result.total_ms = ms_since(t_start);

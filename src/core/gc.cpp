@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "log.hpp"
+#include "names.hpp"
 #include "vm.hpp"
 #include "vm_lock.hpp"
 
@@ -14,12 +15,6 @@
 #include <thread>
 
 namespace forky {
-
-bool is_forky_volume_name(const std::string& name) {
-    static const std::regex re(
-        R"(^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\.(vd[a-z]{1,2}(\.fp[0-9]+)?\.qcow2|console\.log|fp[0-9]+\.mem)$)");
-    return std::regex_match(name, re);
-}
 
 namespace {
 
@@ -119,6 +114,10 @@ std::optional<std::string> journal_child_problem(const Journal& j, const std::st
     auto created = parse_rfc3339(lineage->created_at);
     if (!created || *created < j.since)
         return "it was created (" + lineage->created_at + ") before that operation started";
+    if (lineage->operation != j.op)
+        return "another operation made it (" +
+               (lineage->operation.empty() ? std::string("none recorded") : lineage->operation) +
+               ", not " + j.op + ")";
     return std::nullopt;
 }
 
@@ -145,18 +144,33 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             protected_names.insert(lock);
             continue;
         }
+        if (j.state == Journal::State::valid && lock != lock_volume_name(j.vm)) {
+            result.refused.push_back(lock + ": its journal is about VM '" + j.vm +
+                                     "', whose lock is '" + lock_volume_name(j.vm) +
+                                     "'; left alone");
+            protected_names.insert(lock);
+            continue;
+        }
         // A journal still blank after a second belongs to a process that died at once;
         // one that cannot be read is assumed alive.
         const bool alive = j.state == Journal::State::unreadable ||
                            (j.state == Journal::State::valid && j.holder_alive());
         const bool settling = !alive && job_running(host, j.vm);
         if (alive || settling || !o.undo_dead_operations) {
-            if (alive || settling)
+            if (j.state == Journal::State::unreadable)
+                result.busy.push_back(j.vm + " (its journal cannot be read now: " + j.problem +
+                                      ")");
+            else if (alive || settling)
                 result.busy.push_back(j.vm + " (" + j.operation + " by process " +
                                       std::to_string(j.holder_pid) +
                                       (settling ? ", gone; libvirt is finishing its job)" : ")"));
             protected_names.insert(lock);
             protected_names.insert(j.volumes.begin(), j.volumes.end());
+            continue;
+        }
+        if (j.committed) {
+            // Complete: its VMs are whole. Only its lock outlived it.
+            dead_locks.push_back(lock);
             continue;
         }
         for (const auto& [child, uuid] : j.children) {
@@ -168,9 +182,8 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
                                          "; VM left alone");
                 continue;
             }
-            if (!o.dry_run)
-                remove_domain(host, child, uuid);
-            result.removed_domains.push_back(child);
+            if (o.dry_run || remove_domain(host, child, uuid))
+                result.removed_domains.push_back(child);
         }
         if (!j.paused.empty() && !j.resumed)
             if (auto resumed = resume_paused_parent(host, j, o.dry_run))

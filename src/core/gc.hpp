@@ -32,13 +32,10 @@ struct GcResult {
 
 GcResult collect_garbage(Host& host, const GcOptions& options = {});
 
-// Whether `name` is a volume name forky makes (and so may collect).
-bool is_forky_volume_name(const std::string& name);
-
 // Why gc may not remove domain `name`, which the journal of a dead operation names
 // (nullopt when it may): only a domain that carries forky's lineage for that very
-// operation goes: made in `pool`, by `forky up` of that name or as a child of the
-// journal's VM, created after the operation started.
+// operation goes: made in `pool` by that operation (its id in the lineage), by `forky up`
+// of that name or as a child of the journal's VM, created after the operation started.
 std::optional<std::string> journal_child_problem(const Journal& journal, const std::string& name,
                                                  const std::optional<Lineage>& lineage,
                                                  const std::string& pool);

@@ -6,6 +6,7 @@
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdio>
@@ -57,6 +58,19 @@ std::string download(virConnectPtr conn, virStorageVolPtr vol, const std::string
     return out;
 }
 
+VolumeInfo volume_info_from_xml(const std::string& xml) {
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    VolumeInfo info;
+    info.name = doc.select_node("/volume/name").node().text().get();
+    info.path = doc.select_node("/volume/target/path").node().text().get();
+    info.backing = doc.select_node("/volume/backingStore/path").node().text().get();
+    info.capacity = doc.select_node("/volume/capacity").node().text().as_ullong();
+    info.allocation = doc.select_node("/volume/allocation").node().text().as_ullong();
+    info.owner = doc.select_node("/volume/target/permissions/owner").node().text().as_llong(-1);
+    return info;
+}
+
 } // namespace
 
 Host::Host(HostOptions options) : options_(std::move(options)) {
@@ -98,7 +112,8 @@ virStoragePoolPtr Host::pool() {
         // forky's alone: its owner (libvirtd's user) writes, others may only traverse to
         // the images QEMU opens. Building the pool applies it to a folder that exists.
         target.append_child("permissions").append_child("mode").text().set("0711");
-        pool.reset(virStoragePoolDefineXML(conn(), to_xml(doc).c_str(), 0));
+        const std::string pool_xml = to_xml(doc);
+        pool.reset(virStoragePoolDefineXML(conn(), pool_xml.c_str(), 0));
         if (!pool) {
             try {
                 throw_libvirt_error("Failed to create storage pool '" + name + "' at '" +
@@ -110,12 +125,9 @@ virStoragePoolPtr Host::pool() {
                     throw;
             }
         } else {
+            build_new_pool(pool.get(), pool_xml);
             logger("host")->info("Created storage pool '{}' at '{}' (mode 0711)", name,
                                  options_.pool_dir);
-            lv_check(virStoragePoolBuild(pool.get(), 0),
-                     "Failed to build storage pool '" + name + "'");
-            lv_check(virStoragePoolSetAutostart(pool.get(), 1),
-                     "Failed to autostart storage pool '" + name + "'");
         }
     }
     int active =
@@ -137,6 +149,55 @@ virStoragePoolPtr Host::pool() {
         throw;
     }
     return pool_.get();
+}
+
+void Host::build_new_pool(virStoragePoolPtr pool, const std::string& xml) {
+    const std::string& name = options_.pool;
+    const std::string where = "'" + options_.pool_dir + "'";
+    auto give_up = [pool](const std::string& why) {
+        if (virStoragePoolIsActive(pool) == 1)
+            virStoragePoolDestroy(pool);
+        virStoragePoolUndefine(pool);
+        clear_libvirt_error();
+        throw StorageError(why);
+    };
+    if (is_local()) {
+        struct stat st {};
+        if (::lstat(options_.pool_dir.c_str(), &st) == 0 && S_ISLNK(st.st_mode))
+            give_up("Cannot make storage pool '" + name + "' at " + where +
+                    ": it is a symbolic link; give --pool-dir a real folder");
+    }
+    // A folder that exists already starts as a pool without being built: forky takes it
+    // only if it is empty (building it would chmod whatever someone keeps there).
+    if (virStoragePoolCreate(pool, 0) == 0) {
+        const int n = virStoragePoolNumOfVolumes(pool);
+        if (n != 0)
+            give_up("Cannot make storage pool '" + name + "' at " + where +
+                    ": the folder exists and is not empty; forky makes its pool in a new or "
+                    "empty folder (choose another --pool-dir)");
+        virStoragePoolDestroy(pool);
+        // Starting it read the folder's mode into the definition; define it again (same
+        // UUID), so the build sets 0711 rather than what the folder had.
+        char uuid[VIR_UUID_STRING_BUFLEN] = {};
+        lv_check(virStoragePoolGetUUIDString(pool, uuid),
+                 "Failed to read storage pool '" + name + "'");
+        pugi::xml_document doc;
+        doc.load_string(xml.c_str());
+        pugi::xml_node root = doc.child("pool");
+        root.insert_child_after("uuid", root.child("name")).text().set(uuid);
+        StoragePoolPtr again(virStoragePoolDefineXML(conn(), to_xml(doc).c_str(), 0));
+        lv_check(again.get(), "Failed to define storage pool '" + name + "'");
+    }
+    clear_libvirt_error();
+    if (virStoragePoolBuild(pool, 0) < 0) {
+        try {
+            throw_libvirt_error("Failed to build storage pool '" + name + "' at " + where);
+        } catch (const Error& e) {
+            give_up(e.what());
+        }
+    }
+    lv_check(virStoragePoolSetAutostart(pool, 1),
+             "Failed to autostart storage pool '" + name + "'");
 }
 
 void Host::check_pool_is_safe() {
@@ -186,6 +247,33 @@ std::string Host::pool_path() {
     return doc.select_node("/pool/target/path").node().text().get();
 }
 
+std::vector<std::string> Host::other_pool_dirs() {
+    virStoragePoolPtr* raw = nullptr;
+    int n = lv_check(virConnectListAllStoragePools(conn(), &raw, 0),
+                     "Failed to list the storage pools of '" + options_.uri + "'");
+    std::vector<StoragePoolPtr> pools;
+    for (int i = 0; i < n; ++i)
+        pools.emplace_back(raw[i]);
+    std::free(raw);
+    std::vector<std::string> dirs;
+    for (const auto& p : pools) {
+        const char* name = virStoragePoolGetName(p.get());
+        if (name != nullptr && options_.pool == name)
+            continue;
+        char* xml = virStoragePoolGetXMLDesc(p.get(), 0);
+        if (xml == nullptr) {
+            clear_libvirt_error(); // undefined meanwhile
+            continue;
+        }
+        pugi::xml_document doc;
+        doc.load_string(CString(xml).get());
+        std::string path = doc.select_node("/pool/target/path").node().text().get();
+        if (!path.empty() && path.front() == '/')
+            dirs.push_back(path);
+    }
+    return dirs;
+}
+
 long long Host::pool_owner() {
     pool();
     return pool_owner_;
@@ -206,7 +294,10 @@ std::string Host::pool_dir_if_any() {
 }
 
 bool Host::reconnect_if_lost() noexcept {
-    if (conn_ && virConnectIsAlive(conn_.get()) == 1)
+    // A client learns that libvirtd dropped it only on its next call: ask something cheap.
+    unsigned long version = 0;
+    if (conn_ && virConnectIsAlive(conn_.get()) == 1 &&
+        virConnectGetLibVersion(conn_.get(), &version) == 0)
         return true;
     clear_libvirt_error();
     try {
@@ -252,6 +343,18 @@ StorageVolPtr Host::create_raw_volume(const std::string& name, std::uint64_t cap
     StorageVolPtr vol(virStorageVolCreateXML(pool(), to_xml(doc).c_str(), 0));
     lv_check(vol.get(), "Failed to create volume '" + name + "' in pool '" + options_.pool + "'");
     return vol;
+}
+
+std::optional<VolumeInfo> Host::volume_info(const std::string& name) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        return std::nullopt;
+    char* xml = virStorageVolGetXMLDesc(vol.get(), 0);
+    if (xml == nullptr) {
+        expect_absent(VIR_ERR_NO_STORAGE_VOL, "Failed to read volume '" + name + "'");
+        return std::nullopt;
+    }
+    return volume_info_from_xml(take_string(xml, ""));
 }
 
 StorageVolPtr Host::find_volume(const std::string& name) {
@@ -307,17 +410,7 @@ std::vector<VolumeInfo> Host::volumes() {
                           "Failed to read a volume of pool '" + options_.pool + "'");
             continue;
         }
-        std::string xml = take_string(raw_xml, "");
-        pugi::xml_document doc;
-        doc.load_string(xml.c_str());
-        VolumeInfo info;
-        info.name = doc.select_node("/volume/name").node().text().get();
-        info.path = doc.select_node("/volume/target/path").node().text().get();
-        info.backing = doc.select_node("/volume/backingStore/path").node().text().get();
-        info.capacity = doc.select_node("/volume/capacity").node().text().as_ullong();
-        info.allocation = doc.select_node("/volume/allocation").node().text().as_ullong();
-        info.owner = doc.select_node("/volume/target/permissions/owner").node().text().as_llong(-1);
-        out.push_back(std::move(info));
+        out.push_back(volume_info_from_xml(take_string(raw_xml, "")));
     }
     return out;
 }

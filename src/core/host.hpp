@@ -7,6 +7,7 @@
 #include "spec.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -64,6 +65,8 @@ public:
     // The pool's folder if the pool exists, else the folder it would be created at;
     // creates nothing.
     std::string pool_dir_if_any();
+    // The folders of the hypervisor's other storage pools (where other VMs' disks are).
+    std::vector<std::string> other_pool_dirs();
     // The owner (uid) of the pool's folder, -1 when libvirt does not say.
     long long pool_owner();
 
@@ -78,7 +81,8 @@ public:
     // A raw file of `capacity` bytes (sparse), e.g. an empty console log that virtlogd
     // appends to, or the memory image a snapshot writes into.
     StorageVolPtr create_raw_volume(const std::string& name, std::uint64_t capacity = 0);
-    StorageVolPtr find_volume(const std::string& name); // null when absent
+    StorageVolPtr find_volume(const std::string& name);             // null when absent
+    std::optional<VolumeInfo> volume_info(const std::string& name); // nullopt when absent
     std::string volume_path(virStorageVolPtr vol);
     // Returns false when the volume was not there (or went meanwhile): deleted by someone
     // else, which is not an error.
@@ -104,6 +108,7 @@ public:
     std::string domain_type_for(Accel accel);
 
 private:
+    void build_new_pool(virStoragePoolPtr pool, const std::string& xml);
     void check_pool_is_safe();
 
     HostOptions options_;

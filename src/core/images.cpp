@@ -1,12 +1,17 @@
 #include "images.hpp"
 
 #include "errors.hpp"
+#include "names.hpp"
 #include "process.hpp"
 
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cstdio>
 
 namespace forky {
 
@@ -50,28 +55,104 @@ std::string describe_chain(const std::vector<ImageLayer>& chain) {
 } // namespace
 
 const std::vector<fs::path>& forbidden_image_dirs() {
-    static const std::vector<fs::path> dirs{"/proc", "/sys", "/dev", "/etc", "/root"};
+    static const std::vector<fs::path> dirs{"/proc", "/sys", "/dev", "/etc", "/root", "/run"};
     return dirs;
 }
 
+namespace {
+
+fs::path resolved_dir(const fs::path& dir) {
+    std::error_code ec;
+    fs::path real = fs::weakly_canonical(dir, ec);
+    return ec ? dir.lexically_normal() : real;
+}
+
+// Why others than root and this user could change `path` (nullopt when they cannot).
+std::optional<std::string> writable_by_others(const fs::path& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) != 0)
+        return std::nullopt;
+    if (st.st_uid != 0 && st.st_uid != ::geteuid())
+        return "belongs to uid " + std::to_string(st.st_uid);
+    if ((st.st_mode & 022) != 0) {
+        char mode[16];
+        std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+        return std::string("can be written by others (mode ") + mode + ")";
+    }
+    return std::nullopt;
+}
+
+// Why someone other than root and this user could swap `file` (resolved, existing), or
+// reach it under a second name: it or a folder above it is theirs or open to them. A
+// sticky folder (/tmp) lets nobody but an entry's owner rename or remove that entry.
+std::optional<std::string> swappable(const fs::path& file) {
+    struct stat st {};
+    if (::lstat(file.c_str(), &st) != 0)
+        return "cannot be examined";
+    if (S_ISREG(st.st_mode) && st.st_nlink > 1)
+        return "has " + std::to_string(st.st_nlink) +
+               " names (hard links), so forky cannot tell where else it lives";
+    if (auto why = writable_by_others(file))
+        return *why + ", so it could be changed after forky checked it";
+    for (fs::path dir = file.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+        struct stat d {};
+        if (::lstat(dir.c_str(), &d) != 0)
+            break;
+        if (d.st_uid != 0 && d.st_uid != ::geteuid())
+            return "lies in '" + dir.string() + "', which belongs to uid " +
+                   std::to_string(d.st_uid) + ", who could swap it after forky checked it";
+        if ((d.st_mode & 022) != 0 && (d.st_mode & S_ISVTX) == 0)
+            return "lies in '" + dir.string() +
+                   "', which others can write, so it could be swapped after forky checked it";
+        if (dir == dir.root_path())
+            break;
+    }
+    return std::nullopt;
+}
+
+bool is_forky_made(const fs::path& file, const fs::path& pool_dir) {
+    const std::string name = file.filename().string();
+    const bool lock = name.size() > 5 && name.compare(name.size() - 5, 5, ".lock") == 0;
+    return file.parent_path() != pool_dir || lock || is_forky_volume_name(name);
+}
+
+} // namespace
+
 ImageRules image_rules_for(const DomainSpec& spec, const std::vector<fs::path>& configured,
-                           const std::string& pool, const std::string& pool_dir) {
+                           const std::string& pool, const std::string& pool_dir,
+                           const std::vector<fs::path>& other_pool_dirs) {
     ImageRules rules;
-    auto add = [&rules](const fs::path& dir) {
-        std::error_code ec;
-        fs::path real = fs::weakly_canonical(dir, ec);
-        rules.allowed_dirs.push_back(ec ? dir.lexically_normal() : real);
-    };
+    if (!pool_dir.empty())
+        rules.pool_dir = resolved_dir(pool_dir);
     if (!configured.empty()) {
         for (const auto& d : configured)
-            add(d);
+            rules.allowed_dirs.push_back(resolved_dir(d));
         rules.allowed_by = "image_dirs in forky's configuration";
     } else {
-        add(spec.source.parent_path());
-        if (!pool_dir.empty())
-            add(pool_dir);
-        rules.allowed_by = "by default the spec's folder and pool '" + pool +
-                           "'; an administrator sets image_dirs in /etc/forky/forky.yaml";
+        const fs::path spec_dir = resolved_dir(spec.source.parent_path());
+        std::string note;
+        if (spec_dir == spec_dir.root_path())
+            note = "; the spec's folder is /, which is no image folder";
+        else if (auto why = writable_by_others(spec_dir))
+            note = "; the spec's folder " + spec_dir.string() + " " + *why +
+                   ", so it is no image folder";
+        else
+            rules.allowed_dirs.push_back(spec_dir);
+        if (!rules.pool_dir.empty())
+            rules.allowed_dirs.push_back(rules.pool_dir);
+        rules.allowed_by = "by default the spec's folder and pool '" + pool + "'" + note +
+                           "; an administrator sets image_dirs in /etc/forky/forky.yaml";
+    }
+    // Other pools hold other VMs' disks: out of bounds unless an image_dir lies in one.
+    for (const auto& d : other_pool_dirs) {
+        const fs::path other = resolved_dir(d);
+        if (other == rules.pool_dir)
+            continue;
+        bool configured_inside = false;
+        for (const auto& c : configured)
+            configured_inside = configured_inside || is_under(resolved_dir(c), other);
+        if (!configured_inside)
+            rules.denied_dirs.push_back(other);
     }
     return rules;
 }
@@ -84,24 +165,37 @@ std::optional<std::string> image_file_problem(const std::string& file, const Ima
     if (auto why = forbidden_dir_of(lexical))
         return why;
     fs::path real = lexical;
+    std::string via;
     if (resolve_links) {
         std::error_code ec;
         real = fs::canonical(lexical, ec);
         if (ec)
             return "does not exist";
         if (real != lexical) {
+            via = "leads to '" + real.string() + "', which ";
             if (auto why = forbidden_dir_of(real))
-                return "leads to '" + real.string() + "', which " + *why;
+                return via + *why;
         }
         if (!fs::is_regular_file(real, ec))
-            return "is not a regular file";
+            return via + "is not a regular file";
     }
-    for (const auto& dir : rules.allowed_dirs)
+    for (const auto& dir : rules.denied_dirs)
         if (is_under(real, dir))
-            return std::nullopt;
-    return std::string(real != lexical ? "leads to '" + real.string() + "', which " : "") +
-           "is not under a folder allowed for images (" + join(rules.allowed_dirs) + ": " +
-           rules.allowed_by + ")";
+            return via + "lies in the folder of another storage pool (" + dir.string() +
+                   "), where other VMs' disks are";
+    if (!rules.pool_dir.empty() && is_under(real, rules.pool_dir) &&
+        is_forky_made(real, rules.pool_dir))
+        return via + "is a volume forky made for a VM (its disk, memory or journal)";
+    bool allowed = false;
+    for (const auto& dir : rules.allowed_dirs)
+        allowed = allowed || is_under(real, dir);
+    if (!allowed)
+        return via + "is not under a folder allowed for images (" + join(rules.allowed_dirs) +
+               ": " + rules.allowed_by + ")";
+    if (resolve_links)
+        if (auto why = swappable(real))
+            return via + *why;
+    return std::nullopt;
 }
 
 std::vector<ImageLayer> parse_image_chain(std::string_view text) {

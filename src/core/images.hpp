@@ -1,9 +1,16 @@
 // What a spec may hand to a guest. A kernel, an initrd or a disk's base image is read by
 // QEMU as root on the guest's behalf, and a qcow2 file names further files (its backing
 // chain, an external data file) that QEMU opens too. So every file a spec reaches, the
-// whole chain included, must lie under a folder allowed for images: the administrator's
-// `image_dirs` (config.hpp) or, by default, the spec's own folder and forky's pool; and
-// never under /proc, /sys, /dev, /etc or /root, whatever a setting says.
+// whole chain included, must:
+//   - lie under a folder allowed for images: the administrator's `image_dirs`
+//     (config.hpp) or, by default, the spec's own folder (unless others can write it, or
+//     it is /) and forky's pool;
+//   - never lie under /proc, /sys, /dev, /etc, /root or /run, whatever a setting says,
+//     nor in another libvirt storage pool's folder (other VMs' disks) unless an image_dir
+//     says so, nor be a volume forky made (a VM's layers, memory images, journals);
+//   - be changeable only by root or by whoever runs forky: the file and every folder
+//     above it (a sticky folder such as /tmp excepted), so nobody else can swap it between
+//     forky's check and QEMU's open; and have no second name (hard link) elsewhere.
 //
 // forky checks twice: before anything is made, with qemu's own image info of each chain
 // (qemu-img on the machine that reads the spec; libvirt's storage API sees only files in
@@ -24,6 +31,8 @@ namespace forky {
 struct ImageRules {
     std::vector<std::filesystem::path> allowed_dirs; // absolute, links resolved
     std::string allowed_by;                          // where the list came from, for messages
+    std::vector<std::filesystem::path> denied_dirs;  // other storage pools' folders
+    std::filesystem::path pool_dir;                  // forky's own pool
 };
 
 // Folders forky never reads images from.
@@ -31,9 +40,11 @@ const std::vector<std::filesystem::path>& forbidden_image_dirs();
 
 // The rules for `spec`: the administrator's `configured` folders, or, when there are
 // none, the spec's own folder and the pool's (`pool_dir`, `pool` for messages).
+// `other_pool_dirs`: the folders of the host's other storage pools.
 ImageRules image_rules_for(const DomainSpec& spec,
                            const std::vector<std::filesystem::path>& configured,
-                           const std::string& pool, const std::string& pool_dir);
+                           const std::string& pool, const std::string& pool_dir,
+                           const std::vector<std::filesystem::path>& other_pool_dirs = {});
 
 // Why `file` may not be read for a guest (nullopt when it may). With `resolve_links`, the
 // file must exist here and is judged by where its links lead; without, by its path alone

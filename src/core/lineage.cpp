@@ -60,6 +60,8 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
     if (!l.fork_point.empty())
         w.text(root, "fork-point", l.fork_point);
     w.text(root, "created-at", l.created_at);
+    if (!l.operation.empty())
+        w.text(root, "operation", l.operation);
     if (l.ttl)
         w.text(root, "ttl", std::to_string(l.ttl->count()));
     w.text(root, "pool", l.pool);
@@ -109,6 +111,7 @@ Lineage lineage_from_xml(std::string_view xml) {
     l.parent = child_local(root, "parent").text().get();
     l.fork_point = child_local(root, "fork-point").text().get();
     l.created_at = child_local(root, "created-at").text().get();
+    l.operation = child_local(root, "operation").text().get();
     if (pugi::xml_node ttl = child_local(root, "ttl"))
         l.ttl = std::chrono::seconds(ttl.text().as_llong());
     l.pool = child_local(root, "pool").text().get();

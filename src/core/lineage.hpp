@@ -34,6 +34,7 @@ struct Lineage {
     std::string fork_point; // the fork point this VM was forked from ("web.fp2"), if any
     unsigned generation = 0;
     std::string created_at; // RFC 3339, UTC
+    std::string operation;  // id of the forky operation that made it (its journal's `op`)
     std::optional<std::chrono::seconds> ttl;
     std::string pool; // the storage pool holding the volumes below
     std::vector<OwnedVolume> volumes;

@@ -2,6 +2,9 @@
 
 #include "errors.hpp"
 
+#include <cstdio>
+#include <regex>
+
 namespace forky {
 
 namespace {
@@ -26,7 +29,27 @@ std::optional<std::string> name_problem(std::string_view name) {
 
 void require_valid_name(std::string_view name) {
     if (auto why = name_problem(name))
-        throw UsageError("Invalid VM name '" + std::string(name) + "': " + *why);
+        throw UsageError("Invalid VM name " + forky::quoted(name) + ": " + *why);
+}
+
+bool is_forky_volume_name(const std::string& name) {
+    static const std::regex re(
+        R"(^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\.(vd[a-z]{1,2}(\.fp[0-9]+)?\.qcow2|console\.log|fp[0-9]+\.mem)$)");
+    return std::regex_match(name, re);
+}
+
+std::string quoted(std::string_view text) {
+    std::string out = "'";
+    for (unsigned char c : text) {
+        if (c >= 0x20 && c < 0x7f) {
+            out += static_cast<char>(c);
+        } else {
+            char buf[8];
+            std::snprintf(buf, sizeof buf, "\\x%02x", c);
+            out += buf;
+        }
+    }
+    return out + "'";
 }
 
 } // namespace forky

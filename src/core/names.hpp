@@ -16,4 +16,12 @@ std::optional<std::string> name_problem(std::string_view name);
 // Throws UsageError "Invalid VM name 'x': why" when the name is not valid.
 void require_valid_name(std::string_view name);
 
+// Whether `name` is a volume name forky makes for a VM (its overlays, console log, fork
+// points' layers and memory images): what gc may collect, and what no spec may name.
+bool is_forky_volume_name(const std::string& name);
+
+// `text` in single quotes, with control characters and non-ASCII bytes escaped (\x1b), for
+// messages that repeat what a user or a file gave.
+std::string quoted(std::string_view text);
+
 } // namespace forky

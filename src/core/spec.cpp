@@ -78,7 +78,7 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
     YAML::Node name = r.required(root, "name", "name");
     spec.name = r.scalar(name, "name");
     if (auto why = name_problem(spec.name))
-        r.fail(name, "name", "'" + spec.name + "' is not a valid VM name: " + *why);
+        r.fail(name, "name", forky::quoted(spec.name) + " is not a valid VM name: " + *why);
 
     YAML::Node memory = r.required(root, "memory", "memory");
     std::string why;

@@ -62,7 +62,7 @@ Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::s
     auto lineage = read_lineage(dom);
     if (!lineage)
         throw ConflictError("Domain '" + name + "' was not made by forky (no forky metadata); " +
-                            what + " it (virsh can)");
+                            what + " it");
     return *lineage;
 }
 
@@ -102,8 +102,10 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
     // Every file the spec names, checked before anything is made.
+    const auto others = host.other_pool_dirs();
     const ImageRules rules =
-        image_rules_for(given, options.image_dirs, host.options().pool, host.pool_dir_if_any());
+        image_rules_for(given, options.image_dirs, host.options().pool, host.pool_dir_if_any(),
+                        {others.begin(), others.end()});
     const DomainSpec spec = check_spec_images(given, rules);
     const std::string domain_type = host.domain_type_for(spec.accel);
     const CancelToken& cancel = options.cancel;
@@ -116,6 +118,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     Lineage lineage;
     lineage.generation = 0;
     lineage.created_at = utc_now_rfc3339();
+    lineage.operation = lock.journal().op;
     lineage.ttl = spec.ttl;
     lineage.pool = host.options().pool;
     lineage.spec = spec.source.string();
@@ -180,6 +183,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
         fault_point("up-start", 0, cancel);
     }
     cancel.check("forky up");
+    lock.record_committed(); // the commit point: fails (and undoes) if libvirt is gone
     txn.commit();
     logger("vm")->info("VM '{}' is up ({})", name, domain_type);
     return name;
@@ -187,16 +191,20 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
 
 namespace {
 
-// Powers a domain off; a domain that went down by itself meanwhile is not an error.
-void destroy_unless_gone(virDomainPtr dom, const std::string& name) {
+// Powers a domain off; a domain that went down by itself (or by another's hand)
+// meanwhile is not an error. Returns whether this call powered it off.
+bool destroy_unless_gone(virDomainPtr dom, const std::string& name) {
     if (virDomainDestroy(dom) == 0)
-        return;
+        return true;
     try {
         throw_libvirt_error("Failed to stop VM '" + name + "'");
+    } catch (const NotFoundError&) {
+        return false;
     } catch (const Error&) {
         if (domain_is_active(dom))
             throw;
     }
+    return false;
 }
 
 VmInfo describe(virDomainPtr dom, Lineage lineage) {
@@ -217,10 +225,16 @@ VmInfo describe(virDomainPtr dom, Lineage lineage) {
 } // namespace
 
 std::vector<VmInfo> vm_list(Host& host) {
+    host.pool(); // a pool that does not exist (a typo in --pool) is an error, not "no VMs"
     std::vector<VmInfo> out;
     for (const auto& dom : host.domains()) {
-        if (auto lineage = read_lineage(dom.get()))
-            out.push_back(describe(dom.get(), std::move(*lineage)));
+        try {
+            auto lineage = read_lineage(dom.get());
+            if (lineage && lineage->pool == host.options().pool)
+                out.push_back(describe(dom.get(), std::move(*lineage)));
+        } catch (const NotFoundError&) {
+            // undefined while being listed
+        }
     }
     std::sort(out.begin(), out.end(),
               [](const VmInfo& a, const VmInfo& b) { return a.name < b.name; });
@@ -233,35 +247,41 @@ std::string domain_uuid(virDomainPtr dom) {
     return uuid;
 }
 
-void remove_domain(Host& host, const std::string& name, const std::string& uuid) {
+bool remove_domain(Host& host, const std::string& name, const std::string& uuid) {
     DomainPtr d = host.find_domain(name);
     if (!d)
-        return;
+        return false;
     if (!uuid.empty() && domain_uuid(d.get()) != uuid)
-        return; // another VM has this name now
+        return false; // another VM has this name now
     // Undefine first: a running persistent domain becomes transient and goes with the
-    // destroy, so nothing is asked of a domain that may have vanished meanwhile.
+    // destroy, so nothing is asked of a domain that may have vanished meanwhile. Whoever
+    // takes the last step (the undefine of a stopped one, the destroy of a running one)
+    // removed it; a concurrent remover's same step fails as "not found".
     try {
-        if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1)
+        const bool active = domain_is_active(d.get());
+        if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1) {
             lv_check(virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
                                                          VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
                      "Failed to undefine VM '" + name + "'");
+            if (!active)
+                return true;
+        }
         if (domain_is_active(d.get()))
-            destroy_unless_gone(d.get(), name);
+            return destroy_unless_gone(d.get(), name);
     } catch (const NotFoundError&) {
-        // gone by itself
+        // gone by itself, or by another's hand
     }
+    return false;
 }
 
 VmInfo vm_info(Host& host, const std::string& name) {
+    host.pool();
     DomainPtr dom = host.domain(name);
-    auto lineage = read_lineage(dom.get());
-    if (!lineage)
-        throw NotFoundError("Domain '" + name + "' was not made by forky (no forky metadata)");
-    return describe(dom.get(), std::move(*lineage));
+    return describe(dom.get(), require_forky_vm(dom.get(), name, "not reading"));
 }
 
 bool vm_stop(Host& host, const std::string& name, const StopOptions& options) {
+    host.pool();
     DomainPtr dom = host.domain(name);
     require_same_pool(host, name, require_forky_vm(dom.get(), name, "not stopping"));
     VmLock lock = VmLock::acquire(host, name, "stop", options.lock_wait, options.cancel);
@@ -311,6 +331,7 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::vector<Vo
 } // namespace
 
 RemoveResult vm_remove(Host& host, const std::string& name, bool force, const CancelToken& cancel) {
+    host.pool();
     DomainPtr dom = host.domain(name);
     require_forky_vm(dom.get(), name, "not removing");
     // An operation that is making this VM (a fork restoring it) holds its lock until the

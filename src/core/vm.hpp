@@ -40,10 +40,12 @@ struct UpOptions {
 // the same check, its vCPUs run. Returns the VM's name.
 std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options = {});
 
-// forky's VMs on the host (domains that carry forky's metadata), sorted by name.
+// forky's VMs on the host that keep their volumes in this Host's pool (domains that carry
+// forky's metadata), sorted by name. NotFoundError when the pool does not exist.
 std::vector<VmInfo> vm_list(Host& host);
 
-// One VM; NotFoundError for an unknown name or a domain forky did not make.
+// One VM; NotFoundError for an unknown name, ConflictError for a domain forky did not
+// make.
 VmInfo vm_info(Host& host, const std::string& name);
 
 struct StopOptions {
@@ -67,7 +69,8 @@ struct RemoveResult {
 RemoveResult vm_remove(Host& host, const std::string& name, bool force = false,
                        const CancelToken& cancel = {});
 
-// The lineage of a domain forky made; ConflictError "<what> it" for any other domain.
+// The lineage of a domain forky made; ConflictError "...; <what> it" for any other domain
+// ("not stopping": virsh stops it, forky does not).
 Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::string& what);
 
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
@@ -83,7 +86,9 @@ void require_same_pool(const Host& host, const std::string& name, const Lineage&
 
 // Stops and undefines a domain, persistent or transient; an absent one is fine. With
 // `uuid`, only the domain of that UUID: a name may have passed to another VM meanwhile.
-void remove_domain(Host& host, const std::string& name, const std::string& uuid = {});
+// Returns whether this call removed it (false: absent, another VM's, or removed meanwhile
+// by someone else).
+bool remove_domain(Host& host, const std::string& name, const std::string& uuid = {});
 
 // The UUID of a domain as a string.
 std::string domain_uuid(virDomainPtr dom);

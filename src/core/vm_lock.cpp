@@ -1,5 +1,6 @@
 #include "vm_lock.hpp"
 
+#include "child_xml.hpp"
 #include "errors.hpp"
 #include "log.hpp"
 #include "names.hpp"
@@ -19,10 +20,15 @@ constexpr std::uint64_t journal_capacity = 64 * 1024; // grows with reserve()
 constexpr std::string_view journal_magic = "forky-journal 2";
 constexpr std::string_view lock_suffix = ".lock";
 
+// For people reading a journal; one word, as the journal's lines are split on blanks.
 std::string this_host() {
     char name[256] = {};
     ::gethostname(name, sizeof name - 1);
-    return name;
+    std::string host = name;
+    for (char& c : host)
+        if (std::isspace(static_cast<unsigned char>(c)))
+            c = '_';
+    return host.empty() ? "-" : host;
 }
 
 std::string first_line_of(const char* file) {
@@ -128,11 +134,14 @@ std::string Journal::encode() const {
         << "vm " << vm << '\n'
         << "holder " << holder_host << ' ' << holder_id << ' ' << holder_pid << ' ' << holder_start
         << '\n'
-        << "since " << since << '\n';
+        << "since " << since << '\n'
+        << "op " << op << '\n';
     if (!paused.empty())
         out << "paused " << paused << '\n';
     if (resumed)
         out << "resumed\n";
+    if (committed)
+        out << "committed\n";
     for (const auto& [name, uuid] : children)
         out << "child " << name << ' ' << uuid << '\n';
     for (const auto& v : volumes)
@@ -178,8 +187,12 @@ Journal Journal::decode(std::string_view raw) {
             ok = static_cast<bool>(f >> j.since);
         } else if (key == "paused") {
             ok = f >> j.paused && is_uuid(j.paused);
+        } else if (key == "op") {
+            ok = f >> j.op && is_uuid(j.op);
         } else if (key == "resumed") {
             j.resumed = true;
+        } else if (key == "committed") {
+            j.committed = true;
         } else if (key == "child") {
             ok = f >> a >> b && !name_problem(a) && is_uuid(b);
             if (ok)
@@ -195,15 +208,18 @@ Journal Journal::decode(std::string_view raw) {
         if (!ok || f >> extra)
             return malformed(n, "malformed '" + key + "' entry");
     }
-    if (j.operation.empty() || j.vm.empty() || !has_holder || j.since <= 0)
-        return malformed(0, "operation, vm, holder or since is missing");
+    if (j.operation.empty() || j.vm.empty() || !has_holder || j.since <= 0 || j.op.empty())
+        return malformed(0, "operation, vm, holder, since or op is missing");
     return j;
 }
 
 bool Journal::holder_alive(std::chrono::seconds stale_after) const {
     if (holder_id == this_machine_id())
         return holder_pid > 0 && process_start(holder_pid) == holder_start;
-    return now_seconds() - since < stale_after.count();
+    // Another machine: alive until stale. A start far in the future is a wrong clock or a
+    // forgery, never a reason to wait forever.
+    const std::int64_t age = now_seconds() - since;
+    return age > -300 && age < stale_after.count();
 }
 
 VmLock::VmLock(Host& host, Journal journal)
@@ -246,6 +262,7 @@ Journal new_journal(const std::string& vm, const std::string& operation) {
     j.holder_pid = ::getpid();
     j.holder_start = process_start(j.holder_pid);
     j.since = now_seconds();
+    j.op = random_uuid();
     return j;
 }
 } // namespace
@@ -289,6 +306,18 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
                 other = read;
                 fresh = true;
             }
+        }
+        if (fresh) {
+            // A lock forky made belongs to the pool's owner (libvirtd made it); one of
+            // another user's was planted, and is nobody's to act on.
+            const long long pool_owner = host.pool_owner();
+            auto info = host.volume_info(name);
+            if (info && pool_owner >= 0 && info->owner >= 0 && info->owner != pool_owner)
+                throw ConflictError("VM '" + vm + "' is locked by '" + name +
+                                    "', which belongs to uid " + std::to_string(info->owner) +
+                                    ", not to the pool's owner; forky does not act on it: "
+                                    "look at it and remove it with 'virsh vol-delete " +
+                                    name + " --pool " + host.options().pool + "'");
         }
         if (fresh && other.state == Journal::State::malformed)
             throw ConflictError("VM '" + vm + "' is locked by '" + name +
@@ -369,14 +398,28 @@ void VmLock::record_resumed() {
     write();
 }
 
+void VmLock::record_committed() {
+    journal_.committed = true;
+    write();
+}
+
 void VmLock::release() noexcept {
     if (!held_)
         return;
     held_ = false;
-    try {
-        in_use_retry([&] { host_->delete_volume(lock_volume_name(journal_.vm)); });
-    } catch (const std::exception& e) {
-        logger("lock")->error("Failed to release the lock of VM '{}': {}", journal_.vm, e.what());
+    for (int attempt = 0; attempt < 2; ++attempt) {
+        try {
+            in_use_retry([&] { host_->delete_volume(lock_volume_name(journal_.vm)); });
+            return;
+        } catch (const std::exception& e) {
+            // The connection may have dropped: once more on a fresh one.
+            if (attempt == 0 && host_->reconnect_if_lost())
+                continue;
+            logger("lock")->error("Failed to release the lock of VM '{}': {}; 'forky gc' "
+                                  "releases it{}",
+                                  journal_.vm, e.what(),
+                                  journal_.committed ? " (the operation is complete)" : "");
+        }
     }
 }
 
@@ -402,11 +445,14 @@ std::vector<Journal> read_journals(Host& host) {
             v.name.compare(v.name.size() - lock_suffix.size(), lock_suffix.size(), lock_suffix) !=
                 0)
             continue;
+        const std::string stem = v.name.substr(0, v.name.size() - lock_suffix.size());
+        if (name_problem(stem))
+            continue; // not a name forky gives a lock
         Journal j = read_journal(host, v.name);
         if (j.state == Journal::State::unreadable && j.problem == "gone")
             continue;
         if (j.vm.empty())
-            j.vm = v.name.substr(0, v.name.size() - lock_suffix.size());
+            j.vm = stem;
         j.owner = v.owner;
         out.push_back(std::move(j));
     }

@@ -40,10 +40,12 @@ struct Journal {
     long holder_pid = 0;                 //
     unsigned long long holder_start = 0; // the process's start time (/proc/PID/stat)
     std::int64_t since = 0;              // seconds since the epoch
+    std::string op;                      // this operation's id, also in its VMs' lineage
     std::vector<std::pair<std::string, std::string>> children; // domains created: name, UUID
     std::vector<std::string> volumes;                          // volumes created
-    std::string paused;   // UUID of the VM the operation paused (a cold fork's parent)
-    bool resumed = false; // and resumed again
+    std::string paused;     // UUID of the VM the operation paused (a cold fork's parent)
+    bool resumed = false;   // and resumed again
+    bool committed = false; // the operation is complete: gc only releases its lock
 
     std::string lock_volume; // where it was read from (read_journals)
     long long owner = -1;    // that volume's owner (uid), -1 when libvirt does not say
@@ -85,6 +87,9 @@ public:
     void record_volume(const std::string& name);
     void record_paused(const std::string& uuid);
     void record_resumed();
+    // The commit point: once this is written, gc never undoes the operation (should the
+    // lock outlive it). Called last, before the transaction commits in memory.
+    void record_committed();
     void release() noexcept;
     // Leaves the lock and its journal in the pool for `forky gc` (an undo failed).
     void abandon() noexcept { held_ = false; }

@@ -33,9 +33,21 @@ std::string read_small_file(const fs::path& file, std::uintmax_t max_bytes) {
 
 namespace {
 
+// A spec has a few dozen nodes. Aliases (*a) share nodes, so a walk of a small file can
+// visit billions ("billion laughs"): the walk stops, with an error, long before.
+constexpr std::size_t max_yaml_nodes = 10000;
+constexpr std::size_t max_yaml_depth = 32;
+
 // Key given twice in any mapping of the document: yaml-cpp keeps both and answers
 // lookups with the first, so a second 'memory:' would be silently ignored.
-void refuse_duplicates(const YamlReader& r, const YAML::Node& node, const std::string& path) {
+void refuse_duplicates(const YamlReader& r, const YAML::Node& node, const std::string& path,
+                       std::size_t depth, std::size_t& visited) {
+    if (++visited > max_yaml_nodes)
+        r.fail(node, path,
+               "the document has more than " + std::to_string(max_yaml_nodes) +
+                   " values (aliases expanding?); this is not a forky file");
+    if (depth > max_yaml_depth)
+        r.fail(node, path, "nested more than " + std::to_string(max_yaml_depth) + " levels deep");
     if (node.IsMap()) {
         std::map<std::string, int> seen;
         for (const auto& kv : node) {
@@ -45,11 +57,11 @@ void refuse_duplicates(const YamlReader& r, const YAML::Node& node, const std::s
             if (!fresh)
                 r.fail(kv.first, key,
                        "given twice (first on line " + std::to_string(it->second) + ")");
-            refuse_duplicates(r, kv.second, key);
+            refuse_duplicates(r, kv.second, key, depth + 1, visited);
         }
     } else if (node.IsSequence()) {
         for (std::size_t i = 0; i < node.size(); ++i)
-            refuse_duplicates(r, node[i], path + "[" + std::to_string(i) + "]");
+            refuse_duplicates(r, node[i], path + "[" + std::to_string(i) + "]", depth + 1, visited);
     }
 }
 
@@ -64,7 +76,8 @@ YAML::Node YamlReader::load(const std::string& text) const {
         out << file_.string() << ':' << e.mark.line + 1 << ": invalid YAML: " << e.msg;
         throw SpecError(out.str());
     }
-    refuse_duplicates(*this, root, "");
+    std::size_t visited = 0;
+    refuse_duplicates(*this, root, "", 0, visited);
     return root;
 }
 

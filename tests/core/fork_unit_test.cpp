@@ -4,6 +4,7 @@
 #include "errors.hpp"
 #include "gc.hpp"
 #include "lineage.hpp"
+#include "names.hpp"
 #include "network.hpp"
 #include "save_image.hpp"
 #include "vm_lock.hpp"
@@ -165,6 +166,7 @@ Journal own_journal() {
     j.holder_pid = getpid();
     j.holder_start = own_start_time();
     j.since = 1800000000;
+    j.op = "0f0f0f0f-2222-4333-8444-555555555555";
     return j;
 }
 
@@ -176,6 +178,7 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
                   {"web-2", "66666666-2222-4333-8444-555555555555"}};
     j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
     j.paused = "77777777-2222-4333-8444-555555555555";
+    j.committed = true;
 
     Journal back = Journal::decode(j.encode() + std::string(100, '\0'));
     EXPECT_EQ(back.state, Journal::State::valid) << back.problem;
@@ -184,7 +187,9 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
     EXPECT_EQ(back.children, j.children);
     EXPECT_EQ(back.volumes, j.volumes);
     EXPECT_EQ(back.paused, j.paused);
+    EXPECT_EQ(back.op, j.op);
     EXPECT_FALSE(back.resumed);
+    EXPECT_TRUE(back.committed);
     EXPECT_TRUE(back.holder_alive()) << "this very process holds it";
     back.holder_start += 1; // the pid was reused by another process
     EXPECT_FALSE(back.holder_alive());
@@ -203,6 +208,9 @@ TEST(Journal, AHostOfTheSameNameIsAnotherHost) {
     EXPECT_TRUE(other.holder_alive()) << "a recent lock of another machine counts as alive";
     other.since -= 2 * 3600;
     EXPECT_FALSE(other.holder_alive()) << "until it is stale";
+    other.since += 2 * 3600 + 24 * 3600;
+    EXPECT_FALSE(other.holder_alive()) << "a start a day ahead (a wrong clock, a forgery) is "
+                                          "no reason to wait forever";
     // The identity carries the boot and the pid namespace, not only the machine-id.
     EXPECT_EQ(std::count(this_machine_id().begin(), this_machine_id().end(), ':'), 2);
 }
@@ -213,13 +221,13 @@ TEST(Journal, WhatDoesNotParseIsMalformedNotGuessed) {
     EXPECT_EQ(state_of(good).state, Journal::State::valid);
     const std::vector<std::pair<std::string, std::string>> bad = {
         {"forky-journal 1\noperation fork\n", "not a forky journal"},
-        {good + "child web-3\n", "line 6: malformed 'child' entry"},
+        {good + "child web-3\n", "line 7: malformed 'child' entry"},
         {good + "child web-3 not-a-uuid\n", "malformed 'child' entry"},
         {good + "child ../etc 11111111-2222-4333-8444-555555555555\n", "malformed 'child'"},
         {good + "volume ../../etc/passwd\n", "malformed 'volume' entry"},
         {good + "rm -rf /\n", "unknown entry 'rm'"},
         {good + "child a 11111111-2222-4333-8444-555555555555 extra\n", "malformed 'child'"},
-        {"forky-journal 2\noperation fork\nvm web\nsince 5\n", "holder or since is missing"},
+        {"forky-journal 2\noperation fork\nvm web\nsince 5\n", "holder, since or op is missing"},
     };
     for (const auto& [text, why] : bad) {
         Journal j = state_of(text);
@@ -235,6 +243,7 @@ TEST(Gc, RemovesOnlyDomainsWithTheOperationsOwnLineage) {
     Lineage child;
     child.parent = "web";
     child.pool = "forky";
+    child.operation = j.op;
     child.created_at = "2027-01-15T08:00:00Z"; // after since (2027-01-15T08:00:00Z)
     ASSERT_EQ(parse_rfc3339(child.created_at), std::optional<std::int64_t>(1800000000));
     EXPECT_EQ(journal_child_problem(j, "web-1", child, "forky"), std::nullopt);
@@ -254,6 +263,13 @@ TEST(Gc, RemovesOnlyDomainsWithTheOperationsOwnLineage) {
     Lineage garbled = child;
     garbled.created_at = "yesterday";
     EXPECT_NE(journal_child_problem(j, "web-1", garbled, "forky"), std::nullopt);
+    Lineage another_op = child;
+    another_op.operation = "1f1f1f1f-2222-4333-8444-555555555555";
+    EXPECT_NE(journal_child_problem(j, "web-1", another_op, "forky"), std::nullopt)
+        << "a finished child of another fork, named by a journal that copied its UUID";
+    Lineage no_op = child;
+    no_op.operation.clear();
+    EXPECT_NE(journal_child_problem(j, "web-1", no_op, "forky"), std::nullopt);
 
     // `forky up` made exactly its own VM, with no parent.
     Journal up = own_journal();

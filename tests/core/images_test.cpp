@@ -8,6 +8,7 @@
 #include "spec.hpp"
 
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -178,6 +179,66 @@ TEST_F(ImageRulesTest, BackingFilesWithoutAFormatAndOutsideDataFilesAreRefused) 
         << msg;
 }
 
+TEST_F(ImageRulesTest, FilesOthersCouldSwapOrThatHaveSecondNamesAreRefused) {
+    // Another user's file, a folder others can write, a hard link: each could be turned
+    // into something else between forky's check and QEMU's open.
+    std::ofstream(dir_ / "spec/theirs.raw") << std::string(4096, 'x');
+    ASSERT_EQ(::chown(path("spec/theirs.raw").c_str(), 12345, 12345), 0);
+    std::string msg = error_of("  - base: theirs.raw\n");
+    EXPECT_NE(msg.find("belongs to uid 12345, so it could be changed after forky checked it"),
+              std::string::npos)
+        << msg;
+
+    fs::create_directories(dir_ / "spec/open");
+    fs::permissions(dir_ / "spec/open", fs::perms::all);
+    std::ofstream(dir_ / "spec/open/disk.raw") << std::string(4096, 'x');
+    msg = error_of("  - base: open/disk.raw\n");
+    EXPECT_NE(msg.find("lies in '" + path("spec/open") + "', which others can write"),
+              std::string::npos)
+        << msg;
+
+    std::ofstream(dir_ / "spec/one.raw") << std::string(4096, 'x');
+    fs::create_hard_link(dir_ / "spec/one.raw", dir_ / "spec/two.raw");
+    msg = error_of("  - base: two.raw\n");
+    EXPECT_NE(msg.find("has 2 names (hard links)"), std::string::npos) << msg;
+
+    // A spec whose folder others can write takes no images from it by default.
+    fs::permissions(dir_ / "spec", fs::perms::all);
+    std::ofstream(dir_ / "spec/plain.raw") << std::string(4096, 'x');
+    msg = error_of("  - base: plain.raw\n");
+    EXPECT_NE(msg.find("the spec's folder " + path("spec") +
+                       " can be written by others (mode 0777), so it is no image folder"),
+              std::string::npos)
+        << msg;
+}
+
+TEST_F(ImageRulesTest, VolumesForkyMadeAndOtherPoolsAreOutOfBounds) {
+    const fs::path pool = dir_ / "pool";
+    const fs::path other = dir_ / "other-pool";
+    fs::create_directories(pool);
+    fs::create_directories(other);
+    for (const char* f : {"web.fp1.mem", "web.vda.qcow2", "web.lock", "golden.raw"})
+        std::ofstream(pool / f) << std::string(4096, 'x');
+    std::ofstream(other / "vm.raw") << std::string(4096, 'x');
+    const fs::path file = dir_ / "spec/vm.yaml";
+    std::ofstream(file) << "name: vm\nmemory: 64MiB\nboot:\n  kernel: vmlinuz\n";
+    DomainSpec spec = load_spec(file);
+    ImageRules rules = image_rules_for(spec, {}, "forky", pool.string(), {pool, other});
+    for (const char* f : {"web.fp1.mem", "web.vda.qcow2", "web.lock"}) {
+        auto why = image_file_problem((pool / f).string(), rules);
+        ASSERT_TRUE(why) << f;
+        EXPECT_NE(why->find("is a volume forky made for a VM"), std::string::npos) << *why;
+    }
+    EXPECT_EQ(image_file_problem((pool / "golden.raw").string(), rules), std::nullopt)
+        << "an image put in forky's pool (not one of its VMs' volumes) may be a base";
+    auto why = image_file_problem((other / "vm.raw").string(), rules);
+    ASSERT_TRUE(why);
+    EXPECT_NE(why->find("lies in the folder of another storage pool"), std::string::npos) << *why;
+    // Unless the administrator lists a folder there.
+    ImageRules admin = image_rules_for(spec, {other}, "forky", pool.string(), {pool, other});
+    EXPECT_EQ(image_file_problem((other / "vm.raw").string(), admin), std::nullopt);
+}
+
 TEST(ImageChain, ParsesQemuImgJson) {
     const std::string json = R"([
       {"filename": "/a/top.qcow2", "format": "qcow2", "backing-filename": "base.qcow2",
@@ -276,4 +337,22 @@ TEST(SpecFiles, DuplicateKeysNonRegularAndHugeFilesAreRefused) {
     }
     fs::remove(big);
     EXPECT_THROW(load_spec(data_dir / "golden"), SpecError); // a folder
+
+    // A few hundred bytes of aliases that expand to billions of values: refused at once.
+    std::string bomb = "a0: &a0 [x, x, x, x, x, x, x, x, x, x]\n";
+    for (int i = 1; i <= 12; ++i) {
+        bomb += "a" + std::to_string(i) + ": &a" + std::to_string(i) + " [";
+        for (int k = 0; k < 10; ++k)
+            bomb += (k ? ", *a" : "*a") + std::to_string(i - 1);
+        bomb += "]\n";
+    }
+    bomb += "name: bomb\n";
+    const auto b = std::chrono::steady_clock::now();
+    try {
+        parse_spec(bomb, spec);
+        FAIL() << "an alias bomb was accepted";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("aliases expanding?"), std::string::npos) << e.what();
+    }
+    EXPECT_LT(std::chrono::steady_clock::now() - b, std::chrono::seconds(2));
 }

@@ -64,8 +64,9 @@ fs::path hostile_spec(const std::string& name, const std::string& extra_disk) {
 std::string planted_journal(const std::string& vm, const std::string& child,
                             const std::string& uuid) {
     return "forky-journal 2\noperation fork\nvm " + vm +
-           "\nholder elsewhere other-machine:other-boot:1 4242 1\nsince 1\nchild " + child + " " +
-           uuid + "\n";
+           "\nholder elsewhere other-machine:other-boot:1 4242 1\nsince 1\n"
+           "op 0f0f0f0f-2222-4333-8444-555555555555\nchild " +
+           child + " " + uuid + "\n";
 }
 
 std::string uuid_of(const std::string& vm) {
@@ -158,7 +159,26 @@ TEST(Hardening, APoolOthersCanWriteIsRefused) {
     virsh({"pool-destroy", "open"});
     virsh({"pool-undefine", "open"});
 
-    // A pool forky creates on a folder that exists gets mode 0711, whatever it had.
+    // forky makes its pool only in a new or empty folder, never through a link.
+    fs::path busy = test_dir() / "busy-dir";
+    fs::create_directories(busy);
+    std::ofstream(busy / "someone-elses-file") << "x";
+    fs::permissions(busy, fs::perms::all | fs::perms::sticky_bit);
+    fs::create_directory_symlink(test_dir() / "fresh-pool", test_dir() / "link-dir");
+    for (const auto& [dir, why] : std::vector<std::pair<fs::path, std::string>>{
+             {busy, "the folder exists and is not empty"},
+             {test_dir() / "link-dir", "it is a symbolic link"}}) {
+        CommandResult r =
+            run_forky({"--pool", "taken", "--pool-dir", dir.string(), "--create-pool", "gc"});
+        EXPECT_EQ(r.rc, 7) << r.all();
+        EXPECT_TRUE(contains(r.err, why)) << r.err;
+        EXPECT_FALSE(contains(virsh({"pool-list", "--all", "--name"}).out, "taken"));
+    }
+    struct stat busy_st {};
+    ASSERT_EQ(::stat(busy.c_str(), &busy_st), 0);
+    EXPECT_EQ(busy_st.st_mode & 07777, 01777u) << "a folder forky refused was changed";
+
+    // A pool forky creates on an empty folder that exists gets mode 0711, whatever it had.
     fs::path fresh = test_dir() / "fresh-pool";
     fs::create_directories(fresh);
     fs::permissions(fresh, fs::perms::all | fs::perms::sticky_bit);
@@ -180,13 +200,17 @@ TEST(Hardening, GcActsOnlyOnWhatTheJournalsOperationMade) {
     std::ofstream(foreign) << "<domain type='qemu'><name>victim</name><memory>65536</memory>"
                               "<os><type arch='x86_64' machine='pc'>hvm</type></os></domain>";
     ASSERT_EQ(virsh({"define", foreign.string()}).rc, 0);
-    // One of forky's VMs, older than the planted operation claims to be... and not a child.
+    // One of forky's VMs and a finished child of it.
     up_tiny("gv");
+    ASSERT_EQ(run_forky({"fork", "gv"}).rc, 0);
     const auto plant = [](const std::string& file, const std::string& text) {
         std::ofstream(pool_dir() / file) << text << std::string(64, '\0');
     };
     plant("planted.lock", planted_journal("planted", "victim", uuid_of("victim")));
     plant("gv-parent.lock", planted_journal("gv-parent", "gv", uuid_of("gv")));
+    // Right lock name, right parent, since long ago: only the operation id tells.
+    plant("gv.lock", planted_journal("gv", "gv-1", uuid_of("gv-1")));
+    plant("zzz.lock", planted_journal("gv", "gv-1", uuid_of("gv-1")));
     plant("garbage.lock", "forky-journal 2\nchild victim " + uuid_of("victim") + "\nrm -rf /\n");
     plant("foreign-owner.lock", planted_journal("fo", "victim", uuid_of("victim")));
     ASSERT_EQ(::chown((pool_dir() / "foreign-owner.lock").c_str(), 12345, 12345), 0);
@@ -206,16 +230,32 @@ TEST(Hardening, GcActsOnlyOnWhatTheJournalsOperationMade) {
                                  "entry 'rm')"))
         << gc.out;
     EXPECT_TRUE(contains(gc.out, "foreign-owner.lock: owned by uid 12345")) << gc.out;
+    EXPECT_TRUE(contains(gc.out, "gv.lock: names VM 'gv-1', but another operation made it"))
+        << gc.out;
+    EXPECT_TRUE(contains(gc.out, "zzz.lock: its journal is about VM 'gv', whose lock is "
+                                 "'gv.lock'; left alone"))
+        << gc.out;
+    EXPECT_EQ(domain_state_of("gv-1"), "running");
     // Untrusted journals stay for a person to look at; the merely dead ones are released.
     EXPECT_TRUE(has(pool_files(), "garbage.lock"));
     EXPECT_TRUE(has(pool_files(), "foreign-owner.lock"));
     EXPECT_FALSE(has(pool_files(), "planted.lock"));
 
-    for (const char* f : {"garbage.lock", "foreign-owner.lock"})
+    // forky's own commands refuse a lock of another user at once, with a way out.
+    plant("gv-1.lock", planted_journal("gv-1", "gv-1", uuid_of("gv-1")));
+    ASSERT_EQ(::chown((pool_dir() / "gv-1.lock").c_str(), 12345, 12345), 0);
+    ASSERT_EQ(virsh({"pool-refresh", "forky-it"}).rc, 0);
+    CommandResult stop = run_forky({"stop", "gv-1"});
+    EXPECT_EQ(stop.rc, 5) << stop.all();
+    EXPECT_TRUE(contains(stop.err, "which belongs to uid 12345, not to the pool's owner; forky "
+                                   "does not act on it: look at it and remove it with 'virsh "
+                                   "vol-delete gv-1.lock --pool forky-it'"))
+        << stop.err;
+    for (const char* f : {"garbage.lock", "foreign-owner.lock", "zzz.lock", "gv-1.lock"})
         fs::remove(pool_dir() / f);
     virsh({"pool-refresh", "forky-it"});
     virsh({"undefine", "victim"});
-    remove_all({"gv"});
+    remove_all({"gv", "gv-1"});
 }
 
 // 3. The quick start's state folder is made safely or refused before anything is written.
@@ -307,6 +347,28 @@ TEST(Hardening, ALostConnectionIsAnErrorWithAnUndo) {
     }
     EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
     EXPECT_EQ(domain_state_of("lc"), "running");
+
+    // Lost at the very end (the children run, the lock is still held): the commit point
+    // is the journal's "committed", which cannot be written; the fork is undone, and a
+    // later gc finds nothing of it to remove.
+    bg = start_forky({"fork", "lc", "--count", "2"},
+                     {"FORKY_FAULT_SLEEP=commit", "FORKY_FAULT_SLEEP_S=3"});
+    ASSERT_TRUE(eventually([] { return has(domain_names(), "lc-4"); }));
+    EXPECT_GT(disconnect_clients_of(bg.pid), 0);
+    r = finish(bg);
+    EXPECT_EQ(r.rc, 6) << r.all();
+    EXPECT_EQ(domain_names(), domains) << r.err;
+    EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
+
+    // And for forky up, once the VM runs.
+    bg = start_forky({"up", "-f", (source_dir() / "domains/tiny.yaml").string(), "--name", "lu"},
+                     {"FORKY_FAULT_SLEEP=up-start", "FORKY_FAULT_SLEEP_S=3"});
+    ASSERT_TRUE(eventually([] { return domain_state_of("lu") == "running"; }));
+    EXPECT_GT(disconnect_clients_of(bg.pid), 0);
+    r = finish(bg);
+    EXPECT_EQ(r.rc, 6) << r.all();
+    EXPECT_EQ(domain_names(), domains) << r.err;
+    EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
     remove_all({"lc"});
 }
 
@@ -323,14 +385,25 @@ TEST(Hardening, GcResumesTheParentOfAKilledColdFork) {
     const unsigned long c = last_counter("cp");
     wait_for_console("cp", "counter=" + std::to_string(c + 3) + " ");
 
+    // --keep-paused is for a fork that succeeds: one that fails or is killed leaves the
+    // parent as it was, running.
     bg = start_forky({"fork", "cp", "--cold", "--keep-paused"}, {"FORKY_FAULT_SLEEP=snapshot"});
     ASSERT_TRUE(eventually([] { return domain_state_of("cp") == "paused"; }));
     ::kill(bg.pid, SIGKILL);
     finish(bg);
     gc = run_forky({"gc"});
-    EXPECT_FALSE(contains(gc.out, "resumed domain")) << gc.all();
-    EXPECT_EQ(domain_state_of("cp"), "paused") << "the user asked to keep it paused";
-    remove_all({"cp"});
+    EXPECT_TRUE(contains(gc.out, "resumed domain cp")) << gc.all();
+    EXPECT_EQ(domain_state_of("cp"), "running");
+    CommandResult failed =
+        run_forky({"fork", "cp", "--cold", "--keep-paused"}, {"FORKY_FAULT=restore:1"});
+    EXPECT_NE(failed.rc, 0);
+    EXPECT_EQ(domain_state_of("cp"), "running") << failed.all();
+    CommandResult kept = run_forky({"fork", "cp", "--cold", "--keep-paused"});
+    ASSERT_EQ(kept.rc, 0) << kept.all();
+    EXPECT_EQ(domain_state_of("cp"), "paused") << "a fork that succeeds keeps it paused";
+    EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
+    EXPECT_EQ(domain_state_of("cp"), "paused");
+    remove_all({"cp", lines(kept.out).at(0)});
 }
 
 // 7. rm of a child that a fork is still making waits for the fork; a child that vanished
@@ -410,6 +483,13 @@ TEST(Hardening, CtrlCUndoesUpAndEndsLockWaits) {
 
 // 9. Two gc runs over the same garbage share it: no failure, nothing counted twice.
 TEST(Hardening, ConcurrentGcRunsShareTheSweep) {
+    // Half-made children of a killed fork, and volumes nothing uses.
+    up_tiny("kk");
+    Background killed = start_forky({"fork", "kk", "--count", "2"}, {"FORKY_FAULT_SLEEP=commit"});
+    ASSERT_TRUE(eventually([] { return has(domain_names(), "kk-2"); }));
+    ASSERT_TRUE(eventually([] { return domain_state_of("kk-2") == "running"; }));
+    ::kill(killed.pid, SIGKILL);
+    finish(killed);
     std::set<std::string> garbage;
     for (int i = 0; i < 60; ++i) {
         std::string name = "junk" + std::to_string(i) + ".vda.qcow2";
@@ -423,10 +503,19 @@ TEST(Hardening, ConcurrentGcRunsShareTheSweep) {
     EXPECT_EQ(ra.rc, 0) << ra.all();
     EXPECT_EQ(rb.rc, 0) << rb.all();
     std::multiset<std::string> deleted;
-    for (const auto* r : {&ra, &rb})
-        for (const auto& l : lines(r->out))
-            if (l.rfind("deleted volume ", 0) == 0)
+    std::multiset<std::string> removed;
+    for (const auto* r : {&ra, &rb}) {
+        for (const auto& l : lines(r->out)) {
+            if (l.rfind("deleted volume junk", 0) == 0)
                 deleted.insert(l.substr(15));
+            if (l.rfind("removed domain ", 0) == 0)
+                removed.insert(l.substr(15));
+        }
+    }
+    EXPECT_EQ(removed, (std::multiset<std::string>{"kk-1", "kk-2"})) << ra.out << "\n---\n"
+                                                                     << rb.out;
+    EXPECT_FALSE(has(domain_names(), "kk-1"));
+    remove_all({"kk"});
     EXPECT_EQ(std::set<std::string>(deleted.begin(), deleted.end()), garbage);
     EXPECT_EQ(deleted.size(), garbage.size()) << "a volume was counted by both runs";
     for (const auto& g : garbage)
@@ -491,8 +580,13 @@ TEST(Hardening, SmallerThings) {
     EXPECT_TRUE(std::regex_search(text.err, std::regex("parent paused [0-9]+ ms, the whole cut")))
         << text.err;
 
-    for (const std::vector<std::string>& args :
-         {std::vector<std::string>{"gc", "--dry-run"}, {"fork", "sm"}, {"rm", "sm"}}) {
+    for (const std::vector<std::string>& args : {std::vector<std::string>{"gc", "--dry-run"},
+                                                 {"fork", "sm"},
+                                                 {"rm", "sm"},
+                                                 {"ls"},
+                                                 {"tree"},
+                                                 {"logs", "sm"},
+                                                 {"stop", "sm"}}) {
         std::vector<std::string> a{"--pool", "forky-typo"};
         a.insert(a.end(), args.begin(), args.end());
         CommandResult r = run_forky(a);
@@ -508,6 +602,10 @@ TEST(Hardening, SmallerThings) {
     EXPECT_EQ(d.rc, 3);
     EXPECT_TRUE(contains(d.err, dup.string() + ":5: key 'memory': given twice (first on line 2)"))
         << d.err;
+    CommandResult no_config =
+        run_forky({"--config", (test_dir() / "forky.yml").string(), "up", "-f", dup.string()});
+    EXPECT_EQ(no_config.rc, 3) << no_config.all();
+    EXPECT_TRUE(contains(no_config.err, "forky's settings file does not exist")) << no_config.err;
     const auto t = std::chrono::steady_clock::now();
     CommandResult zero = run_forky({"up", "-f", "/dev/zero"});
     EXPECT_EQ(zero.rc, 3) << zero.all();
