@@ -41,7 +41,7 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
     print_list("busy, left alone:", r.busy);
     print_list("not acted on:", r.refused);
     if (r.removed_domains.empty() && r.resumed_domains.empty() && r.deleted_volumes.empty() &&
-        r.released_locks.empty())
+        r.released_locks.empty() && r.busy.empty() && r.refused.empty())
         std::cout << "Nothing to collect\n";
 }
 

@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "images.hpp"
+#include "safe_path.hpp"
 #include "yaml_reader.hpp"
 
 namespace forky {
@@ -27,6 +28,8 @@ Config parse_config(const std::string& text, const fs::path& file) {
             if (!dir.is_absolute())
                 r.fail(dirs[i], key, "'" + dir.string() + "' is not an absolute path");
             dir = dir.lexically_normal();
+            if (dir == dir.root_path())
+                r.fail(dirs[i], key, "'/' would allow every file; name the folders images are in");
             for (const auto& never : forbidden_image_dirs()) {
                 auto rel = dir.lexically_relative(never);
                 if (!rel.empty() && *rel.begin() != "..")
@@ -48,6 +51,9 @@ Config load_config(const fs::path& file, bool required) {
                                             "--config or FORKY_CONFIG)");
         return {};
     }
+    // These settings decide what forky trusts: nobody else may have written them.
+    if (auto why = others_could_change(fs::absolute(file)))
+        throw SpecError(file.string() + ": forky does not trust these settings: " + *why);
     return parse_config(read_small_file(file), file);
 }
 

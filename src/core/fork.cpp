@@ -184,8 +184,8 @@ ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& o) 
     host.pool(); // NotFoundError for a pool that does not exist
     DomainPtr dom = host.domain(parent);
     require_forky_vm(dom.get(), parent, "not forking");
-    require_forkable(dom.get(), parent, o);
 
+    // The lock first: a VM left paused by a killed cold fork is explained by its lock.
     VmLock lock = VmLock::acquire(host, parent, "fork", o.lock_wait, cancel);
     fault_point("lock", 0, cancel);
     // Under the lock: what another operation did meanwhile is now visible.

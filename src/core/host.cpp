@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "log.hpp"
+#include "safe_path.hpp"
 
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <sstream>
 
 namespace forky {
@@ -71,9 +73,34 @@ VolumeInfo volume_info_from_xml(const std::string& xml) {
     return info;
 }
 
+// Why forky may not make its pool at `dir` (here): a link, a folder of someone else's, or
+// a way there that someone else could change. The folder's own mode does not matter: the
+// build sets 0711 (and forky takes only an empty folder).
+std::optional<std::string> pool_dir_problem(const std::string& dir) {
+    const std::filesystem::path p(dir);
+    if (auto why = others_could_change(p.parent_path()))
+        return why;
+    struct stat st {};
+    if (::lstat(dir.c_str(), &st) != 0)
+        return std::nullopt; // made by the build
+    if (S_ISLNK(st.st_mode))
+        return "it is a symbolic link; give --pool-dir a real folder";
+    if (st.st_uid != 0 && st.st_uid != ::geteuid())
+        return "it belongs to uid " + std::to_string(st.st_uid);
+    return std::nullopt;
+}
+
 } // namespace
 
 Host::Host(HostOptions options) : options_(std::move(options)) {
+    // One spelling of the folder: absolute, no "..", no trailing "/" (a link must not
+    // hide behind "dir/").
+    std::filesystem::path dir = std::filesystem::path(options_.pool_dir).lexically_normal();
+    if (!dir.is_absolute())
+        throw UsageError("--pool-dir must be an absolute path, not '" + options_.pool_dir + "'");
+    if (!dir.has_filename() && dir != dir.root_path())
+        dir = dir.parent_path();
+    options_.pool_dir = dir.string();
     install_libvirt_error_handler();
     conn_ = open_connection();
     logger("host")->debug("Connected to '{}'", options_.uri);
@@ -97,12 +124,20 @@ virStoragePoolPtr Host::pool() {
     if (pool_)
         return pool_.get();
     const std::string& name = options_.pool;
+    bool created = false;
     StoragePoolPtr pool(virStoragePoolLookupByName(conn(), name.c_str()));
     if (!pool) {
         expect_absent(VIR_ERR_NO_STORAGE_POOL, "Failed to look up storage pool '" + name + "'");
         if (!options_.create_pool)
             throw NotFoundError("No storage pool '" + name + "' on '" + options_.uri +
                                 "'; 'forky up' creates it (or pass --create-pool), check --pool");
+        // Where nobody else could swap the folder under forky, checked before anything
+        // is defined (here, where the hypervisor is this machine).
+        if (is_local())
+            if (auto why = pool_dir_problem(options_.pool_dir))
+                throw StorageError("Cannot make storage pool '" + name + "' at '" +
+                                   options_.pool_dir + "': " + *why +
+                                   "; forky keeps its journals and memory images there");
         pugi::xml_document doc;
         pugi::xml_node p = doc.append_child("pool");
         p.append_attribute("type") = "dir";
@@ -126,6 +161,7 @@ virStoragePoolPtr Host::pool() {
             }
         } else {
             build_new_pool(pool.get(), pool_xml);
+            created = true;
             logger("host")->info("Created storage pool '{}' at '{}' (mode 0711)", name,
                                  options_.pool_dir);
         }
@@ -145,6 +181,11 @@ virStoragePoolPtr Host::pool() {
     try {
         check_pool_is_safe();
     } catch (...) {
+        if (created) { // ours a moment ago: leave nothing behind
+            virStoragePoolDestroy(pool_.get());
+            virStoragePoolUndefine(pool_.get());
+            clear_libvirt_error();
+        }
         pool_.reset();
         throw;
     }
@@ -231,6 +272,12 @@ void Host::check_pool_is_safe() {
                            "such a pool: run 'chmod 0711 " +
                            path + "' on the host");
     }
+    // Here, the folder as it is now, and every folder and link above it.
+    if (is_local())
+        if (auto why = others_could_change(path))
+            throw StorageError("Storage pool '" + options_.pool + "' at '" + path + "': " + *why +
+                               "; forky keeps its journals and memory images there and "
+                               "refuses such a pool");
     if (owner > 0 && owner != static_cast<long long>(::geteuid()))
         throw StorageError("Storage pool '" + options_.pool + "' at '" + path +
                            "' belongs to uid " + std::to_string(owner) +

@@ -3,6 +3,7 @@
 #include "errors.hpp"
 #include "names.hpp"
 #include "process.hpp"
+#include "safe_path.hpp"
 
 #include <nlohmann/json.hpp>
 #include <pugixml.hpp>
@@ -78,34 +79,6 @@ std::optional<std::string> writable_by_others(const fs::path& path) {
         char mode[16];
         std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
         return std::string("can be written by others (mode ") + mode + ")";
-    }
-    return std::nullopt;
-}
-
-// Why someone other than root and this user could swap `file` (resolved, existing), or
-// reach it under a second name: it or a folder above it is theirs or open to them. A
-// sticky folder (/tmp) lets nobody but an entry's owner rename or remove that entry.
-std::optional<std::string> swappable(const fs::path& file) {
-    struct stat st {};
-    if (::lstat(file.c_str(), &st) != 0)
-        return "cannot be examined";
-    if (S_ISREG(st.st_mode) && st.st_nlink > 1)
-        return "has " + std::to_string(st.st_nlink) +
-               " names (hard links), so forky cannot tell where else it lives";
-    if (auto why = writable_by_others(file))
-        return *why + ", so it could be changed after forky checked it";
-    for (fs::path dir = file.parent_path(); !dir.empty(); dir = dir.parent_path()) {
-        struct stat d {};
-        if (::lstat(dir.c_str(), &d) != 0)
-            break;
-        if (d.st_uid != 0 && d.st_uid != ::geteuid())
-            return "lies in '" + dir.string() + "', which belongs to uid " +
-                   std::to_string(d.st_uid) + ", who could swap it after forky checked it";
-        if ((d.st_mode & 022) != 0 && (d.st_mode & S_ISVTX) == 0)
-            return "lies in '" + dir.string() +
-                   "', which others can write, so it could be swapped after forky checked it";
-        if (dir == dir.root_path())
-            break;
     }
     return std::nullopt;
 }
@@ -192,9 +165,10 @@ std::optional<std::string> image_file_problem(const std::string& file, const Ima
     if (!allowed)
         return via + "is not under a folder allowed for images (" + join(rules.allowed_dirs) +
                ": " + rules.allowed_by + ")";
+    // The path as written and where it leads: nobody else may swap any of it.
     if (resolve_links)
-        if (auto why = swappable(real))
-            return via + *why;
+        if (auto why = others_could_change(lexical))
+            return via + "could be swapped after forky checked it: " + *why;
     return std::nullopt;
 }
 

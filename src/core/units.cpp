@@ -12,11 +12,11 @@ namespace {
 
 // Splits "<digits><suffix>"; false when there are no digits or they overflow.
 bool split_number(std::string_view text, std::uint64_t& number, std::string_view& suffix,
-                  std::string* why) {
+                  std::string* why, const char* example) {
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), number);
     if (end == text.data()) {
         if (why)
-            *why = "expected a number with a unit, e.g. 256MiB";
+            *why = std::string("expected a number with a unit, e.g. ") + example;
         return false;
     }
     if (ec == std::errc::result_out_of_range) {
@@ -51,7 +51,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text, std::string* why)
     }};
     std::uint64_t number = 0;
     std::string_view suffix;
-    if (!split_number(text, number, suffix, why))
+    if (!split_number(text, number, suffix, why, "256MiB"))
         return std::nullopt;
     if (suffix.empty()) {
         if (why)
@@ -78,7 +78,7 @@ std::optional<std::uint64_t> parse_size(std::string_view text, std::string* why)
 std::optional<std::chrono::seconds> parse_duration(std::string_view text, std::string* why) {
     std::uint64_t number = 0;
     std::string_view suffix;
-    if (!split_number(text, number, suffix, why))
+    if (!split_number(text, number, suffix, why, "90s"))
         return std::nullopt;
     std::uint64_t factor = 0;
     if (suffix == "s")

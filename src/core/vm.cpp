@@ -260,11 +260,19 @@ bool remove_domain(Host& host, const std::string& name, const std::string& uuid)
     try {
         const bool active = domain_is_active(d.get());
         if (lv_check(virDomainIsPersistent(d.get()), "Failed to query VM '" + name + "'") == 1) {
-            lv_check(virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
-                                                         VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA),
-                     "Failed to undefine VM '" + name + "'");
-            if (!active)
-                return true;
+            if (virDomainUndefineFlags(d.get(), VIR_DOMAIN_UNDEFINE_MANAGED_SAVE |
+                                                    VIR_DOMAIN_UNDEFINE_SNAPSHOTS_METADATA) == 0) {
+                if (!active)
+                    return true;
+            } else {
+                try {
+                    throw_libvirt_error("Failed to undefine VM '" + name + "'");
+                } catch (const ConflictError&) {
+                    // Undefined by a concurrent remover since we looked: on to the destroy.
+                    if (virDomainIsPersistent(d.get()) != 0)
+                        throw;
+                }
+            }
         }
         if (domain_is_active(d.get()))
             return destroy_unless_gone(d.get(), name);
@@ -317,13 +325,17 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::vector<Vo
             users.emplace(vol.backing, "volume '" + vol.name + "'");
     }
     for (const auto& dom : host.domains()) {
-        std::string name = domain_name(dom.get());
-        if (name == except)
-            continue;
-        pugi::xml_document doc;
-        doc.load_string(domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE).c_str());
-        for (auto src : doc.select_nodes("/domain/devices/disk/source[@file]"))
-            users.emplace(src.node().attribute("file").value(), "VM '" + name + "'");
+        try {
+            std::string name = domain_name(dom.get());
+            if (name == except)
+                continue;
+            pugi::xml_document doc;
+            doc.load_string(domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE).c_str());
+            for (auto src : doc.select_nodes("/domain/devices/disk/source[@file]"))
+                users.emplace(src.node().attribute("file").value(), "VM '" + name + "'");
+        } catch (const NotFoundError&) {
+            // removed meanwhile (a sibling's rm): it needs nothing any more
+        }
     }
     return users;
 }

@@ -1,6 +1,7 @@
 #include "yaml_reader.hpp"
 
 #include "errors.hpp"
+#include "names.hpp"
 
 #include <fstream>
 #include <map>
@@ -85,8 +86,8 @@ std::string YamlReader::where(int line, const std::string& key) const {
     std::string out = file_.string();
     if (line > 0)
         out += ':' + std::to_string(line);
-    if (!key.empty())
-        out += ": key '" + key + "'";
+    if (!key.empty()) // as the file wrote it: quoted, control bytes escaped, cut short
+        out += ": key " + forky::quoted(key.size() > 64 ? key.substr(0, 61) + "..." : key);
     return out;
 }
 

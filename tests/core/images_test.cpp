@@ -185,7 +185,8 @@ TEST_F(ImageRulesTest, FilesOthersCouldSwapOrThatHaveSecondNamesAreRefused) {
     std::ofstream(dir_ / "spec/theirs.raw") << std::string(4096, 'x');
     ASSERT_EQ(::chown(path("spec/theirs.raw").c_str(), 12345, 12345), 0);
     std::string msg = error_of("  - base: theirs.raw\n");
-    EXPECT_NE(msg.find("belongs to uid 12345, so it could be changed after forky checked it"),
+    EXPECT_NE(msg.find("could be swapped after forky checked it: '" + path("spec/theirs.raw") +
+                       "' belongs to uid 12345"),
               std::string::npos)
         << msg;
 
@@ -193,7 +194,20 @@ TEST_F(ImageRulesTest, FilesOthersCouldSwapOrThatHaveSecondNamesAreRefused) {
     fs::permissions(dir_ / "spec/open", fs::perms::all);
     std::ofstream(dir_ / "spec/open/disk.raw") << std::string(4096, 'x');
     msg = error_of("  - base: open/disk.raw\n");
-    EXPECT_NE(msg.find("lies in '" + path("spec/open") + "', which others can write"),
+    EXPECT_NE(msg.find("others can write '" + path("spec/open") + "' (mode 0777)"),
+              std::string::npos)
+        << msg;
+
+    // A backing file named through a link in another user's folder: they could point the
+    // link elsewhere once forky has looked (QEMU follows the path at every open).
+    qemu_img({"create", "-q", "-f", "qcow2", path("spec/good.qcow2"), "1M"});
+    fs::create_directories(dir_ / "theirs");
+    fs::create_symlink(dir_ / "spec/good.qcow2", dir_ / "theirs/lnk");
+    ASSERT_EQ(::chown(path("theirs").c_str(), 12345, 12345), 0);
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", path("theirs/lnk"), "-F", "qcow2",
+              path("spec/top.qcow2")});
+    msg = error_of("  - base: top.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("'" + path("theirs") + "' belongs to uid 12345, who could change it"),
               std::string::npos)
         << msg;
 
@@ -299,6 +313,27 @@ TEST(Config, IsStrictAndKeepsHostFoldersOut) {
                   .find("/x/forky.yaml:2: key 'image_dirs': given twice (first on line 1)"),
               std::string::npos);
     EXPECT_TRUE(load_config("/nonexistent/forky.yaml").image_dirs.empty());
+    EXPECT_THROW(load_config("/nonexistent/forky.yaml", /*required=*/true), SpecError);
+    EXPECT_NE(error_of("image_dirs: [/]\n").find("would allow every file"), std::string::npos);
+
+    // Settings anybody could have written decide nothing.
+    const fs::path dir = fs::temp_directory_path() / ("forky-config-" + std::to_string(getpid()));
+    fs::create_directories(dir);
+    const fs::path file = dir / "forky.yaml";
+    std::ofstream(file) << "image_dirs: [/srv/images]\n";
+    EXPECT_EQ(load_config(file).image_dirs, (std::vector<fs::path>{"/srv/images"}));
+    fs::permissions(file, fs::perms::all);
+    try {
+        load_config(file);
+        FAIL() << "settings others can write were trusted";
+    } catch (const SpecError& e) {
+        EXPECT_NE(std::string(e.what()).find("forky does not trust these settings: others can "
+                                             "write '" +
+                                             file.string() + "'"),
+                  std::string::npos)
+            << e.what();
+    }
+    fs::remove_all(dir);
 }
 
 TEST(SpecFiles, DuplicateKeysNonRegularAndHugeFilesAreRefused) {

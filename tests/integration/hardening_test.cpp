@@ -178,6 +178,27 @@ TEST(Hardening, APoolOthersCanWriteIsRefused) {
     ASSERT_EQ(::stat(busy.c_str(), &busy_st), 0);
     EXPECT_EQ(busy_st.st_mode & 07777, 01777u) << "a folder forky refused was changed";
 
+    // Nor under a folder someone else owns (they could rename the pool away and put their
+    // own in its place), nor at a relative path.
+    fs::path theirs = test_dir() / "their-dir";
+    fs::create_directories(theirs);
+    ASSERT_EQ(::chown(theirs.c_str(), 12345, 12345), 0);
+    CommandResult under = run_forky(
+        {"--pool", "under", "--pool-dir", (theirs / "pool").string(), "--create-pool", "gc"});
+    EXPECT_EQ(under.rc, 7) << under.all();
+    EXPECT_TRUE(contains(under.err, "'" + theirs.string() + "' belongs to uid 12345")) << under.err;
+    EXPECT_FALSE(fs::exists(theirs / "pool"));
+    CommandResult slash =
+        run_forky({"--pool", "slash", "--pool-dir", (test_dir() / "link-dir").string() + "/",
+                   "--create-pool", "gc"});
+    EXPECT_EQ(slash.rc, 7) << slash.all();
+    CommandResult relative =
+        run_forky({"--pool", "rel", "--pool-dir", "relpool", "--create-pool", "gc"});
+    EXPECT_EQ(relative.rc, 2) << relative.all();
+    EXPECT_TRUE(contains(relative.err, "--pool-dir must be an absolute path")) << relative.err;
+    for (const char* p : {"under", "slash", "rel"})
+        EXPECT_FALSE(contains(virsh({"pool-list", "--all", "--name"}).out, p)) << p;
+
     // A pool forky creates on an empty folder that exists gets mode 0711, whatever it had.
     fs::path fresh = test_dir() / "fresh-pool";
     fs::create_directories(fresh);
@@ -279,6 +300,12 @@ TEST(Hardening, QuickstartRefusesAPlantedStateFolder) {
     r = run({helper, theirs.string()});
     EXPECT_NE(r.rc, 0);
     EXPECT_TRUE(contains(r.err, "it belongs to uid 12345")) << r.err;
+    fs::path via_theirs = theirs / "sub" / "state";
+    r = run({helper, via_theirs.string()});
+    EXPECT_NE(r.rc, 0);
+    EXPECT_TRUE(contains(r.err, "'" + theirs.string() + "' on its way belongs to uid 12345"))
+        << r.err;
+    EXPECT_FALSE(fs::exists(theirs / "sub"));
     fs::path mine = test_dir() / "qs-mine";
     r = run({helper, mine.string()});
     EXPECT_EQ(r.rc, 0) << r.err;
@@ -379,6 +406,10 @@ TEST(Hardening, GcResumesTheParentOfAKilledColdFork) {
     ASSERT_TRUE(eventually([] { return domain_state_of("cp") == "paused"; }));
     ::kill(bg.pid, SIGKILL);
     finish(bg);
+    // Until then, forking it says why it is paused.
+    CommandResult again = run_forky({"fork", "cp", "--wait", "1"});
+    EXPECT_EQ(again.rc, 5) << again.all();
+    EXPECT_TRUE(contains(again.err, "that is gone; run 'forky gc'")) << again.err;
     CommandResult gc = run_forky({"gc"});
     EXPECT_TRUE(contains(gc.out, "resumed domain cp")) << gc.all();
     EXPECT_EQ(domain_state_of("cp"), "running");
@@ -520,6 +551,20 @@ TEST(Hardening, ConcurrentGcRunsShareTheSweep) {
     EXPECT_EQ(deleted.size(), garbage.size()) << "a volume was counted by both runs";
     for (const auto& g : garbage)
         EXPECT_FALSE(has(pool_files(), g));
+
+    // Siblings removed at once: each rm meets the others' VMs vanishing under it.
+    up_tiny("sib");
+    ASSERT_EQ(run_forky({"fork", "sib", "--count", "3"}).rc, 0);
+    std::vector<Background> rms;
+    for (const char* c : {"sib-1", "sib-2", "sib-3"})
+        rms.push_back(start_forky({"rm", "--force", c}));
+    for (auto& bg : rms) {
+        CommandResult r = finish(bg);
+        EXPECT_EQ(r.rc, 0) << r.all();
+    }
+    for (const char* c : {"sib-1", "sib-2", "sib-3"})
+        EXPECT_FALSE(has(domain_names(), c)) << c;
+    remove_all({"sib"});
 }
 
 // 10. One prefix for two parents at once: names are reserved before the snapshot, so the
