@@ -108,7 +108,7 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     ctx.options.create_pool = true; // it runs `forky up`
     BenchOptions o;
     o.image_dirs = ctx.config().image_dirs;
-    o.cancel = ctx.cancel();
+    o.ctx = ctx.op_context();
     o.name = cmd.name;
     o.counts = cmd.counts;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };

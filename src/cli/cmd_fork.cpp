@@ -34,7 +34,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.prefix = cmd.prefix;
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     // Ctrl-C: finish the step at hand, undo, exit 130.
-    o.cancel = ctx.cancel();
+    o.ctx = ctx.op_context();
     ForkResult r = vm_fork(ctx.host(), cmd.parent, o);
     if (cmd.json) {
         print_json({{"parent", r.parent},

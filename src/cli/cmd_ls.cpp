@@ -32,7 +32,7 @@ void print_vms_json(const std::vector<VmInfo>& vms) {
         }
         out.push_back({{"name", vm.name},
                        {"uuid", vm.uuid},
-                       {"state", vm.state},
+                       {"state", to_string(vm.state)},
                        {"accel", vm.domain_type == "kvm" ? "kvm" : "tcg"},
                        {"memory_bytes", vm.memory_bytes},
                        {"vcpus", vm.vcpus},
@@ -58,13 +58,13 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
     for (const auto& vm : vms) {
         std::string ports;
         for (const auto& p : vm.lineage.ports) {
-            if (p.host == 0 || vm.state == "shut off") // forwards live as long as QEMU does
+            if (p.host == 0 || vm.state == VmState::shut_off) // forwards live as long as QEMU does
                 continue;
             ports += (ports.empty() ? "" : ",") + std::to_string(p.host) + "->" +
                      std::to_string(p.guest);
         }
         std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-16s %-20s %s\n", vm.name.c_str(),
-                    vm.state.c_str(), vm.domain_type == "kvm" ? "kvm" : "tcg",
+                    to_string(vm.state), vm.domain_type == "kvm" ? "kvm" : "tcg",
                     vm.lineage.generation, format_size(vm.memory_bytes).c_str(), vm.vcpus,
                     vm.lineage.parent.empty() ? "-" : vm.lineage.parent.c_str(),
                     ports.empty() ? "-" : ports.c_str(), vm.lineage.created_at.c_str());

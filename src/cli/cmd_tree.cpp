@@ -32,7 +32,7 @@ void draw_forks(const Family& f, const std::string& name, const std::string& ind
     std::size_t i = 0;
     for (const auto& [point, children] : it->second) {
         bool last_point = ++i == it->second.size();
-        std::cout << indent << (last_point ? "└── " : "├── ") << "@" << point << '\n';
+        std::cout << indent << (last_point ? "└── " : "├── ") << point << '\n';
         std::string inner = indent + (last_point ? "    " : "│   ");
         for (std::size_t c = 0; c < children.size(); ++c) {
             bool last = c + 1 == children.size();
@@ -43,7 +43,8 @@ void draw_forks(const Family& f, const std::string& name, const std::string& ind
 }
 
 void draw_vm(const Family& f, const VmInfo& vm, const std::string& indent) {
-    std::cout << vm.name << "  [" << vm.state << ", gen " << vm.lineage.generation << "]\n";
+    std::cout << vm.name << "  [" << to_string(vm.state) << ", gen " << vm.lineage.generation
+              << "]\n";
     draw_forks(f, vm.name, indent);
 }
 
@@ -53,7 +54,7 @@ void run_tree(const TreeCommand& cmd, Context& ctx) {
         Json out = Json::array();
         for (const auto& vm : vms)
             out.push_back({{"name", vm.name},
-                           {"state", vm.state},
+                           {"state", to_string(vm.state)},
                            {"generation", vm.lineage.generation},
                            {"parent", text_or_null(vm.lineage.parent)},
                            {"fork_point", text_or_null(vm.lineage.fork_point)}});

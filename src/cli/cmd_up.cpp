@@ -27,7 +27,7 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
     options.name = cmd.name;
     options.start = !cmd.no_start;
     options.image_dirs = config.image_dirs;
-    options.cancel = ctx.cancel();
+    options.ctx = ctx.op_context();
     std::string name = vm_up(ctx.host(), spec, options);
     std::cout << (options.start ? "Started VM '" : "Defined VM '") << name << "'";
     if (spec.console == ConsoleMode::log)

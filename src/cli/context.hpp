@@ -5,6 +5,7 @@
 #include "cancel.hpp"
 #include "config.hpp"
 #include "host.hpp"
+#include "operation.hpp"
 
 #include <optional>
 #include <string>
@@ -29,6 +30,8 @@ public:
     // Requested by SIGINT and SIGTERM: the core undoes what it did and throws
     // InterruptedError (exit 130).
     CancelToken cancel() const;
+    // Ctrl-C and the test seam (FORKY_FAULT, FORKY_FAULT_SLEEP, FORKY_FAULT_SLEEP_S).
+    OpContext op_context() const;
 
 private:
     std::optional<Host> host_;

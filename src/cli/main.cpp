@@ -38,6 +38,18 @@ CancelToken Context::cancel() const {
     return CancelToken(&interrupted);
 }
 
+OpContext Context::op_context() const {
+    OpContext ctx;
+    ctx.cancel = cancel();
+    if (const char* v = std::getenv("FORKY_FAULT"))
+        ctx.faults.fail = v;
+    if (const char* v = std::getenv("FORKY_FAULT_SLEEP"))
+        ctx.faults.sleep = v;
+    if (const char* v = std::getenv("FORKY_FAULT_SLEEP_S"))
+        ctx.faults.sleep_for = std::chrono::seconds(std::strtol(v, nullptr, 10));
+    return ctx;
+}
+
 namespace {
 
 constexpr const char* exit_codes_help = R"(Exit codes:

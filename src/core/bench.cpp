@@ -86,7 +86,7 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         UpOptions up;
         up.name = o.name;
         up.image_dirs = o.image_dirs;
-        up.cancel = o.cancel;
+        up.ctx = o.ctx;
         const auto t_up = Clock::now();
         vm_up(host, spec, up);
         report.cold_boot_ms = ms_between(t_up, wait_console(host, o.name, "FORKY-BOOT"));
@@ -104,7 +104,7 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
             round.count = count;
             ForkOptions fo;
             fo.count = count;
-            fo.cancel = o.cancel;
+            fo.ctx = o.ctx;
             const auto t_fork = Clock::now();
             ForkResult r = vm_fork(host, o.name, fo);
             const auto t_done = Clock::now();

@@ -2,8 +2,8 @@
 // on one host. Figures, not verdicts: the machine may be shared and noisy.
 #pragma once
 
-#include "cancel.hpp"
 #include "host.hpp"
+#include "operation.hpp"
 #include "spec.hpp"
 
 #include <filesystem>
@@ -19,7 +19,7 @@ struct BenchOptions {
     std::vector<unsigned> counts{1, 4, 8};
     std::function<void(const std::string&)> progress; // one line per step
     std::vector<std::filesystem::path> image_dirs;    // as UpOptions::image_dirs
-    CancelToken cancel;
+    OpContext ctx;
 };
 
 struct BenchRound {

@@ -51,10 +51,17 @@ Config load_config(const fs::path& file, bool required) {
                                             "--config or FORKY_CONFIG)");
         return {};
     }
-    // These settings decide what forky trusts: nobody else may have written them.
-    if (auto why = others_could_change(fs::absolute(file)))
-        throw SpecError(file.string() + ": forky does not trust these settings: " + *why);
-    return parse_config(read_small_file(file), file);
+    // These settings decide what forky trusts: nobody else may have written them. What is
+    // read is where the walk led, so it is what was checked.
+    const PathWalk walk = walk_path(fs::absolute(file));
+    if (walk.problem)
+        throw SpecError(file.string() + ": forky does not trust these settings: " + *walk.problem);
+    Config config = parse_config(read_small_file(walk.resolved), file);
+    for (const auto& dir : config.image_dirs)
+        if (walk_path(dir).resolved == "/")
+            throw SpecError(file.string() + ": image_dirs entry '" + dir.string() +
+                            "' leads to /, which would allow every file");
+    return config;
 }
 
 } // namespace forky

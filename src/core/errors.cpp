@@ -53,6 +53,7 @@ void throw_libvirt_error(std::string_view context) {
     case VIR_ERR_NO_STORAGE_VOL:
     case VIR_ERR_NO_STORAGE_POOL:
     case VIR_ERR_NO_DOMAIN_METADATA:
+    case VIR_ERR_NO_DOMAIN_SNAPSHOT:
         raise<NotFoundError>(msg, code);
     case VIR_ERR_OPERATION_INVALID:
         raise<ConflictError>(msg, code);

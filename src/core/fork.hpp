@@ -1,23 +1,13 @@
-// The fork: a running VM becomes N children that carry on from its memory and disk.
-//
-//   1. Freeze a fork point: an external memory + disk snapshot (LIVE for a hot fork,
-//      ATOMIC, NO_METADATA, REUSE_EXT into volumes forky made through the pool API).
-//      The parent moves onto new top layers and keeps running; its old top layers become
-//      the fork point's frozen layers, consistent with the memory image.
-//   2. Per child: its own qcow2 top layer backed by each frozen layer, and a console log.
-//   3. Per child, one after another under the parent's lock: the memory image's header is
-//      set to the child's XML (name, UUID, disks, console, lineage) and the child is
-//      restored from it, then defined so it is persistent. The migration stream (O(RAM))
-//      is written once per fork point and never copied.
-// All of it is one transaction: a failure leaves no child, overlay or memory image, and
-// the parent running on an intact chain.
+// The fork: a running VM, or a fork point of it kept from earlier (VM@SNAP), becomes N
+// children that carry on from its memory and disk (engine.hpp: fork = freeze + spawn;
+// fork VM@SNAP = spawn). All of it is one operation: a failure leaves no child, overlay or
+// memory image, and the parent running, on an intact chain at most one layer longer.
 #pragma once
 
-#include "cancel.hpp"
-#include "host.hpp"
+#include "fork_point.hpp"
+#include "operation.hpp"
 
 #include <chrono>
-#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -33,28 +23,44 @@ struct ForkOptions {
     bool children_paused = false;
     std::string prefix; // child names PREFIX-N; default the parent's name
     std::chrono::milliseconds lock_wait = std::chrono::seconds(120);
-    CancelToken cancel; // checked between steps and while waiting (Ctrl-C)
+    OpContext ctx; // Ctrl-C and the test seam
 };
 
 struct ForkResult {
     std::string parent;
-    std::string fork_point;
+    std::string fork_point; // "VM@NAME"
     std::vector<std::string> children;
     // How long the parent's vCPUs stood still: QEMU's downtime for a hot fork's switch-over;
-    // for a cold fork, from the pause to the resume. Unset when the parent stays paused.
+    // for a cold fork, from the pause to the resume. Unset when the parent stays paused,
+    // and for a fork from a stored fork point (the parent is not touched).
     std::optional<std::uint64_t> parent_downtime_ms;
     bool parent_left_paused = false; // --cold --keep-paused
-    double snapshot_ms = 0;          // freezing the fork point
+    double snapshot_ms = 0;          // freezing the fork point (0 from a stored one)
     double children_ms = 0;          // overlays + restores of all children
     double total_ms = 0;
     std::uint64_t memory_image_bytes = 0;
+    std::uint64_t header_bytes = 0; // rewritten in place per child
 };
 
-// The children's names are reserved before anything else is made: each by its own lock
-// (a volume '<child>.lock'), held until the child is whole, so a concurrent fork with
-// the same prefix picks other names and `forky rm` of a child that is still being made
-// waits for it. A child is defined (made persistent) only once forky has seen its
-// restore succeed under the UUID it chose.
-ForkResult vm_fork(Host& host, const std::string& parent, const ForkOptions& options);
+// A fork point named on the command line: "VM@NAME".
+struct PointRef {
+    std::string vm;
+    std::string name;
+};
+// nullopt for a plain VM name; UsageError for a malformed reference.
+std::optional<PointRef> parse_point_ref(const std::string& text);
+
+// The fork point `ref` names: of the VM of that name if it exists (by its UUID), else of a
+// removed VM of that name whose snapshots were kept. NotFoundError / ConflictError
+// (ambiguous) otherwise.
+ForkPoint find_fork_point(const std::vector<ForkPoint>& points, const PointRef& ref,
+                          const std::optional<std::string>& vm_uuid);
+
+// `source` is "VM" (freeze it now) or "VM@NAME" (a stored fork point). The children's
+// names are reserved before anything else is made: each by its own lock ('<child>.lock'),
+// held until the child is whole, so a concurrent fork with the same prefix picks other
+// names and `forky rm` of a child still being made waits for it. A child is defined only
+// once forky has seen its restore succeed under the UUID it chose.
+ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& options);
 
 } // namespace forky

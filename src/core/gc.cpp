@@ -1,6 +1,7 @@
 #include "gc.hpp"
 
 #include "errors.hpp"
+#include "fork_point.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "vm.hpp"
@@ -21,7 +22,7 @@ namespace {
 // Paths and volume names that domains use directly (`skip`: domains about to go). A
 // domain that vanishes while it is being read is skipped.
 void add_domain_roots(Host& host, const std::set<std::string>& skip, std::set<std::string>& paths,
-                      std::set<std::string>& names) {
+                      std::set<std::string>& names, std::set<std::string>& point_ids) {
     for (const auto& dom : host.domains()) {
         try {
             if (skip.count(domain_name(dom.get())))
@@ -41,6 +42,8 @@ void add_domain_roots(Host& host, const std::set<std::string>& skip, std::set<st
                     names.insert(v.name);
                 if (!lineage->memory_image.empty())
                     names.insert(lineage->memory_image);
+                if (!lineage->fork_point_id.empty())
+                    point_ids.insert(lineage->fork_point_id);
             }
         } catch (const NotFoundError&) {
             // undefined meanwhile
@@ -193,8 +196,26 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
 
     std::set<std::string> live_paths;
     std::set<std::string> live_names;
+    std::set<std::string> live_points;
     add_domain_roots(host, {result.removed_domains.begin(), result.removed_domains.end()},
-                     live_paths, live_names);
+                     live_paths, live_names, live_points);
+    // Fork points: a kept one (a snapshot) is live with its memory image and layers; a
+    // fork's own while a child came from it (or names its memory image). The others go,
+    // libvirt's record of them too.
+    std::vector<ForkPoint> dead_points;
+    for (const auto& fp : read_fork_points(host)) {
+        const bool used = live_points.count(fp.id) ||
+                          (!fp.memory_image.empty() && live_names.count(fp.memory_image));
+        if (fp.kept() || used || protected_names.count(fp.record_volume)) {
+            live_names.insert(fp.record_volume);
+            if (!fp.memory_image.empty())
+                live_names.insert(fp.memory_image);
+            for (const auto& [target, layer] : fp.layers)
+                live_names.insert(layer);
+        } else {
+            dead_points.push_back(fp);
+        }
+    }
 
     // Close over backing chains as they are now, newer volumes included.
     const auto volumes = host.volumes();
@@ -246,6 +267,9 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             progress = true;
         }
     }
+    for (const auto& fp : dead_points)
+        if (!o.dry_run && deleted.count(fp.record_volume))
+            remove_snapshot_metadata(host, fp);
     for (const auto& lock : dead_locks)
         if (o.dry_run || host.delete_volume(lock))
             result.released_locks.push_back(lock);

@@ -78,7 +78,7 @@ VolumeInfo volume_info_from_xml(const std::string& xml) {
 // build sets 0711 (and forky takes only an empty folder).
 std::optional<std::string> pool_dir_problem(const std::string& dir) {
     const std::filesystem::path p(dir);
-    if (auto why = others_could_change(p.parent_path()))
+    if (auto why = walk_path(p.parent_path(), /*allow_links=*/false).problem)
         return why;
     struct stat st {};
     if (::lstat(dir.c_str(), &st) != 0)
@@ -87,6 +87,13 @@ std::optional<std::string> pool_dir_problem(const std::string& dir) {
         return "it is a symbolic link; give --pool-dir a real folder";
     if (st.st_uid != 0 && st.st_uid != ::geteuid())
         return "it belongs to uid " + std::to_string(st.st_uid);
+    if (!S_ISDIR(st.st_mode))
+        return "it is not a folder";
+    // What libvirt does not list as volumes counts too (a link, a FIFO, a subfolder).
+    std::error_code ec;
+    if (std::filesystem::directory_iterator(p, ec) != std::filesystem::directory_iterator())
+        return "the folder exists and is not empty; forky makes its pool in a new or empty "
+               "folder (choose another --pool-dir)";
     return std::nullopt;
 }
 
@@ -274,7 +281,7 @@ void Host::check_pool_is_safe() {
     }
     // Here, the folder as it is now, and every folder and link above it.
     if (is_local())
-        if (auto why = others_could_change(path))
+        if (auto why = walk_path(path, /*allow_links=*/false).problem)
             throw StorageError("Storage pool '" + options_.pool + "' at '" + path + "': " + *why +
                                "; forky keeps its journals and memory images there and "
                                "refuses such a pool");
@@ -569,28 +576,50 @@ std::string Host::domain_type_for(Accel accel) {
     return "qemu";
 }
 
-std::string domain_state(virDomainPtr dom) {
+VmState domain_state(virDomainPtr dom) {
     int state = 0;
     int reason = 0;
     lv_check(virDomainGetState(dom, &state, &reason, 0), "Failed to read a domain's state");
     switch (state) {
     case VIR_DOMAIN_RUNNING:
-        return "running";
+        return VmState::running;
     case VIR_DOMAIN_BLOCKED:
-        return "idle";
+        return VmState::idle;
     case VIR_DOMAIN_PAUSED:
-        return "paused";
+        return VmState::paused;
     case VIR_DOMAIN_SHUTDOWN:
-        return "in shutdown";
+        return VmState::shutting_down;
     case VIR_DOMAIN_SHUTOFF:
-        return "shut off";
+        return VmState::shut_off;
     case VIR_DOMAIN_CRASHED:
-        return "crashed";
+        return VmState::crashed;
     case VIR_DOMAIN_PMSUSPENDED:
-        return "pmsuspended";
+        return VmState::suspended;
     default:
-        return "no state";
+        return VmState::unknown;
     }
+}
+
+const char* to_string(VmState s) {
+    switch (s) {
+    case VmState::running:
+        return "running";
+    case VmState::idle:
+        return "idle";
+    case VmState::paused:
+        return "paused";
+    case VmState::shutting_down:
+        return "in shutdown";
+    case VmState::shut_off:
+        return "shut off";
+    case VmState::crashed:
+        return "crashed";
+    case VmState::suspended:
+        return "pmsuspended";
+    case VmState::unknown:
+        break;
+    }
+    return "no state";
 }
 
 bool domain_is_active(virDomainPtr dom) {

@@ -117,8 +117,10 @@ private:
     long long pool_owner_ = -1;
 };
 
-// The state of a domain as virsh names it ("running", "paused", "shut off", ...).
-std::string domain_state(virDomainPtr dom);
+// A domain's state; to_string() names it as virsh does ("running", "shut off", ...).
+enum class VmState { running, idle, paused, shutting_down, shut_off, crashed, suspended, unknown };
+const char* to_string(VmState s);
+VmState domain_state(virDomainPtr dom);
 bool domain_is_active(virDomainPtr dom);
 std::string domain_name(virDomainPtr dom);
 std::string domain_xml(virDomainPtr dom, unsigned flags = 0);

@@ -63,9 +63,7 @@ const std::vector<fs::path>& forbidden_image_dirs() {
 namespace {
 
 fs::path resolved_dir(const fs::path& dir) {
-    std::error_code ec;
-    fs::path real = fs::weakly_canonical(dir, ec);
-    return ec ? dir.lexically_normal() : real;
+    return dir.is_absolute() ? walk_path(dir).resolved : dir.lexically_normal();
 }
 
 // Why others than root and this user could change `path` (nullopt when they cannot).
@@ -98,8 +96,13 @@ ImageRules image_rules_for(const DomainSpec& spec, const std::vector<fs::path>& 
     if (!pool_dir.empty())
         rules.pool_dir = resolved_dir(pool_dir);
     if (!configured.empty()) {
-        for (const auto& d : configured)
-            rules.allowed_dirs.push_back(resolved_dir(d));
+        for (const auto& d : configured) {
+            const fs::path real = resolved_dir(d);
+            if (real == real.root_path())
+                throw SpecError("image_dirs entry '" + d.string() +
+                                "' leads to /, which would allow every file");
+            rules.allowed_dirs.push_back(real);
+        }
         rules.allowed_by = "image_dirs in forky's configuration";
     } else {
         const fs::path spec_dir = resolved_dir(spec.source.parent_path());
@@ -134,24 +137,27 @@ std::optional<std::string> image_file_problem(const std::string& file, const Ima
                                               bool resolve_links) {
     if (file.empty() || file.front() != '/')
         return "is not a plain local file (forky reads images by absolute path only)";
-    const fs::path lexical = fs::path(file).lexically_normal();
-    if (auto why = forbidden_dir_of(lexical))
-        return why;
-    fs::path real = lexical;
-    std::string via;
+    // Where the path leads, followed as the kernel follows it (links where they stand,
+    // ".." from where the walk really is), checked on the way: nobody else may be able to
+    // swap any of it between this check and QEMU's open.
+    fs::path real = fs::path(file).lexically_normal();
     if (resolve_links) {
-        std::error_code ec;
-        real = fs::canonical(lexical, ec);
-        if (ec)
+        PathWalk walk = walk_path(file);
+        if (walk.problem)
+            return "could be swapped after forky checked it: " + *walk.problem;
+        real = walk.resolved;
+        if (!walk.exists)
             return "does not exist";
-        if (real != lexical) {
-            via = "leads to '" + real.string() + "', which ";
-            if (auto why = forbidden_dir_of(real))
-                return via + *why;
-        }
-        if (!fs::is_regular_file(real, ec))
-            return via + "is not a regular file";
     }
+    if (auto why = forbidden_dir_of(fs::path(file).lexically_normal()))
+        return why;
+    const std::string via =
+        real != fs::path(file) ? "leads to '" + real.string() + "', which " : std::string();
+    if (auto why = forbidden_dir_of(real))
+        return via + *why;
+    std::error_code ec;
+    if (resolve_links && !fs::is_regular_file(real, ec))
+        return via + "is not a regular file";
     for (const auto& dir : rules.denied_dirs)
         if (is_under(real, dir))
             return via + "lies in the folder of another storage pool (" + dir.string() +
@@ -165,10 +171,6 @@ std::optional<std::string> image_file_problem(const std::string& file, const Ima
     if (!allowed)
         return via + "is not under a folder allowed for images (" + join(rules.allowed_dirs) +
                ": " + rules.allowed_by + ")";
-    // The path as written and where it leads: nobody else may swap any of it.
-    if (resolve_links)
-        if (auto why = others_could_change(lexical))
-            return via + "could be swapped after forky checked it: " + *why;
     return std::nullopt;
 }
 
@@ -231,7 +233,7 @@ DomainSpec check_spec_images(const DomainSpec& spec, const ImageRules& rules) {
         if (auto why = image_file_problem(f.path.string(), rules))
             refuse(f.ref,
                    "refused " + std::string(what) + " '" + f.path.string() + "': it " + *why);
-        f.path = fs::canonical(f.path);
+        f.path = walk_path(f.path).resolved;
     };
     resolve(resolved.boot.kernel, "kernel");
     resolve(resolved.boot.initrd, "initrd");

@@ -57,8 +57,12 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
     w.text(root, "generation", std::to_string(l.generation));
     if (!l.parent.empty())
         w.text(root, "parent", l.parent);
+    if (!l.parent_uuid.empty())
+        w.text(root, "parent-uuid", l.parent_uuid);
     if (!l.fork_point.empty())
         w.text(root, "fork-point", l.fork_point);
+    if (!l.fork_point_id.empty())
+        w.text(root, "fork-point-id", l.fork_point_id);
     w.text(root, "created-at", l.created_at);
     if (!l.operation.empty())
         w.text(root, "operation", l.operation);
@@ -109,7 +113,9 @@ Lineage lineage_from_xml(std::string_view xml) {
         throw Error("Malformed forky metadata: no valid generation");
     }
     l.parent = child_local(root, "parent").text().get();
+    l.parent_uuid = child_local(root, "parent-uuid").text().get();
     l.fork_point = child_local(root, "fork-point").text().get();
+    l.fork_point_id = child_local(root, "fork-point-id").text().get();
     l.created_at = child_local(root, "created-at").text().get();
     l.operation = child_local(root, "operation").text().get();
     if (pugi::xml_node ttl = child_local(root, "ttl"))

@@ -30,8 +30,10 @@ struct PortForward {
 };
 
 struct Lineage {
-    std::string parent;     // empty for a VM made by `forky up`
-    std::string fork_point; // the fork point this VM was forked from ("web.fp2"), if any
+    std::string parent;        // its parent's name (for display); empty for `forky up`
+    std::string parent_uuid;   // its parent's identity: a name reused never joins a family
+    std::string fork_point;    // the fork point it came from, "web@fp2", if any
+    std::string fork_point_id; // that fork point's id (its record in the pool)
     unsigned generation = 0;
     std::string created_at; // RFC 3339, UTC
     std::string operation;  // id of the forky operation that made it (its journal's `op`)
@@ -46,8 +48,9 @@ struct Lineage {
     std::string memory_image;
     std::vector<OwnedVolume> layers; // role "layer"
 
-    // For a VM that has been forked: fork points made so far and children named so far,
-    // so names are never reused.
+    // The number of the VM's last layer made (by a fork, a snapshot or a revert: each
+    // freezes its top and gives it a new one) and the children named so far, so that
+    // neither a number nor a name is ever used twice.
     unsigned forks = 0;
     unsigned children_made = 0;
 

@@ -34,7 +34,7 @@ void require_valid_name(std::string_view name) {
 
 bool is_forky_volume_name(const std::string& name) {
     static const std::regex re(
-        R"(^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\.(vd[a-z]{1,2}(\.fp[0-9]+)?\.qcow2|console\.log|fp[0-9]+\.mem)$)");
+        R"(^[A-Za-z0-9][A-Za-z0-9_-]{0,62}\.(vd[a-z]{1,2}(\.fp[0-9]+)?\.qcow2|console\.log|fp[0-9]+\.(mem|point))$)");
     return std::regex_match(name, re);
 }
 

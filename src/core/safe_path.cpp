@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <deque>
 
 namespace forky {
 
@@ -17,56 +18,96 @@ std::string mode_of(const struct stat& st) {
     return mode;
 }
 
-std::optional<std::string> check(const fs::path& path, int depth) {
-    if (depth > 40)
-        return "'" + path.string() + "' goes through too many links";
-    fs::path p = path.lexically_normal();
-    if (!p.has_filename() && p != p.root_path())
-        p = p.parent_path(); // "dir/" is "dir"
-    fs::path at = p.root_path();
-    const auto last = std::prev(p.end());
-    for (auto it = p.begin(); it != p.end(); ++it) {
-        if (*it == p.root_path() || it->empty())
-            continue;
-        at /= *it;
-        struct stat st {};
-        if (::lstat(at.c_str(), &st) != 0)
-            return std::nullopt; // does not exist (yet): the folders above were checked
-        if (st.st_uid != 0 && st.st_uid != ::geteuid())
-            return "'" + at.string() + "' belongs to uid " + std::to_string(st.st_uid) +
-                   ", who could change it";
-        if (S_ISLNK(st.st_mode)) {
-            // The link is safe where it stands; where it leads must be too.
-            std::error_code ec;
-            fs::path target = fs::read_symlink(at, ec);
-            if (ec)
-                return "'" + at.string() + "' is a link that cannot be read";
-            if (target.is_relative())
-                target = at.parent_path() / target;
-            if (auto why = check(target, depth + 1))
-                return why;
-            at = fs::weakly_canonical(at, ec);
-            continue;
-        }
-        const bool is_last = it == last;
-        if (S_ISDIR(st.st_mode) && !is_last) {
-            if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0)
-                return "others can write '" + at.string() + "' (mode " + mode_of(st) + ")";
-            continue;
-        }
-        if ((st.st_mode & 022) != 0)
-            return "others can write '" + at.string() + "' (mode " + mode_of(st) + ")";
-        if (S_ISREG(st.st_mode) && st.st_nlink > 1)
-            return "'" + at.string() + "' has " + std::to_string(st.st_nlink) +
-                   " names (hard links), so forky cannot tell where else it lives";
-    }
-    return std::nullopt;
+bool owner_ok(const struct stat& st) {
+    return st.st_uid == 0 || st.st_uid == ::geteuid();
 }
 
 } // namespace
 
+PathWalk walk_path(const fs::path& path, bool allow_links) {
+    PathWalk w;
+    if (!path.is_absolute()) {
+        w.problem = "'" + path.string() + "' is not an absolute path";
+        return w;
+    }
+    std::deque<fs::path> pending(path.begin(), path.end());
+    fs::path at = "/";
+    int links = 0;
+    struct stat st {};
+    ::lstat("/", &st);
+    while (!pending.empty()) {
+        const fs::path c = pending.front();
+        pending.pop_front();
+        const std::string s = c.string();
+        if (s.empty() || s == "." || s == "/")
+            continue;
+        if (s == "..") {
+            at = at.parent_path(); // `at` is real: its parent is where the kernel goes
+            ::lstat(at.c_str(), &st);
+            continue;
+        }
+        const fs::path next = at / c;
+        if (::lstat(next.c_str(), &st) != 0) {
+            // Missing from here on: what follows, as written.
+            fs::path rest = next;
+            for (const auto& r : pending)
+                rest /= r;
+            w.resolved = rest.lexically_normal();
+            return w;
+        }
+        if (!owner_ok(st)) {
+            w.problem = "'" + next.string() + "' belongs to uid " + std::to_string(st.st_uid) +
+                        ", who could change it";
+            return w;
+        }
+        if (S_ISLNK(st.st_mode)) {
+            if (!allow_links) {
+                w.problem = "'" + next.string() + "' is a symbolic link";
+                return w;
+            }
+            if (++links > 40) {
+                w.problem = "'" + path.string() + "' goes through too many links";
+                return w;
+            }
+            std::error_code ec;
+            const fs::path target = fs::read_symlink(next, ec);
+            if (ec) {
+                w.problem = "'" + next.string() + "' is a link that cannot be read";
+                return w;
+            }
+            // The target's components come next, from / or from where the link stands.
+            if (target.is_absolute())
+                at = "/";
+            std::deque<fs::path> front(target.begin(), target.end());
+            pending.insert(pending.begin(), front.begin(), front.end());
+            continue;
+        }
+        if (!pending.empty()) {
+            if (!S_ISDIR(st.st_mode)) {
+                w.problem = "'" + next.string() + "' is not a folder";
+                return w;
+            }
+            if ((st.st_mode & 022) != 0 && (st.st_mode & S_ISVTX) == 0) {
+                w.problem = "others can write '" + next.string() + "' (mode " + mode_of(st) + ")";
+                return w;
+            }
+        }
+        at = next;
+    }
+    w.resolved = at;
+    w.exists = true;
+    // `st` is the final component's.
+    const bool dir = S_ISDIR(st.st_mode);
+    if ((st.st_mode & 022) != 0 && !(dir && (st.st_mode & S_ISVTX) != 0))
+        w.problem = "others can write '" + at.string() + "' (mode " + mode_of(st) + ")";
+    else if (S_ISREG(st.st_mode) && st.st_nlink > 1)
+        w.problem = "'" + at.string() + "' has " + std::to_string(st.st_nlink) +
+                    " names (hard links), so forky cannot tell where else it lives";
+    return w;
+}
+
 std::optional<std::string> others_could_change(const fs::path& path) {
-    return check(path, 0);
+    return walk_path(path).problem;
 }
 
 } // namespace forky

@@ -3,12 +3,12 @@
 #include "child_xml.hpp"
 #include "domain_xml.hpp"
 #include "errors.hpp"
-#include "fault.hpp"
 #include "gc.hpp"
 #include "images.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "network.hpp"
+#include "operation.hpp"
 #include "transaction.hpp"
 #include "vm_lock.hpp"
 
@@ -58,6 +58,16 @@ void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lin
              "Failed to record the lineage of VM '" + name + "'");
 }
 
+namespace {
+// "; ... forky gc ..." when a lock of `name` is left (a killed forky made the domain).
+std::string left_by_killed_operation(Host& host, const std::string& name) {
+    if (!host.find_volume(lock_volume_name(name)))
+        return "";
+    return " (its lock '" + lock_volume_name(name) +
+           "' is still held: if a killed forky left it, 'forky gc' removes it)";
+}
+} // namespace
+
 Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::string& what) {
     auto lineage = read_lineage(dom);
     if (!lineage)
@@ -100,7 +110,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     require_valid_name(name);
     if (host.find_domain(name))
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
-                            "'");
+                            "'" + left_by_killed_operation(host, name));
     // Every file the spec names, checked before anything is made.
     const auto others = host.other_pool_dirs();
     const ImageRules rules =
@@ -108,9 +118,8 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
                         {others.begin(), others.end()});
     const DomainSpec spec = check_spec_images(given, rules);
     const std::string domain_type = host.domain_type_for(spec.accel);
-    const CancelToken& cancel = options.cancel;
-    cancel.check("forky up");
-    VmLock lock = VmLock::acquire(host, name, "up", std::chrono::seconds(0), cancel);
+    options.ctx.cancel.check("forky up");
+    Operation op(host, name, "up", options.ctx, std::chrono::seconds(0));
     if (host.find_domain(name)) // made meanwhile by someone else
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
@@ -118,7 +127,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     Lineage lineage;
     lineage.generation = 0;
     lineage.created_at = utc_now_rfc3339();
-    lineage.operation = lock.journal().op;
+    lineage.operation = op.id();
     lineage.ttl = spec.ttl;
     lineage.pool = host.options().pool;
     lineage.spec = spec.source.string();
@@ -128,51 +137,34 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     DomainPlan plan;
     plan.name = name;
     plan.domain_type = domain_type;
-
-    Transaction txn;
-    txn.before_rollback([&host] { host.reconnect_if_lost(); });
-    txn.if_rollback_fails([&lock] {
-        lock.abandon();
-        logger("vm")->warn("Some steps could not be undone; run 'forky gc' to finish");
-    });
     auto own_volume = [&](const std::string& vol_name) {
         if (host.find_volume(vol_name))
             throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
                                 host.options().pool + "'; remove it or pick another name");
-        lock.record_volume(vol_name);
     };
     for (const auto& disk : spec.disks) {
         std::string vol_name = disk_volume_name(name, disk.target);
         own_volume(vol_name);
-        StorageVolPtr vol =
-            host.create_overlay(vol_name, disk.base.path.string(), disk.base_format);
-        txn.on_rollback("delete volume '" + vol_name + "'",
-                        [&host, vol_name] { host.delete_volume(vol_name); });
-        plan.disk_paths.push_back(host.volume_path(vol.get()));
+        plan.disk_paths.push_back(
+            op.create_overlay(vol_name, disk.base.path.string(), disk.base_format));
         lineage.volumes.push_back({"disk", disk.target, vol_name});
-        cancel.check("forky up");
+        options.ctx.cancel.check("forky up");
     }
     if (spec.console == ConsoleMode::log) {
         std::string vol_name = console_volume_name(name);
         own_volume(vol_name);
-        StorageVolPtr vol = host.create_raw_volume(vol_name);
-        txn.on_rollback("delete volume '" + vol_name + "'",
-                        [&host, vol_name] { host.delete_volume(vol_name); });
-        plan.console_log_path = host.volume_path(vol.get());
+        plan.console_log_path = op.create_raw(vol_name);
         lineage.volumes.push_back({"console", "", vol_name});
     }
     plan.lineage = lineage;
-    fault_point("up-volumes", 0, cancel);
+    op.step("up-volumes");
 
     plan.uuid = random_uuid();
     std::string xml = build_domain_xml(spec, plan);
-    cancel.check("forky up");
-    lock.record_child(name, plan.uuid);
+    op.expect_domain(name, plan.uuid);
     DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
     lv_check(dom.get(), "Failed to define VM '" + name + "'");
-    txn.on_rollback("remove VM '" + name + "'",
-                    [&host, name, uuid = plan.uuid] { remove_domain(host, name, uuid); });
-    fault_point("up-define", 0, cancel);
+    op.step("up-define");
     if (options.start) {
         start_checked(dom.get(), name, rules, host.is_local());
         if (!spec.ports.empty()) {
@@ -180,11 +172,10 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
             running.ports = forward_ports(dom.get(), name, spec.ports);
             write_lineage(dom.get(), name, running, /*live_only=*/true);
         }
-        fault_point("up-start", 0, cancel);
+        op.step("up-start");
     }
-    cancel.check("forky up");
-    lock.record_committed(); // the commit point: fails (and undoes) if libvirt is gone
-    txn.commit();
+    options.ctx.cancel.check("forky up");
+    op.commit(); // the commit point: fails (and undoes) if libvirt is gone
     logger("vm")->info("VM '{}' is up ({})", name, domain_type);
     return name;
 }
@@ -353,7 +344,7 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
     Lineage lineage = require_forky_vm(dom.get(), name, "not removing");
     require_same_pool(host, name, lineage);
     if (!force && domain_is_active(dom.get()))
-        throw ConflictError("VM '" + name + "' is " + domain_state(dom.get()) +
+        throw ConflictError("VM '" + name + "' is " + to_string(domain_state(dom.get())) +
                             "; stop it first or use --force");
     // Its own: what its lineage lists and the disks it runs on now.
     std::set<std::string> own;

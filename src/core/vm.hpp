@@ -5,6 +5,7 @@
 #include "cancel.hpp"
 #include "host.hpp"
 #include "lineage.hpp"
+#include "operation.hpp"
 #include "spec.hpp"
 
 #include <chrono>
@@ -18,7 +19,7 @@ namespace forky {
 struct VmInfo {
     std::string name;
     std::string uuid;
-    std::string state;
+    VmState state = VmState::unknown;
     std::string domain_type; // kvm or qemu
     std::uint64_t memory_bytes = 0;
     unsigned vcpus = 0;
@@ -31,7 +32,7 @@ struct UpOptions {
     // Where the spec may take images from (the administrator's image_dirs); empty: the
     // spec's folder and the pool's (images.hpp).
     std::vector<std::filesystem::path> image_dirs;
-    CancelToken cancel; // Ctrl-C: undo and throw InterruptedError
+    OpContext ctx; // Ctrl-C: undo and throw InterruptedError; the test seam
 };
 
 // Checks every file the spec names, base chains included (images.hpp), creates the VM's

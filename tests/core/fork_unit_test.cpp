@@ -289,7 +289,7 @@ TEST(Gc, RemovesOnlyDomainsWithTheOperationsOwnLineage) {
 
 TEST(Gc, CollectsOnlyNamesForkyMakes) {
     for (const char* n : {"tiny.vda.qcow2", "tiny-1.vdb.qcow2", "tiny.vda.fp12.qcow2",
-                          "tiny.console.log", "tiny.fp3.mem", "a_b-c.vdaa.qcow2"})
+                          "tiny.console.log", "tiny.fp3.mem", "tiny.fp3.point", "a_b-c.vdaa.qcow2"})
         EXPECT_TRUE(is_forky_volume_name(n)) << n;
     for (const char* n : {"data.qcow2", "tiny.lock", "golden.img", "tiny.vda.qcow2.bak",
                           "../x.vda.qcow2", "tiny.fp.mem", "debian-12.qcow2"})

@@ -129,8 +129,7 @@ TEST_F(ImageRulesTest, HostFilesAsBaseKernelOrInitrdAreRefused) {
     ImageRules admin = image_rules_for(spec, {dir_ / "elsewhere"}, "forky", "");
     EXPECT_NE(image_file_problem(path("spec/vmlinuz"), admin), std::nullopt);
     EXPECT_EQ(image_file_problem(path("elsewhere/base.qcow2"), admin), std::nullopt);
-    EXPECT_NE(image_file_problem("/etc/hostname", image_rules_for(spec, {"/"}, "forky", "")),
-              std::nullopt);
+    EXPECT_THROW(image_rules_for(spec, {"/"}, "forky", ""), SpecError);
 }
 
 TEST_F(ImageRulesTest, AQcow2HeaderIsReadAsQcow2OnlyWhenTheSpecSaysSo) {
@@ -216,12 +215,30 @@ TEST_F(ImageRulesTest, FilesOthersCouldSwapOrThatHaveSecondNamesAreRefused) {
     msg = error_of("  - base: two.raw\n");
     EXPECT_NE(msg.find("has 2 names (hard links)"), std::string::npos) << msg;
 
-    // A spec whose folder others can write takes no images from it by default.
-    fs::permissions(dir_ / "spec", fs::perms::all);
+    // ".." after a link goes up from where the link leads, as the kernel goes: a backing
+    // path "u/v/../../secret" is judged where QEMU will open it, not as tidied text.
+    fs::create_directories(dir_ / "elsewhere/sub");
+    std::ofstream(dir_ / "secret") << std::string(4096, 's');
+    std::ofstream(dir_ / "spec/secret") << std::string(4096, 'd'); // the decoy
+    fs::create_directories(dir_ / "spec/u");
+    fs::create_directory_symlink(dir_ / "elsewhere/sub", dir_ / "spec/u/v");
+    qemu_img({"create", "-q", "-f", "qcow2", "-b", "u/v/../../secret", "-F", "raw",
+              path("spec/dotdot.qcow2")});
+    msg = error_of("  - base: dotdot.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("leads to '" + path("secret") + "', which is not under a folder allowed"),
+              std::string::npos)
+        << msg;
+    ASSERT_EQ(::lchown(path("spec/u/v").c_str(), 12345, 12345), 0);
+    ASSERT_EQ(::chown(path("spec/u").c_str(), 12345, 12345), 0);
+    msg = error_of("  - base: dotdot.qcow2\n    format: qcow2\n");
+    EXPECT_NE(msg.find("'" + path("spec/u") + "' belongs to uid 12345"), std::string::npos) << msg;
+
+    // A spec whose folder others can write (even sticky) takes no images from it by default.
+    fs::permissions(dir_ / "spec", fs::perms::all | fs::perms::sticky_bit);
     std::ofstream(dir_ / "spec/plain.raw") << std::string(4096, 'x');
     msg = error_of("  - base: plain.raw\n");
     EXPECT_NE(msg.find("the spec's folder " + path("spec") +
-                       " can be written by others (mode 0777), so it is no image folder"),
+                       " can be written by others (mode 1777), so it is no image folder"),
               std::string::npos)
         << msg;
 }

@@ -101,7 +101,7 @@ TEST_F(VmOnTestDriver, UpDefinesStartsAndRecordsLineage) {
     ASSERT_EQ(vms.size(), 1u);
     const VmInfo& vm = vms[0];
     EXPECT_EQ(vm.name, "tiny");
-    EXPECT_EQ(vm.state, "running");
+    EXPECT_EQ(vm.state, VmState::running);
     EXPECT_EQ(vm.domain_type, "qemu");
     EXPECT_EQ(vm.memory_bytes, 256ULL << 20);
     EXPECT_EQ(vm.lineage.generation, 0u);
@@ -128,7 +128,7 @@ TEST_F(VmOnTestDriver, UpWithAnotherNameAndNoStart) {
     o.name = "other";
     o.start = false;
     vm_up(host(), spec_, o);
-    EXPECT_EQ(vm_info(host(), "other").state, "shut off");
+    EXPECT_EQ(vm_info(host(), "other").state, VmState::shut_off);
     EXPECT_TRUE(host().find_volume("other.vda.qcow2"));
     o.name = "bad/name";
     EXPECT_THROW(vm_up(host(), spec_, o), UsageError);
@@ -155,7 +155,7 @@ TEST_F(VmOnTestDriver, StopAndRemove) {
     StopOptions force;
     force.force = true;
     EXPECT_TRUE(vm_stop(host(), "tiny", force));
-    EXPECT_EQ(vm_info(host(), "tiny").state, "shut off");
+    EXPECT_EQ(vm_info(host(), "tiny").state, VmState::shut_off);
     EXPECT_FALSE(vm_stop(host(), "tiny", force));
     RemoveResult r = vm_remove(host(), "tiny");
     EXPECT_EQ(r.deleted.size(), 2u);
@@ -241,7 +241,7 @@ TEST(VmOnSharedTestDriver, WrongPoolIsRefused) {
     StopOptions force;
     force.force = true;
     EXPECT_THROW(vm_stop(other, "wrong-pool-vm", force), ConflictError);
-    EXPECT_EQ(vm_info(host, "wrong-pool-vm").state, "running");
+    EXPECT_EQ(vm_info(host, "wrong-pool-vm").state, VmState::running);
     EXPECT_TRUE(host.find_domain("wrong-pool-vm"));
     EXPECT_EQ(vm_remove(host, "wrong-pool-vm", true).deleted.size(), 2u);
 }

@@ -97,7 +97,7 @@ TEST(Fork, ChildrenCarryOnFromTheParentsMemory) {
     CommandResult fork = run_forky({"fork", "fa", "--count", "2", "--json"});
     ASSERT_EQ(fork.rc, 0) << fork.all();
     EXPECT_NE(fork.out.find("\"children\":[\"fa-1\",\"fa-2\"]"), std::string::npos) << fork.out;
-    EXPECT_NE(fork.out.find("\"fork_point\":\"fa.fp1\""), std::string::npos) << fork.out;
+    EXPECT_NE(fork.out.find("\"fork_point\":\"fa@fp1\""), std::string::npos) << fork.out;
     for (const char* child : {"fa-1", "fa-2"}) {
         expect_carries_on(child, token, before);
         EXPECT_EQ(domain_state_of(child), "running");
@@ -118,7 +118,7 @@ TEST(Fork, ChildrenCarryOnFromTheParentsMemory) {
     EXPECT_EQ(uuids.size(), 3u);
     CommandResult xml = run({"virsh", "-c", libvirt_uri(), "dumpxml", "fa-1"});
     EXPECT_NE(xml.out.find("<forky:parent>fa</forky:parent>"), std::string::npos) << xml.out;
-    EXPECT_NE(xml.out.find("<forky:fork-point>fa.fp1</forky:fork-point>"), std::string::npos);
+    EXPECT_NE(xml.out.find("<forky:fork-point>fa@fp1</forky:fork-point>"), std::string::npos);
     EXPECT_NE(xml.out.find("<forky:generation>1</forky:generation>"), std::string::npos);
     EXPECT_TRUE(
         has(lines(run({"virsh", "-q", "-c", libvirt_uri(), "list", "--name"}).out), "fa-2"));
@@ -137,7 +137,7 @@ TEST(Fork, ChildrenCarryOnFromTheParentsMemory) {
     // Own consoles: the parent's log never shows a child's output and vice versa.
     EXPECT_TRUE(has(pool_files(), "fa-1.console.log"));
     CommandResult tree = run_forky({"tree"});
-    EXPECT_NE(tree.out.find("@fa.fp1"), std::string::npos) << tree.out;
+    EXPECT_NE(tree.out.find("fa@fp1"), std::string::npos) << tree.out;
 
     // Removing everyone reclaims the fork point too.
     remove_all({"fa", "fa-1", "fa-2"});
@@ -226,7 +226,7 @@ TEST(Fork, ForkOfAForkAndColdForks) {
 
     CommandResult tree = run_forky({"tree", "--json"});
     EXPECT_NE(tree.out.find("{\"name\":\"fg-1-1\",\"state\":\"running\",\"generation\":2,"
-                            "\"parent\":\"fg-1\",\"fork_point\":\"fg-1.fp1\"}"),
+                            "\"parent\":\"fg-1\",\"fork_point\":\"fg-1@fp1\"}"),
               std::string::npos)
         << tree.out;
     remove_all({"fg", "fg-1", "fg-1-1", "cold-1", "fg-2", "warm-1"});
