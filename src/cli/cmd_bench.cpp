@@ -50,7 +50,11 @@ void print_report_json(const BenchReport& r) {
                 {"memory_bytes", r.memory_bytes},
                 {"cold_boot_ms", static_cast<std::uint64_t>(r.cold_boot_ms)},
                 {"parent_rss_bytes", r.parent_rss_bytes},
-                {"rounds", rounds}});
+                {"rounds", rounds},
+                {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
+                {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
+                {"fork_from_snapshot_ms", static_cast<std::uint64_t>(r.fork_from_snapshot_ms)},
+                {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -78,6 +82,14 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
         else if (x.count != 1)
             std::printf("%-44s %9.0f ms\n", label.c_str(), x.fork_ms);
     }
+    std::printf("%-44s %9.0f ms   %.2f x cold boot\n", "fork VM@SNAP -> child printing",
+                r.fork_from_snapshot_ms, r.fork_from_snapshot_ms / r.cold_boot_ms);
+    std::printf("%-44s %9.0f ms   %.2f x cold boot\n", "revert -> VM printing again", r.revert_ms,
+                r.revert_ms / r.cold_boot_ms);
+    std::printf("%-44s %9.0f ms\n", "snapshot (forky snapshot returns)", r.snapshot_ms);
+    if (r.snapshot_paused_ms)
+        std::printf("%-44s %9llu ms   (<= 50 ms)\n", "VM paused, snapshot",
+                    static_cast<unsigned long long>(*r.snapshot_paused_ms));
     for (const auto& x : r.rounds) {
         std::string label = "parent paused, fork into " + std::to_string(x.count);
         if (x.parent_downtime_ms)

@@ -73,9 +73,12 @@ void setup_fork(CLI::App& app, Context& ctx) {
         "over the frozen fork point, console log and user-mode network. The parent keeps\n"
         "running on a new top layer; a hot fork pauses it only for the final switch-over.\n"
         "Prints the children's names, one a line.\n"
+        "A stored fork point or snapshot forks too, at any later time, as often as wanted,\n"
+        "while the VM moves on (or is off, or removed with its snapshots kept): VM@NAME.\n"
         "Examples: forky fork web --count 8\n"
-        "          forky fork web --cold --keep-paused --prefix probe");
-    sub->add_option("vm", cmd->parent, "the running VM to fork")->required();
+        "          forky fork web --cold --keep-paused --prefix probe\n"
+        "          forky fork web@before-upgrade --count 4");
+    sub->add_option("vm", cmd->parent, "the running VM to fork, or VM@NAME")->required();
     sub->add_option("-n,--count", cmd->count, "number of children")->capture_default_str();
     sub->add_flag("--cold", cmd->cold,
                   "pause the parent for the cut (no live snapshot), then resume it");

@@ -1,6 +1,9 @@
-// forky rm VM: undefine the VM and delete its own volumes (never a base image, never a
-// layer that something else still needs).
+// forky rm VM... | VM@SNAP... [--recursive]: undefine VMs and delete their own volumes, or
+// remove snapshots (never a base image, never a layer that something else still needs).
 #include "commands.hpp"
+#include "errors.hpp"
+#include "fork.hpp"
+#include "history.hpp"
 #include "names.hpp"
 #include "vm.hpp"
 
@@ -14,12 +17,34 @@ namespace {
 struct RmCommand {
     std::vector<std::string> names;
     bool force = false;
+    bool recursive = false;
 };
 
 void run_rm(const RmCommand& cmd, Context& ctx) {
     for (const auto& name : cmd.names)
-        require_valid_name(name);
+        if (!parse_point_ref(name))
+            require_valid_name(name);
+    HistoryOptions o;
+    o.ctx = ctx.op_context();
     for (const auto& name : cmd.names) {
+        if (parse_point_ref(name)) {
+            if (cmd.recursive)
+                throw UsageError("--recursive removes a VM and its family, not a snapshot ('" +
+                                 name + "')");
+            RemoveSnapshotResult r = vm_remove_snapshot(ctx.host(), name, o);
+            std::cout << "Removed snapshot '" << name << "' and " << r.deleted.size()
+                      << " volume(s)\n";
+            continue;
+        }
+        if (cmd.recursive) {
+            RecursiveRemoveResult r = vm_remove_recursive(ctx.host(), name, o);
+            for (const auto& vm : r.removed_vms)
+                std::cout << "Removed VM '" << vm << "'\n";
+            for (const auto& p : r.removed_points)
+                std::cout << "Removed snapshot '" << p << "'\n";
+            std::cout << "Deleted " << r.deleted.size() << " volume(s)\n";
+            continue;
+        }
         RemoveResult r = vm_remove(ctx.host(), name, cmd.force, ctx.cancel());
         std::cout << "Removed VM '" << name << "'";
         if (!r.deleted.empty())
@@ -36,9 +61,16 @@ void setup_rm(CLI::App& app, Context& ctx) {
     auto cmd = std::make_shared<RmCommand>();
     CLI::App* sub = app.add_subcommand(
         "rm", "Remove VMs: undefine them and delete their own overlays and console logs.\n"
-              "Base images are never touched; a layer another VM needs is kept.");
-    sub->add_option("vm", cmd->names, "names of the VMs")->required();
+              "Base images are never touched; a layer another VM or a kept snapshot needs is\n"
+              "kept. Their snapshots stay until removed: 'forky rm VM@NAME' (refused while VMs\n"
+              "forked from it exist, naming them), or everything with --recursive.\n"
+              "Examples: forky rm web-3 web-4\n"
+              "          forky rm web@before-upgrade\n"
+              "          forky rm web --recursive");
+    sub->add_option("vm", cmd->names, "VMs, or snapshots as VM@NAME")->required();
     sub->add_flag("-f,--force", cmd->force, "stop a running VM first");
+    sub->add_flag("-r,--recursive", cmd->recursive,
+                  "the VM, its snapshots and every VM descended from it (running or not)");
     sub->callback([cmd, &ctx] { run_rm(*cmd, ctx); });
 }
 

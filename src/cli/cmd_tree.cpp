@@ -1,86 +1,141 @@
-// forky tree [--json]: the family of forky's VMs, drawn from their lineage metadata.
+// forky tree [VM] [--json | --dot]: the family of forky's VMs, their fork points and
+// snapshots, as text, JSON or Graphviz.
 #include "commands.hpp"
+#include "errors.hpp"
 #include "json_out.hpp"
-#include "vm.hpp"
+#include "tree.hpp"
+#include "units.hpp"
 
 #include <iostream>
 #include <map>
 #include <memory>
-#include <set>
 
 namespace forky::cli {
 
 namespace {
 
 struct TreeCommand {
+    std::string vm;
     bool json = false;
+    bool dot = false;
 };
 
-struct Family {
-    std::map<std::string, const VmInfo*> by_name;
-    // parent -> fork point -> children
-    std::map<std::string, std::map<std::string, std::vector<const VmInfo*>>> forks;
-};
-
-void draw_vm(const Family& f, const VmInfo& vm, const std::string& indent);
-
-// The fork points of `name` and the children forked at each.
-void draw_forks(const Family& f, const std::string& name, const std::string& indent) {
-    auto it = f.forks.find(name);
-    if (it == f.forks.end())
-        return;
-    std::size_t i = 0;
-    for (const auto& [point, children] : it->second) {
-        bool last_point = ++i == it->second.size();
-        std::cout << indent << (last_point ? "└── " : "├── ") << point << '\n';
-        std::string inner = indent + (last_point ? "    " : "│   ");
-        for (std::size_t c = 0; c < children.size(); ++c) {
-            bool last = c + 1 == children.size();
-            std::cout << inner << (last ? "└── " : "├── ");
-            draw_vm(f, *children[c], inner + (last ? "    " : "│   "));
-        }
+std::string describe(const TreeNode& n) {
+    switch (n.kind) {
+    case TreeNode::Kind::vm:
+        return n.name + "  [" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
+               ", " + format_size(n.disk_bytes) + "]";
+    case TreeNode::Kind::removed_vm:
+        return n.name + "  [removed]";
+    case TreeNode::Kind::fork_point:
+        return n.name + "  (" + to_string(n.point_kind) + ", " + n.created_at + ", " +
+               format_size(n.disk_bytes) + ")";
     }
+    return n.name;
 }
 
-void draw_vm(const Family& f, const VmInfo& vm, const std::string& indent) {
-    std::cout << vm.name << "  [" << to_string(vm.state) << ", gen " << vm.lineage.generation
-              << "]\n";
-    draw_forks(f, vm.name, indent);
+void draw(const LineageTree& t) {
+    std::map<std::string, std::vector<const TreeNode*>> kids;
+    for (const auto& n : t.nodes)
+        kids[n.parent].push_back(&n);
+    std::function<void(const TreeNode&, const std::string&)> below = [&](const TreeNode& n,
+                                                                         const std::string& in) {
+        const auto& k = kids[n.id];
+        for (std::size_t i = 0; i < k.size(); ++i) {
+            const bool last = i + 1 == k.size();
+            std::cout << in << (last ? "└── " : "├── ") << describe(*k[i]) << '\n';
+            below(*k[i], in + (last ? "    " : "│   "));
+        }
+    };
+    for (const auto* r : kids[""]) {
+        std::cout << describe(*r) << '\n';
+        below(*r, "");
+    }
+    if (t.nodes.empty())
+        std::cout << "No forky VMs or snapshots in this pool\n";
+}
+
+std::string dot_quoted(const std::string& s) {
+    std::string out = "\"";
+    for (char c : s) {
+        if (c == '"' || c == '\\')
+            out += '\\';
+        out += c;
+    }
+    return out + "\"";
+}
+
+void print_dot(const LineageTree& t) {
+    std::cout << "digraph forky {\n"
+                 "  rankdir=LR;\n"
+                 "  node [fontname=\"Helvetica\", fontsize=10];\n"
+                 "  edge [color=\"#777777\"];\n";
+    for (const auto& n : t.nodes) {
+        std::string label;
+        std::string style;
+        switch (n.kind) {
+        case TreeNode::Kind::vm:
+            label = n.name + "\\n" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
+                    "\\n" + format_size(n.disk_bytes);
+            style = n.state == VmState::running
+                        ? "shape=box, style=\"rounded,filled\", fillcolor=\"#d8f0d8\""
+                        : "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"";
+            break;
+        case TreeNode::Kind::removed_vm:
+            label = n.name + "\\n(removed)";
+            style = "shape=box, style=\"rounded,dashed\"";
+            break;
+        case TreeNode::Kind::fork_point:
+            label = n.name + "\\n" + to_string(n.point_kind) + ", " + format_size(n.disk_bytes);
+            style = n.point_kind == ForkPoint::Kind::fork
+                        ? "shape=ellipse, style=filled, fillcolor=\"#fff3c4\""
+                        : "shape=note, style=filled, fillcolor=\"#d6e6ff\"";
+            break;
+        }
+        std::cout << "  " << dot_quoted(n.id) << " [label=" << dot_quoted(label) << ", " << style
+                  << "];\n";
+    }
+    for (const auto& n : t.nodes)
+        if (!n.parent.empty())
+            std::cout << "  " << dot_quoted(n.parent) << " -> " << dot_quoted(n.id) << ";\n";
+    for (const auto& p : t.problems)
+        std::cout << "  // problem: " << p << '\n';
+    std::cout << "}\n";
 }
 
 void run_tree(const TreeCommand& cmd, Context& ctx) {
-    std::vector<VmInfo> vms = vm_list(ctx.host());
+    if (cmd.json && cmd.dot)
+        throw UsageError("--json and --dot: pick one");
+    const LineageTree t = lineage_tree(ctx.host(), cmd.vm);
     if (cmd.json) {
-        Json out = Json::array();
-        for (const auto& vm : vms)
-            out.push_back({{"name", vm.name},
-                           {"state", to_string(vm.state)},
-                           {"generation", vm.lineage.generation},
-                           {"parent", text_or_null(vm.lineage.parent)},
-                           {"fork_point", text_or_null(vm.lineage.fork_point)}});
-        print_json(out);
+        Json nodes = Json::array();
+        for (const auto& n : t.nodes) {
+            Json j = {{"kind", to_string(n.kind)},
+                      {"id", n.id},
+                      {"name", n.name},
+                      {"parent", text_or_null(n.parent)}};
+            if (n.kind == TreeNode::Kind::vm) {
+                j["state"] = to_string(n.state);
+                j["generation"] = n.generation;
+            }
+            if (n.kind == TreeNode::Kind::fork_point) {
+                j["fork_point_kind"] = to_string(n.point_kind);
+                j["created_at"] = n.created_at;
+            }
+            if (n.kind != TreeNode::Kind::removed_vm)
+                j["disk_bytes"] = n.disk_bytes;
+            nodes.push_back(std::move(j));
+        }
+        print_json({{"nodes", nodes}, {"problems", t.problems}});
         return;
     }
-    Family f;
-    for (const auto& vm : vms)
-        f.by_name[vm.name] = &vm;
-    for (const auto& vm : vms)
-        if (!vm.lineage.parent.empty())
-            f.forks[vm.lineage.parent][vm.lineage.fork_point].push_back(&vm);
-    // Roots: VMs made by `forky up`, and children whose parent has been removed.
-    std::set<std::string> gone_parents;
-    for (const auto& vm : vms) {
-        if (vm.lineage.parent.empty())
-            draw_vm(f, vm, "");
-        else if (!f.by_name.count(vm.lineage.parent))
-            gone_parents.insert(vm.lineage.parent);
+    if (cmd.dot) {
+        print_dot(t);
+        return;
     }
-    for (const auto& parent : gone_parents) {
-        std::cout << parent << "  [removed]\n";
-        draw_forks(f, parent, "");
-    }
-    if (vms.empty())
-        std::cout << "No forky VMs on this host\n";
+    draw(t);
+    for (const auto& p : t.problems)
+        std::cerr << "forky: problem: " << p << '\n';
 }
 
 } // namespace
@@ -88,9 +143,14 @@ void run_tree(const TreeCommand& cmd, Context& ctx) {
 void setup_tree(CLI::App& app, Context& ctx) {
     auto cmd = std::make_shared<TreeCommand>();
     CLI::App* sub = app.add_subcommand(
-        "tree", "Draw the lineage of forky's VMs: each VM, its fork points (@VM.fpN) and the\n"
-                "children forked at each.");
-    sub->add_flag("--json", cmd->json, "print a JSON array of {name, parent, fork_point, ...}");
+        "tree", "Draw the family of forky's VMs: each VM (state, generation, disk it uses), its\n"
+                "fork points and snapshots (kind, time, disk), the VMs spawned from each, and\n"
+                "removed VMs whose snapshots were kept. What libvirt and the pool disagree on\n"
+                "(a layer missing, a record gone) is reported, never fatal.\n"
+                "Examples: forky tree; forky tree web; forky tree --dot | dot -Tsvg > tree.svg");
+    sub->add_option("vm", cmd->vm, "only this VM and its descendants");
+    sub->add_flag("--json", cmd->json, "print {nodes: [...], problems: [...]} as JSON");
+    sub->add_flag("--dot", cmd->dot, "print Graphviz (dot -Tsvg renders it)");
     sub->callback([cmd, &ctx] { run_tree(*cmd, ctx); });
 }
 

@@ -17,5 +17,9 @@ void setup_fork(CLI::App& app, Context& ctx);
 void setup_gc(CLI::App& app, Context& ctx);
 void setup_tree(CLI::App& app, Context& ctx);
 void setup_bench(CLI::App& app, Context& ctx);
+void setup_snapshot(CLI::App& app, Context& ctx);
+void setup_snapshots(CLI::App& app, Context& ctx);
+void setup_revert(CLI::App& app, Context& ctx);
+void setup_squash(CLI::App& app, Context& ctx);
 
 } // namespace forky::cli

@@ -118,6 +118,10 @@ int run(int argc, char** argv) {
     setup_stop(app, ctx);
     setup_rm(app, ctx);
     setup_fork(app, ctx);
+    setup_snapshot(app, ctx);
+    setup_snapshots(app, ctx);
+    setup_revert(app, ctx);
+    setup_squash(app, ctx);
     setup_tree(app, ctx);
     setup_gc(app, ctx);
     setup_bench(app, ctx);

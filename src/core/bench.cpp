@@ -3,6 +3,7 @@
 #include "errors.hpp"
 #include "fork.hpp"
 #include "gc.hpp"
+#include "history.hpp"
 #include "save_image.hpp"
 #include "vm.hpp"
 
@@ -21,9 +22,9 @@ double ms_between(Clock::time_point a, Clock::time_point b) {
 
 // Polls a VM's console until `needle` appears after `offset`; returns when it was seen.
 Clock::time_point wait_console(Host& host, const std::string& vm, const std::string& needle,
+                               std::uint64_t offset = 0,
                                std::chrono::seconds timeout = std::chrono::seconds(180)) {
     const auto deadline = Clock::now() + timeout;
-    std::uint64_t offset = 0;
     std::string tail;
     while (Clock::now() < deadline) {
         VolumeChunk c = vm_console(host, vm, offset);
@@ -65,6 +66,15 @@ void remove_quietly(Host& host, const std::string& vm) {
             vm_remove(host, vm, /*force=*/true);
     } catch (const std::exception&) {
         // best effort: the error that stopped the bench is the one to report
+    }
+}
+
+// The bench VM, its snapshots and whatever descends from it.
+void remove_everything(Host& host, const std::string& vm) {
+    try {
+        vm_remove_recursive(host, vm, HistoryOptions{});
+    } catch (const std::exception&) {
+        remove_quietly(host, vm);
     }
 }
 
@@ -132,13 +142,38 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
                 remove_quietly(host, c);
             children.clear();
         }
+
+        say("snapshot of '" + o.name + "', a fork from it, a revert to it");
+        HistoryOptions ho;
+        ho.ctx = o.ctx;
+        SnapshotResult snap = vm_snapshot(host, o.name, "bench", ho);
+        report.snapshot_ms = snap.ms;
+        report.snapshot_paused_ms = snap.paused_ms;
+        ForkOptions fo;
+        fo.ctx = o.ctx;
+        fo.prefix = o.name + "-snap";
+        auto t_fork = Clock::now();
+        ForkResult r = vm_fork(host, snap.point.label(), fo);
+        children = r.children;
+        report.fork_from_snapshot_ms =
+            ms_between(t_fork, wait_console(host, r.children.front(), "FORKY-TICK"));
+        for (const auto& c : children)
+            remove_quietly(host, c);
+        children.clear();
+        const std::uint64_t offset = host.read_volume(console_volume_name(o.name), 0).next_offset;
+        RevertOptions ro;
+        ro.ctx = o.ctx;
+        ro.discard = true;
+        const auto t_revert = Clock::now();
+        vm_revert(host, o.name, "bench", ro);
+        report.revert_ms = ms_between(t_revert, wait_console(host, o.name, "FORKY-TICK", offset));
     } catch (...) {
         for (const auto& c : children)
             remove_quietly(host, c);
-        remove_quietly(host, o.name);
+        remove_everything(host, o.name);
         throw;
     }
-    remove_quietly(host, o.name);
+    remove_everything(host, o.name);
     return report;
 }
 

@@ -41,10 +41,16 @@ struct BenchReport {
     double cold_boot_ms = 0; // forky up until the boot line is on the console
     std::uint64_t parent_rss_bytes = 0;
     std::vector<BenchRound> rounds;
+    // History: a named snapshot, a fork from it once stored, a revert to it.
+    double snapshot_ms = 0;                          // forky snapshot, start to end
+    std::optional<std::uint64_t> snapshot_paused_ms; // the VM's pause during it
+    double fork_from_snapshot_ms = 0;                // fork VM@SNAP until the child prints
+    double revert_ms = 0;                            // forky revert until the VM prints again
 };
 
 // Boots spec as options.name, forks it for each count (removing the children between
-// rounds), removes everything at the end, also on failure.
+// rounds), then snapshots it, forks from the stored snapshot and reverts to it; removes
+// everything at the end, also on failure.
 BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& options);
 
 } // namespace forky

@@ -337,6 +337,43 @@ SpawnPlan reserve_children(Operation& op, const ForkPoint& point, const PoolFact
     }
 }
 
+void restore_onto(Host& host, const ForkPoint& point, const SpawnTarget& t, bool paused) {
+    const SaveImageHeader header = read_header(host, point);
+    StorageVolPtr mem = host.find_volume(point.memory_image);
+    const std::string mem_path = host.volume_path(mem.get());
+    ChildPlan plan;
+    plan.name = t.name;
+    plan.uuid = t.uuid;
+    plan.disk_paths = t.disk_paths;
+    plan.console_log_path = t.console_path;
+    plan.lineage = t.lineage;
+    const std::string xml = make_child_xml(header.xml, plan);
+    host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
+    const int rc = virDomainRestoreFlags(host.conn(), mem_path.c_str(), nullptr,
+                                         paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING);
+    std::exception_ptr failed;
+    if (rc < 0) {
+        try {
+            throw_libvirt_error("Failed to restore '" + t.name + "' from '" + point.label() + "'");
+        } catch (const Error&) {
+            failed = std::current_exception();
+        }
+    }
+    host.write_volume(point.memory_image, 0, encode_save_header(header, header.xml));
+    if (failed)
+        std::rethrow_exception(failed);
+    DomainPtr defined(virDomainDefineXML(host.conn(), xml.c_str()));
+    lv_check(defined.get(), "Failed to define '" + t.name + "'");
+    std::vector<unsigned> guest_ports;
+    for (const auto& p : t.lineage.ports)
+        guest_ports.push_back(p.guest);
+    if (!guest_ports.empty()) {
+        Lineage with_ports = t.lineage;
+        with_ports.ports = forward_ports(defined.get(), t.name, guest_ports);
+        write_lineage(defined.get(), t.name, with_ports, /*live_only=*/true);
+    }
+}
+
 SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget> targets,
                   const SpawnOptions& options) {
     Host& host = op.host();
@@ -388,8 +425,21 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
         op.step("header", n);
         op.step("restore", n);
-        if (t.is_new)
+        if (t.is_new) {
             op.expect_domain(t.name, t.uuid);
+        } else {
+            // The VM itself: should the operation fail from here, the instance started now
+            // is stopped again, before the operation's own undo brings the VM back.
+            op.on_undo("stop '" + t.name + "' as restored", [&host, uuid = t.uuid] {
+                DomainPtr d(virDomainLookupByUUIDString(host.conn(), uuid.c_str()));
+                if (!d) {
+                    clear_libvirt_error();
+                    return;
+                }
+                if (domain_is_active(d.get()) && virDomainDestroy(d.get()) < 0)
+                    clear_libvirt_error();
+            });
+        }
         const std::string context =
             "Failed to start '" + t.name + "' from fork point '" + point.label() + "'";
         // Restores issued on the connection that also polls for the domains' names ran

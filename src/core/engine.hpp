@@ -67,6 +67,10 @@ struct SpawnResult {
 SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget> targets,
                   const SpawnOptions& options);
 
+// One domain restored from `point` in place, outside any operation's journal: header set,
+// restored, defined, ports forwarded, header back. What an undo uses to bring a VM back.
+void restore_onto(Host& host, const ForkPoint& point, const SpawnTarget& target, bool paused);
+
 // Children of `point` as `plan` names them: their own tops over its layers, console logs,
 // lineage (generation from the VM's lineage at the fork point). Made in `op`.
 std::vector<SpawnTarget> make_children(Operation& op, const ForkPoint& point,

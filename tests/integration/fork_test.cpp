@@ -80,6 +80,11 @@ std::string http_get(const std::string& port, const std::string& path) {
     return reply.substr(body + 4);
 }
 
+std::string uuid_of_vm(const std::string& vm) {
+    std::string out = run({"virsh", "-q", "-c", libvirt_uri(), "domuuid", vm}).out;
+    return out.substr(0, out.find('\n'));
+}
+
 std::string qemu_img_check(const std::string& path) {
     CommandResult r = run({"qemu-img", "check", "-U", path});
     return r.rc == 0 ? "clean" : r.all();
@@ -224,9 +229,16 @@ TEST(Fork, ForkOfAForkAndColdForks) {
     ASSERT_EQ(run({"virsh", "-c", libvirt_uri(), "resume", "warm-1"}).rc, 0);
     expect_carries_on("warm-1", token, before_warm);
 
+    // The tree: fg-1-1 hangs from fork point fg-1@fp1, which hangs from fg-1.
     CommandResult tree = run_forky({"tree", "--json"});
-    EXPECT_NE(tree.out.find("{\"name\":\"fg-1-1\",\"state\":\"running\",\"generation\":2,"
-                            "\"parent\":\"fg-1\",\"fork_point\":\"fg-1@fp1\"}"),
+    std::smatch point;
+    ASSERT_TRUE(std::regex_search(tree.out, point,
+                                  std::regex("\"kind\":\"fork-point\",\"id\":\"([0-9a-f-]+)\","
+                                             "\"name\":\"fg-1@fp1\"")))
+        << tree.out;
+    EXPECT_NE(tree.out.find("\"kind\":\"vm\",\"id\":\"" + uuid_of_vm("fg-1-1") +
+                            "\",\"name\":\"fg-1-1\",\"parent\":\"" + std::string(point[1]) +
+                            "\",\"state\":\"running\",\"generation\":2"),
               std::string::npos)
         << tree.out;
     remove_all({"fg", "fg-1", "fg-1-1", "cold-1", "fg-2", "warm-1"});

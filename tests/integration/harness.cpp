@@ -57,6 +57,9 @@ public:
         ::setenv("FORKY_POOL_DIR", g_pool_dir.c_str(), 1);
         ::unsetenv("LIBVIRT_DEFAULT_URI");
         std::cerr << "[harness] private libvirtd at " << g_uri << '\n';
+        // forky's pool, as the first `forky up` would make it: every test finds it there.
+        CommandResult pool = run_forky({"--create-pool", "gc"});
+        ASSERT_EQ(pool.rc, 0) << "could not create forky's pool: " << pool.all();
     }
     void TearDown() override {
         if (g_dir.empty())
