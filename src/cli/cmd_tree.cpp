@@ -58,6 +58,10 @@ void draw(const LineageTree& t) {
 std::string dot_quoted(const std::string& s) {
     std::string out = "\"";
     for (char c : s) {
+        if (c == '\n') { // a line break in a label
+            out += "\\n";
+            continue;
+        }
         if (c == '"' || c == '\\')
             out += '\\';
         out += c;
@@ -75,18 +79,18 @@ void print_dot(const LineageTree& t) {
         std::string style;
         switch (n.kind) {
         case TreeNode::Kind::vm:
-            label = n.name + "\\n" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
-                    "\\n" + format_size(n.disk_bytes);
+            label = n.name + "\n" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
+                    "\n" + format_size(n.disk_bytes);
             style = n.state == VmState::running
                         ? "shape=box, style=\"rounded,filled\", fillcolor=\"#d8f0d8\""
                         : "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"";
             break;
         case TreeNode::Kind::removed_vm:
-            label = n.name + "\\n(removed)";
+            label = n.name + "\n(removed)";
             style = "shape=box, style=\"rounded,dashed\"";
             break;
         case TreeNode::Kind::fork_point:
-            label = n.name + "\\n" + to_string(n.point_kind) + ", " + format_size(n.disk_bytes);
+            label = n.name + "\n" + to_string(n.point_kind) + ", " + format_size(n.disk_bytes);
             style = n.point_kind == ForkPoint::Kind::fork
                         ? "shape=ellipse, style=filled, fillcolor=\"#fff3c4\""
                         : "shape=note, style=filled, fillcolor=\"#d6e6ff\"";
