@@ -125,8 +125,7 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
             round.snapshot_ms = r.snapshot_ms;
             round.parent_downtime_ms = r.parent_downtime_ms;
             round.memory_image_bytes = r.memory_image_bytes;
-            std::string fixed = host.read_volume_range(r.fork_point + ".mem", 0, save_header_size);
-            round.header_bytes_per_child = save_header_size + save_header_data_len(fixed);
+            round.header_bytes_per_child = r.header_bytes;
             for (const auto& c : r.children)
                 wait_console(host, c, "FORKY-TICK");
             std::this_thread::sleep_for(std::chrono::seconds(1));

@@ -375,7 +375,11 @@ StorageVolPtr Host::create_overlay(const std::string& name, const std::string& b
     pugi::xml_node cap = v.append_child("capacity");
     cap.append_attribute("unit") = "bytes";
     cap.text().set("0"); // 0: the overlay takes its backing file's size
-    v.append_child("target").append_child("format").append_attribute("type") = "qcow2";
+    // qcow2 version 3 (zero clusters; lazy refcounts stay off: a layer must check clean
+    // after a crash). Without <compat>, libvirt 9.0 writes 0.10 (version 2).
+    pugi::xml_node target = v.append_child("target");
+    target.append_child("format").append_attribute("type") = "qcow2";
+    target.append_child("compat").text().set("1.1");
     pugi::xml_node b = v.append_child("backingStore");
     b.append_child("path").text().set(backing.c_str());
     b.append_child("format").append_attribute("type") = to_string(backing_format);
