@@ -1,10 +1,7 @@
 // forky bench -f SPEC: fork vs cold boot of the same guest, side by side in one run.
-#include "bench.hpp"
 #include "commands.hpp"
-#include "errors.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
-#include "spec.hpp"
-#include "units.hpp"
 
 #include <cstdio>
 #include <iostream>

@@ -1,7 +1,6 @@
 // forky fork VM [--count N] [--cold] [--prefix P]: children that carry on from VM's memory.
 #include "commands.hpp"
-#include "errors.hpp"
-#include "fork.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
 
 #include <cstdio>
@@ -24,8 +23,6 @@ struct ForkCommand {
 };
 
 void run_fork(const ForkCommand& cmd, Context& ctx) {
-    if (cmd.keep_paused && !cmd.cold)
-        throw UsageError("--keep-paused goes with --cold");
     ForkOptions o;
     o.count = cmd.count;
     o.cold = cmd.cold;

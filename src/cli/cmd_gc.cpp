@@ -1,6 +1,6 @@
 // forky gc: reclaim fork points nothing depends on and undo operations that were killed.
 #include "commands.hpp"
-#include "gc.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
 
 #include <iostream>

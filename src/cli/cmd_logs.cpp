@@ -1,9 +1,7 @@
 // forky logs VM [--follow]: the VM's serial console, read through the storage API so it
 // works against a remote host too.
 #include "commands.hpp"
-#include "errors.hpp"
-#include "names.hpp"
-#include "vm.hpp"
+#include "forky.hpp"
 
 #include <chrono>
 #include <iostream>

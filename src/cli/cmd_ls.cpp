@@ -1,8 +1,7 @@
 // forky ls [--json]: forky's VMs on the host with their lineage.
 #include "commands.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
-#include "units.hpp"
-#include "vm.hpp"
 
 #include <cstdio>
 #include <iostream>

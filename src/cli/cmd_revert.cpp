@@ -1,6 +1,6 @@
 // forky revert VM SNAP [--discard]: the VM back at a snapshot, same name and UUID.
 #include "commands.hpp"
-#include "history.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
 
 #include <cstdio>

@@ -1,11 +1,7 @@
 // forky rm VM... | VM@SNAP... [--recursive]: undefine VMs and delete their own volumes, or
 // remove snapshots (never a base image, never a layer that something else still needs).
 #include "commands.hpp"
-#include "errors.hpp"
-#include "fork.hpp"
-#include "history.hpp"
-#include "names.hpp"
-#include "vm.hpp"
+#include "forky.hpp"
 
 #include <iostream>
 #include <memory>

@@ -1,6 +1,6 @@
 // forky snapshot VM [NAME]: a named snapshot (memory and disk) that is kept until removed.
 #include "commands.hpp"
-#include "history.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
 
 #include <cstdio>

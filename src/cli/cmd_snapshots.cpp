@@ -1,8 +1,7 @@
 // forky snapshots VM [--json]: a VM's snapshots and fork points, and what depends on each.
 #include "commands.hpp"
-#include "history.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
-#include "units.hpp"
 
 #include <cstdio>
 #include <iostream>

@@ -1,6 +1,6 @@
 // forky squash VM [--keep N]: a shorter disk chain for a VM with many snapshots.
 #include "commands.hpp"
-#include "history.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
 
 #include <iostream>

@@ -1,7 +1,6 @@
 // forky stop VM: ACPI shutdown, then power off after --timeout; --force powers off now.
 #include "commands.hpp"
-#include "names.hpp"
-#include "vm.hpp"
+#include "forky.hpp"
 
 #include <iostream>
 #include <memory>

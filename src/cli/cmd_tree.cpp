@@ -1,10 +1,8 @@
 // forky tree [VM] [--json | --dot]: the family of forky's VMs, their fork points and
 // snapshots, as text, JSON or Graphviz.
 #include "commands.hpp"
-#include "errors.hpp"
+#include "forky.hpp"
 #include "json_out.hpp"
-#include "tree.hpp"
-#include "units.hpp"
 
 #include <iostream>
 #include <map>

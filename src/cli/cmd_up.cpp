@@ -1,8 +1,6 @@
 // forky up -f SPEC: create a VM from a YAML spec and start it.
 #include "commands.hpp"
-#include "errors.hpp"
-#include "spec.hpp"
-#include "vm.hpp"
+#include "forky.hpp"
 
 #include <iostream>
 #include <memory>

@@ -2,10 +2,7 @@
 // configuration and the cancellation that Ctrl-C requests.
 #pragma once
 
-#include "cancel.hpp"
-#include "config.hpp"
-#include "host.hpp"
-#include "operation.hpp"
+#include "forky.hpp"
 
 #include <optional>
 #include <string>

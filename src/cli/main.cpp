@@ -1,7 +1,7 @@
 // forky: fork running VMs through libvirt. Parses, calls libforky, prints; errors map to
 // the exit codes below in exactly one place.
 #include "commands.hpp"
-#include "errors.hpp"
+#include "forky.hpp"
 #include "log.hpp"
 
 #include <atomic>

@@ -475,6 +475,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         const SpawnTarget& t = *s.target;
         s.restore.get(); // rethrows a failed restore
         logger("engine")->debug("'{}' restored after {:.0f} ms", t.name, ms_since(t_start));
+        op.step("restored", static_cast<unsigned>(i + 1));
         // Only the domain this operation restored is made persistent: the same name and
         // UUID, running. (Its lock kept forky's own commands away; virsh is not.)
         auto running = [&] {

@@ -64,6 +64,8 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     const std::string prefix = o.prefix.empty() ? parent : o.prefix;
     if (auto why = name_problem(prefix))
         throw UsageError("Invalid prefix '" + prefix + "': " + *why);
+    if (o.keep_paused && !o.cold)
+        throw UsageError("--keep-paused goes with --cold");
     if (ref && (o.cold || o.keep_paused))
         throw UsageError("--cold and --keep-paused are about freezing a running VM; '" + source +
                          "' is frozen already");

@@ -479,9 +479,10 @@ TEST(Hardening, AChildRemovedDuringItsForkIsNotDefinedBack) {
 
     // Behind forky's back (virsh): the fork fails and defines nothing.
     fork = start_forky({"fork", "rp", "--count", "2"},
-                       {"FORKY_FAULT_SLEEP=restore:2", "FORKY_FAULT_SLEEP_S=3"});
-    // Once its restore is over (running), so the fork sees the restore succeed.
-    ASSERT_TRUE(eventually([] { return domain_state_of("rp-3") == "running"; }));
+                       {"FORKY_FAULT_SLEEP=restored:1", "FORKY_FAULT_SLEEP_S=5"});
+    // Once its restore is over (the fork sleeps right after it), so the fork sees the
+    // restore succeed and the domain gone before it defines it.
+    ASSERT_TRUE(eventually([&] { return contains(slurp_file(fork.err_file), "step 'restored'"); }));
     ASSERT_EQ(virsh({"destroy", "rp-3"}).rc, 0);
     forked = finish(fork);
     EXPECT_EQ(forked.rc, 5) << forked.all();
