@@ -31,7 +31,8 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
                     {"deleted_volumes", r.deleted_volumes},
                     {"released_locks", r.released_locks},
                     {"busy", r.busy},
-                    {"refused", r.refused}});
+                    {"refused", r.refused},
+                    {"problems", r.problems}});
         return;
     }
     print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);
@@ -40,6 +41,7 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
     print_list(cmd.dry_run ? "would release lock" : "released lock", r.released_locks);
     print_list("busy, left alone:", r.busy);
     print_list("not acted on:", r.refused);
+    print_list("problem:", r.problems);
     if (r.removed_domains.empty() && r.resumed_domains.empty() && r.deleted_volumes.empty() &&
         r.released_locks.empty() && r.busy.empty() && r.refused.empty())
         std::cout << "Nothing to collect\n";
@@ -56,7 +58,8 @@ void setup_gc(CLI::App& app, Context& ctx) {
               "Operations still running are left alone. A journal is evidence, not an order:\n"
               "gc removes only VMs that carry forky's lineage for that very operation, and\n"
               "reports journals that do not parse without acting on them. It resumes a\n"
-              "parent that a killed --cold fork left paused.");
+              "parent that a killed --cold fork left paused, and reports (as 'problem:')\n"
+              "what it cannot mend: a layer or memory image deleted behind forky's back.");
     sub->add_flag("--dry-run", cmd->dry_run, "only say what would go");
     sub->add_flag("--json", cmd->json, "print the result as JSON");
     sub->callback([cmd, &ctx] { run_gc(*cmd, ctx); });

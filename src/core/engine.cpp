@@ -97,6 +97,17 @@ SaveImageHeader read_header(Host& host, const ForkPoint& point) {
     if (point.memory_image.empty())
         throw ConflictError("Fork point '" + point.label() +
                             "' has no memory image (the VM was off): nothing to start from");
+    // Deleted behind forky's back: said as such, not as a bare missing volume.
+    auto lost = [&](const std::string& what, const std::string& volume) {
+        return NotFoundError("Fork point '" + point.label() + "' lost its " + what + " '" + volume +
+                             "' (deleted outside forky?): nothing to start from; " + "'forky rm " +
+                             point.label() + "' removes what is left of it");
+    };
+    if (!host.volume_info(point.memory_image))
+        throw lost("memory image", point.memory_image);
+    for (const auto& [target, layer] : point.layers)
+        if (!host.volume_info(layer))
+            throw lost("frozen layer of disk " + target, layer);
     const std::string fixed = host.read_volume_range(point.memory_image, 0, save_header_size);
     return parse_save_header(host.read_volume_range(
         point.memory_image, 0, save_header_size + save_header_data_len(fixed)));

@@ -28,6 +28,7 @@ struct GcResult {
     std::vector<std::string> released_locks;  // journals of dead operations
     std::vector<std::string> busy;            // live operations left alone
     std::vector<std::string> refused;         // journals not acted on, and why
+    std::vector<std::string> problems;        // lineage and pool contradicting each other
 };
 
 GcResult collect_garbage(Host& host, const GcOptions& options = {});

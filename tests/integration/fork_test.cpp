@@ -136,6 +136,8 @@ TEST(Fork, ChildrenCarryOnFromTheParentsMemory) {
     EXPECT_NE(info.out.find("\"backing-filename\": \"" + parent_disk_before + "\""),
               std::string::npos)
         << info.out;
+    // qcow2 v3 (compat 1.1), whatever qemu-img's default: zero clusters, lazy refcounts.
+    EXPECT_NE(info.out.find("\"compat\": \"1.1\""), std::string::npos) << info.out;
     for (const auto& d : {parent_disk, child_disk, disk_of("fa-2")})
         EXPECT_EQ(qemu_img_check(d), "clean") << d;
 

@@ -341,6 +341,34 @@ TEST(History, GcFreesExactlyWhatIsOrphaned) {
     ASSERT_EQ(run_forky({"rm", "--force", "hg-2-1"}).rc, 0);
     for (const auto& f : pool_files())
         EXPECT_EQ(f.rfind("hg-2", 0), std::string::npos) << "left " << f;
+
+    // A snapshot's memory image deleted behind forky's back: tree and gc say so (gc acts
+    // on nothing), a fork from it is a clear error, and the snapshot can still be removed.
+    const auto before_snapshot = pool_files();
+    ASSERT_EQ(run_forky({"snapshot", "hg", "lost"}).rc, 0);
+    std::string mem;
+    for (const auto& f : pool_files())
+        if (!has(before_snapshot, f) && f.size() > 4 && f.substr(f.size() - 4) == ".mem")
+            mem = f;
+    ASSERT_FALSE(mem.empty());
+    fs::remove(pool_dir() / mem);
+    ASSERT_EQ(virsh({"pool-refresh", "forky-it"}).rc, 0);
+    tree = run_forky({"tree"});
+    EXPECT_EQ(tree.rc, 0) << tree.all();
+    EXPECT_TRUE(contains(tree.all(), "memory image")) << tree.all();
+    dry = run_forky({"gc", "--dry-run"});
+    EXPECT_EQ(dry.rc, 0) << dry.all();
+    EXPECT_TRUE(contains(dry.out, "problem: fork point 'hg@lost'")) << dry.out;
+    EXPECT_FALSE(contains(dry.out, "would delete")) << dry.out;
+    CommandResult json = run_forky({"gc", "--dry-run", "--json"});
+    EXPECT_TRUE(contains(json.out, "\"problems\":[\"fork point 'hg@lost'")) << json.out;
+    CommandResult from_lost = run_forky({"fork", "hg@lost"});
+    EXPECT_NE(from_lost.rc, 0);
+    EXPECT_TRUE(contains(from_lost.err, "hg@lost")) << from_lost.all();
+    EXPECT_FALSE(has(domain_names(), "hg-3"));
+    CommandResult rm_lost = run_forky({"rm", "hg@lost"});
+    EXPECT_EQ(rm_lost.rc, 0) << rm_lost.all();
+    EXPECT_EQ(run_forky({"gc"}).out, "Nothing to collect\n");
     remove_all({"hg"});
     EXPECT_TRUE(pool_files().empty()) << pool_files().size() << " files left";
 }
