@@ -42,7 +42,8 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                     {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
                     {"children_ms", static_cast<std::uint64_t>(r.children_ms)},
                     {"total_ms", static_cast<std::uint64_t>(r.total_ms)},
-                    {"memory_image_bytes", r.memory_image_bytes}});
+                    {"memory_image_bytes", r.memory_image_bytes},
+                    {"clock_not_set", r.clock_not_set}});
         return;
     }
     for (const auto& c : r.children)
@@ -57,6 +58,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                      static_cast<unsigned long long>(*r.parent_downtime_ms),
                      cmd.cold ? ", the whole cut" : "");
     std::fprintf(stderr, "\n");
+    print_clock_notes(r.clock_not_set);
 }
 
 } // namespace

@@ -35,6 +35,7 @@ void print_vms_json(const std::vector<VmInfo>& vms) {
                        {"accel", vm.domain_type == "kvm" ? "kvm" : "tcg"},
                        {"memory_bytes", vm.memory_bytes},
                        {"vcpus", vm.vcpus},
+                       {"genid", text_or_null(vm.genid)},
                        {"generation", vm.lineage.generation},
                        {"parent", text_or_null(vm.lineage.parent)},
                        {"fork_point", text_or_null(vm.lineage.fork_point)},

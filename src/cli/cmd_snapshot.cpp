@@ -14,6 +14,7 @@ namespace {
 struct SnapshotCommand {
     std::string vm;
     std::string name;
+    bool name_given = false;
     unsigned wait_s = 120;
     bool json = false;
 };
@@ -22,6 +23,8 @@ void run_snapshot(const SnapshotCommand& cmd, Context& ctx) {
     HistoryOptions o;
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     o.ctx = ctx.op_context();
+    if (cmd.name_given && cmd.name.empty())
+        throw UsageError("The snapshot's name is empty; leave it out for the default (snapN)");
     SnapshotResult r = vm_snapshot(ctx.host(), cmd.vm, cmd.name, o);
     if (cmd.json) {
         print_json({{"snapshot", r.point.label()},
@@ -53,7 +56,8 @@ void setup_snapshot(CLI::App& app, Context& ctx) {
         "virsh snapshot-list shows it too. Prints VM@NAME.\n"
         "Example: forky snapshot web before-upgrade");
     sub->add_option("vm", cmd->vm, "the VM")->required();
-    sub->add_option("name", cmd->name, "the snapshot's name (default: snapN)");
+    sub->add_option("name", cmd->name, "the snapshot's name (default: snapN)")
+        ->each([cmd](const std::string&) { cmd->name_given = true; });
     sub->add_option("--wait", cmd->wait_s, "seconds to wait while another operation runs")
         ->capture_default_str();
     sub->add_flag("--json", cmd->json, "print the result as JSON");

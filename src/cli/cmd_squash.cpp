@@ -60,7 +60,7 @@ void setup_squash(CLI::App& app, Context& ctx) {
     sub->add_option("vm", cmd->vm, "the VM (running)")->required();
     sub->add_option("--keep", cmd->keep,
                     "keep only the N newest snapshots; older ones nothing was forked from go")
-        ->check(CLI::NonNegativeNumber);
+        ->check(CLI::Range(0, 1000000));
     sub->add_option("--wait", cmd->wait_s, "seconds to wait while another operation runs")
         ->capture_default_str();
     sub->add_flag("--json", cmd->json, "print the result as JSON");

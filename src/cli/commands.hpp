@@ -6,6 +6,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <string>
+#include <vector>
+
 namespace forky::cli {
 
 void setup_up(CLI::App& app, Context& ctx);
@@ -21,5 +24,9 @@ void setup_snapshot(CLI::App& app, Context& ctx);
 void setup_snapshots(CLI::App& app, Context& ctx);
 void setup_revert(CLI::App& app, Context& ctx);
 void setup_squash(CLI::App& app, Context& ctx);
+
+// On stderr, after a start from a stored fork point (fork VM@SNAP, revert): the guests
+// whose clock forky could not set, and what that means.
+void print_clock_notes(const std::vector<std::string>& clock_not_set);
 
 } // namespace forky::cli

@@ -6,10 +6,22 @@
 
 #include <atomic>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <iostream>
 
 namespace forky::cli {
+
+void print_clock_notes(const std::vector<std::string>& clock_not_set) {
+    if (clock_not_set.empty())
+        return;
+    for (const auto& c : clock_not_set)
+        std::fprintf(stderr, "note: clock not set for %s\n", c.c_str());
+    std::fprintf(stderr, "note: a guest's clock goes on from the moment its fork point was "
+                         "frozen until the guest corrects it (NTP); with a guest agent "
+                         "('guest_agent: true' in the spec, qemu-guest-agent in the guest) "
+                         "forky sets it\n");
+}
 
 namespace {
 std::atomic<bool> interrupted{false};

@@ -47,6 +47,10 @@ std::string make_child_xml(std::string_view parent_xml, const ChildPlan& plan) {
     set_child_text(dom, "name", plan.name);
     set_child_text(dom, "uuid", plan.uuid);
     dom.remove_child("title");
+    // A new VM generation ID where the parent has the device (one cannot be added: the
+    // device is part of the migration stream).
+    if (pugi::xml_node genid = dom.child("genid"); genid && !plan.lineage.genid.empty())
+        genid.text().set(plan.lineage.genid.c_str());
     while (dom.remove_child("seclabel")) {
     }
 
@@ -99,6 +103,10 @@ std::string make_child_xml(std::string_view parent_xml, const ChildPlan& plan) {
     std::ostringstream out;
     doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
     return out.str();
+}
+
+std::string domain_genid(std::string_view domain_xml) {
+    return parse(domain_xml).child("domain").child("genid").text().get();
 }
 
 std::string random_uuid() {

@@ -27,6 +27,9 @@ std::string make_child_xml(std::string_view parent_xml, const ChildPlan& plan);
 // Disk target -> source file of a domain XML.
 std::map<std::string, std::string> disk_sources(std::string_view domain_xml);
 
+// The VM generation ID (<genid>) of a domain XML; empty when it has none.
+std::string domain_genid(std::string_view domain_xml);
+
 // A random (version 4) UUID.
 std::string random_uuid();
 

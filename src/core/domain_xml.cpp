@@ -30,6 +30,10 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
     add(dom, "name", plan.name);
     if (!plan.uuid.empty())
         add(dom, "uuid", plan.uuid);
+    // A VM generation ID (QEMU's vmgenid device): every child forky restores from this
+    // VM's memory gets a new one, which tells the guest it was cloned.
+    if (!plan.lineage.genid.empty())
+        add(dom, "genid", plan.lineage.genid);
 
     pugi::xml_node memory = add(dom, "memory", std::to_string(spec.memory_bytes / 1024));
     attr(memory, "unit", "KiB");
@@ -90,6 +94,15 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
     pugi::xml_node ctarget = add(console, "target");
     attr(ctarget, "type", "serial");
     attr(ctarget, "port", "0");
+    // The QEMU guest agent's channel (libvirt picks the socket and adds the virtio-serial
+    // controller): what virDomainSetTime talks to.
+    if (spec.guest_agent) {
+        pugi::xml_node channel = add(devices, "channel");
+        attr(channel, "type", "unix");
+        pugi::xml_node target = add(channel, "target");
+        attr(target, "type", "virtio");
+        attr(target, "name", "org.qemu.guest_agent.0");
+    }
     // No USB controller (libvirt adds one to a 'pc' machine by default): one device less
     // to start and to carry in every memory image.
     pugi::xml_node usb = add(devices, "controller");

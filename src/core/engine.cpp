@@ -84,6 +84,12 @@ std::string snapshot_xml(const std::string& name, const std::string& memory_path
         full.with_libvirt_code(e.libvirt_code());
         throw full;
     }
+    if (what.find("paused due to previous migration") != std::string::npos)
+        // QEMU keeps a VM it saved while paused in its post-migration state and saves it
+        // again only after it ran (QEMU 7.2; libvirt cannot leave that state otherwise).
+        throw ConflictError(what + " (the VM has been paused since it was last frozen; QEMU "
+                                   "freezes it again only after it ran: resume it first, "
+                                   "e.g. 'virsh resume', and pause it again if need be)");
     throw;
 }
 
@@ -154,6 +160,10 @@ VmFacts vm_facts(Host& host, virDomainPtr dom, const PoolFacts& pool) {
 }
 
 Lineage lineage_at(Host& host, const ForkPoint& point) {
+    if (!point.vm_lineage.empty())
+        return lineage_from_xml(point.vm_lineage);
+    // Records made before they kept it: the header's (a killed spawn may have left a
+    // child's there; gc of that operation does not put it back).
     const SaveImageHeader header = read_header(host, point);
     pugi::xml_document doc;
     doc.load_string(header.xml.c_str());
@@ -174,6 +184,7 @@ FreezeResult freeze(Operation& op, const VmFacts& vm, const FreezePlan& plan) {
     FreezeResult result;
     ForkPoint& point = result.point;
     point = plan.point;
+    point.vm_lineage = lineage_to_xml(vm.lineage);
     point.id = random_uuid();
     point.created_at = utc_now_rfc3339();
     point.host = host.options().uri;
@@ -406,7 +417,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
     // name is visible the header is free for the next one, while the earlier restores go
     // on reading the migration stream after it.
     struct Started {
-        const SpawnTarget* target;
+        SpawnTarget* target;
         std::string xml;
         std::future<void> restore;
     };
@@ -426,16 +437,23 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
     // starting, CPU-bound, and a guest already running takes CPU from the restores still
     // going (8 children here: 3.4 s paused against 4.7 s running; README, Benchmarks).
     const unsigned flags = VIR_DOMAIN_SAVE_PAUSED;
-    for (std::size_t i = 0; i < targets.size(); ++i) {
-        const SpawnTarget& t = targets[i];
-        const unsigned n = static_cast<unsigned>(i + 1);
+    // Every instance restored from the image runs under a VM generation ID of its own,
+    // where the VM has the device: the guest's cue to reseed its random pool.
+    const bool with_genid = !domain_genid(header.xml).empty();
+    auto xml_for = [&header](const SpawnTarget& t) {
         ChildPlan plan;
         plan.name = t.name;
         plan.uuid = t.uuid;
         plan.disk_paths = t.disk_paths;
         plan.console_log_path = t.console_path;
         plan.lineage = t.lineage;
-        std::string xml = make_child_xml(header.xml, plan);
+        return make_child_xml(header.xml, plan);
+    };
+    for (std::size_t i = 0; i < targets.size(); ++i) {
+        SpawnTarget& t = targets[i];
+        const unsigned n = static_cast<unsigned>(i + 1);
+        t.lineage.genid = with_genid ? random_uuid() : std::string();
+        std::string xml = xml_for(t);
         host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
         op.step("header", n);
         op.step("restore", n);
@@ -483,7 +501,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
     }
     for (std::size_t i = 0; i < started.size(); ++i) {
         Started& s = started[i];
-        const SpawnTarget& t = *s.target;
+        SpawnTarget& t = *s.target;
         s.restore.get(); // rethrows a failed restore
         logger("engine")->debug("'{}' restored after {:.0f} ms", t.name, ms_since(t_start));
         op.step("restored", static_cast<unsigned>(i + 1));
@@ -500,6 +518,20 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         if (!running())
             throw ConflictError("'" + t.name + "' is not running under the UUID forky gave it " +
                                 "(removed meanwhile?); not defining it");
+        // libvirt 9.0 gives a restored domain a new generation ID of its own, whatever the
+        // image's XML says (seen here); where it does not, it runs under forky's. The
+        // lineage and the definition record the one it runs under.
+        bool genid_moved = false;
+        if (with_genid) {
+            DomainPtr live(virDomainLookupByUUIDString(host.conn(), t.uuid.c_str()));
+            lv_check(live.get(), "Failed to look up '" + t.name + "'");
+            const std::string genid = domain_genid(domain_xml(live.get()));
+            if (!genid.empty() && genid != t.lineage.genid) {
+                t.lineage.genid = genid;
+                s.xml = xml_for(t);
+                genid_moved = true;
+            }
+        }
         DomainPtr defined(virDomainDefineXML(host.conn(), s.xml.c_str()));
         lv_check(defined.get(), "Failed to define '" + t.name + "'");
         if (!running())
@@ -508,10 +540,11 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         std::vector<unsigned> guest_ports;
         for (const auto& p : t.lineage.ports)
             guest_ports.push_back(p.guest);
-        if (!guest_ports.empty()) {
-            Lineage with_ports = t.lineage;
-            with_ports.ports = forward_ports(defined.get(), t.name, guest_ports);
-            write_lineage(defined.get(), t.name, with_ports, /*live_only=*/true);
+        if (!guest_ports.empty() || genid_moved) {
+            Lineage live = t.lineage;
+            if (!guest_ports.empty())
+                live.ports = forward_ports(defined.get(), t.name, guest_ports);
+            write_lineage(defined.get(), t.name, live, /*live_only=*/true);
         }
         result.started.push_back(t.name);
     }
@@ -524,6 +557,26 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         }
         logger("engine")->info("'{}' started from '{}', {}", t.name, point.label(),
                                options.paused ? "paused" : "running");
+    }
+    if (options.set_clock) {
+        for (const auto& s : started) {
+            const SpawnTarget& t = *s.target;
+            if (options.paused) {
+                result.clock_not_set.push_back("'" + t.name + "': left paused");
+                continue;
+            }
+            DomainPtr d(virDomainLookupByUUIDString(host.conn(), t.uuid.c_str()));
+            lv_check(d.get(), "Failed to find '" + t.name + "'");
+            const auto now = std::chrono::system_clock::now().time_since_epoch();
+            const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
+            const auto nsecs = std::chrono::duration_cast<std::chrono::nanoseconds>(now - secs);
+            if (virDomainSetTime(d.get(), secs.count(), static_cast<unsigned>(nsecs.count()), 0) <
+                0) {
+                const char* why = virGetLastErrorMessage();
+                result.clock_not_set.push_back("'" + t.name + "': " + (why ? why : "unknown"));
+                clear_libvirt_error();
+            }
+        }
     }
     host.write_volume(point.memory_image, 0, encode_save_header(header, header.xml));
     result.ms = ms_since(t_start);

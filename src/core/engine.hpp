@@ -52,12 +52,17 @@ struct SpawnTarget {
 
 struct SpawnOptions {
     bool paused = false; // leave them paused (warm)
+    // Set each guest's clock to the host's time once it runs (a fork point stored a while
+    // ago: the guest's clock would go on from the moment it was frozen). Needs a guest
+    // agent in the guest (virDomainSetTime); where none answers, clock_not_set says why.
+    bool set_clock = false;
 };
 
 struct SpawnResult {
     std::vector<std::string> started;
     std::uint64_t memory_image_bytes = 0;
-    std::uint64_t header_bytes = 0; // rewritten in place per domain
+    std::uint64_t header_bytes = 0;         // rewritten in place per domain
+    std::vector<std::string> clock_not_set; // "'NAME': libvirt's reason" (set_clock)
     double ms = 0;
 };
 

@@ -140,8 +140,10 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     std::vector<SpawnTarget> targets = make_children(op, point, at_point, spawn_plan);
     SpawnOptions so;
     so.paused = o.children_paused;
+    so.set_clock = ref.has_value(); // a stored fork point's clock is as old as it is
     SpawnResult spawned = spawn(op, point, std::move(targets), so);
     result.children = spawned.started;
+    result.clock_not_set = spawned.clock_not_set;
     result.children_ms = spawned.ms;
     result.memory_image_bytes = spawned.memory_image_bytes;
     result.header_bytes = spawned.header_bytes;

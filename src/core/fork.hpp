@@ -40,6 +40,9 @@ struct ForkResult {
     double total_ms = 0;
     std::uint64_t memory_image_bytes = 0;
     std::uint64_t header_bytes = 0; // rewritten in place per child
+    // From a stored fork point: children whose clock forky could not set to now (no guest
+    // agent answered), each "'NAME': why"; their clocks go on from the fork point's time.
+    std::vector<std::string> clock_not_set;
 };
 
 // A fork point named on the command line: "VM@NAME".

@@ -74,6 +74,8 @@ std::string fork_point_to_xml(const ForkPoint& fp) {
         l.append_attribute("target") = target.c_str();
         l.text().set(layer.c_str());
     }
+    if (!fp.vm_lineage.empty())
+        text("vm-lineage", fp.vm_lineage);
     return to_xml(doc, true);
 }
 
@@ -107,6 +109,7 @@ ForkPoint fork_point_from_xml(std::string_view xml) {
     fp.memory_image = root.child("memory-image").text().get();
     for (pugi::xml_node l : root.children("layer"))
         fp.layers[l.attribute("target").value()] = l.text().get();
+    fp.vm_lineage = root.child("vm-lineage").text().get();
     if (fp.id.empty() || name_problem(fp.name) || name_problem(fp.vm) || fp.seq == 0 ||
         fp.layers.empty())
         throw Error("Malformed fork point record: id, name, vm, seq or layers missing");
@@ -134,7 +137,34 @@ std::optional<std::string> snapshot_name_problem(std::string_view name) {
     return std::nullopt;
 }
 
-std::vector<ForkPoint> read_fork_points(Host& host) {
+std::optional<std::string> fork_point_problem(const ForkPoint& fp,
+                                              const std::string& record_volume) {
+    if (record_volume != fork_point_record_name(fp.vm, fp.seq))
+        return "it is about '" + fp.label() + "' (seq " + std::to_string(fp.seq) +
+               "), whose record would be '" + fork_point_record_name(fp.vm, fp.seq) + "'";
+    if (!fp.memory_image.empty() && fp.memory_image != fork_point_memory_name(fp.vm, fp.seq))
+        return "its memory image '" + fp.memory_image + "' is not '" +
+               fork_point_memory_name(fp.vm, fp.seq) + "'";
+    for (const auto& [target, layer] : fp.layers) {
+        // The VM's first top, or a top made by one of its earlier fork points.
+        bool ok = !name_problem(target).has_value() && layer == fp.vm + "." + target + ".qcow2";
+        const std::string prefix = fp.vm + "." + target + ".fp";
+        if (!ok && layer.size() > prefix.size() + 6 &&
+            layer.compare(0, prefix.size(), prefix) == 0 &&
+            layer.compare(layer.size() - 6, 6, ".qcow2") == 0) {
+            const std::string n = layer.substr(prefix.size(), layer.size() - 6 - prefix.size());
+            ok = !n.empty() && n.size() < 10 &&
+                 n.find_first_not_of("0123456789") == std::string::npos && n[0] != '0' &&
+                 std::stoul(n) < fp.seq;
+        }
+        if (!ok)
+            return "its layer of disk '" + target + "', '" + layer +
+                   "', is not one of the VM's own layers";
+    }
+    return std::nullopt;
+}
+
+std::vector<ForkPoint> read_fork_points(Host& host, std::vector<UnreadableRecord>* unreadable) {
     std::vector<ForkPoint> out;
     for (const auto& v : host.volumes()) {
         if (v.name.size() <= record_suffix.size() ||
@@ -143,7 +173,12 @@ std::vector<ForkPoint> read_fork_points(Host& host) {
             continue;
         try {
             std::string text = host.read_volume(v.name, 0).data;
-            ForkPoint fp = fork_point_from_xml(text.substr(0, text.find('\0')));
+            text = text.substr(0, text.find('\0'));
+            if (text.find_first_not_of(" \t\r\n") == std::string::npos)
+                continue; // made, not written yet: its operation's journal names it
+            ForkPoint fp = fork_point_from_xml(text);
+            if (auto why = fork_point_problem(fp, v.name))
+                throw Error("Untrusted fork point record: " + *why);
             fp.record_volume = v.name;
             if (!fp.memory_image.empty())
                 if (auto mem = host.volume_info(fp.memory_image))
@@ -153,6 +188,8 @@ std::vector<ForkPoint> read_fork_points(Host& host) {
             // removed while listed
         } catch (const Error& e) {
             logger("history")->warn("Fork point record '{}' is unreadable: {}", v.name, e.what());
+            if (unreadable)
+                unreadable->push_back({v.name, e.what()});
         }
     }
     return out;

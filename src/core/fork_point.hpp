@@ -41,6 +41,10 @@ struct ForkPoint {
     std::string operation;                     // id of the operation that made it
     std::string memory_image;                  // volume; empty for a disk-only fork point
     std::map<std::string, std::string> layers; // disk target -> frozen layer (volume)
+    // The VM's lineage at the instant (lineage_to_xml), what its children inherit. Kept in
+    // the record: the memory image's header is rewritten for every child, and a killed
+    // spawn leaves a child's there. Empty in records made before it was kept.
+    std::string vm_lineage;
 
     // Read from the pool when listed (not stored).
     std::string record_volume;
@@ -65,8 +69,23 @@ std::string layer_volume_name(const std::string& vm, const std::string& target, 
 // Whether `name` may name a snapshot: a VM name's characters, not "fpN" (forks' own).
 std::optional<std::string> snapshot_name_problem(std::string_view name);
 
-// Every fork point record in the pool (unreadable ones are skipped, with a warning).
-std::vector<ForkPoint> read_fork_points(Host& host);
+// Why a record read from volume `record_volume` cannot be trusted (nullopt when it can):
+// every volume it names must be one forky would have made for it (its memory image
+// '<vm>.fp<seq>.mem', frozen layers of that VM made before it), so a planted or damaged
+// record never makes forky delete or restore from another VM's volumes.
+std::optional<std::string> fork_point_problem(const ForkPoint& fp,
+                                              const std::string& record_volume);
+
+struct UnreadableRecord {
+    std::string volume; // '<vm>.fp<seq>.point'
+    std::string why;
+};
+
+// Every fork point record in the pool. Records that do not parse or cannot be trusted
+// are left out (and listed in `unreadable` when given: gc keeps what they may name);
+// empty ones belong to an operation still writing them and are skipped silently.
+std::vector<ForkPoint> read_fork_points(Host& host,
+                                        std::vector<UnreadableRecord>* unreadable = nullptr);
 
 // Writes a record into its (existing) volume.
 void write_fork_point(Host& host, const ForkPoint& fp);

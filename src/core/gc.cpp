@@ -11,6 +11,7 @@
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
 
+#include <algorithm>
 #include <map>
 #include <regex>
 #include <set>
@@ -134,6 +135,7 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
     const long long pool_owner = host.pool_owner();
     std::set<std::string> protected_names;
     std::vector<std::string> dead_locks;
+    std::vector<Journal> killed_reverts;
     for (const auto& j : settled_journals(host)) {
         const std::string lock = j.lock_volume;
         if (j.state == Journal::State::malformed) {
@@ -192,6 +194,8 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
         if (!j.paused.empty() && !j.resumed)
             if (auto resumed = resume_paused_parent(host, j, o.dry_run))
                 result.resumed_domains.push_back(*resumed);
+        if (j.operation == "revert")
+            killed_reverts.push_back(j);
         dead_locks.push_back(lock);
     }
 
@@ -204,7 +208,32 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
     // fork's own while a child came from it (or names its memory image). The others go,
     // libvirt's record of them too.
     std::vector<ForkPoint> dead_points;
-    for (const auto& fp : read_fork_points(host)) {
+    std::vector<UnreadableRecord> unreadable;
+    const auto points = read_fork_points(host, &unreadable);
+    // A record that cannot be read may be a snapshot: everything of its VM's that it may
+    // name (its memory image, the VM's layers) is kept until someone looks.
+    std::vector<std::string> kept_prefixes;
+    for (const auto& u : unreadable) {
+        const std::string vm = u.volume.substr(0, u.volume.rfind(".fp"));
+        kept_prefixes.push_back(vm + ".");
+        protected_names.insert(u.volume); // lineage_tree's problems say so, below
+    }
+    // A revert killed after it stopped the VM leaves it off; the state it left is kept as
+    // its pre-revert snapshot, which a revert brings back (gc does not start VMs).
+    for (const auto& j : killed_reverts) {
+        DomainPtr d = host.find_domain(j.vm);
+        if (!d || domain_is_active(d.get()))
+            continue;
+        for (const auto& fp : points)
+            if (fp.operation == j.op && fp.kind == ForkPoint::Kind::pre_revert &&
+                fp.vm_uuid == domain_uuid(d.get()))
+                result.problems.push_back("VM '" + j.vm +
+                                          "' was stopped by a revert that was "
+                                          "killed; the state it left is kept as '" +
+                                          fp.label() + "': 'forky revert " + fp.label() +
+                                          "' brings it back");
+    }
+    for (const auto& fp : points) {
         const bool used = live_points.count(fp.id) ||
                           (!fp.memory_image.empty() && live_names.count(fp.memory_image));
         if (fp.kept() || used || protected_names.count(fp.record_volume)) {
@@ -229,8 +258,15 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
         if (v != nullptr && live.insert(v->name).second)
             work.push_back(v);
     };
+    auto kept_by_prefix = [&](const std::string& name) {
+        for (const auto& p : kept_prefixes)
+            if (name.compare(0, p.size(), p) == 0)
+                return true;
+        return false;
+    };
     for (const auto& v : volumes)
-        if (live_paths.count(v.path) || live_names.count(v.name) || protected_names.count(v.name))
+        if (live_paths.count(v.path) || live_names.count(v.name) || protected_names.count(v.name) ||
+            kept_by_prefix(v.name))
             mark(&v);
     while (!work.empty()) {
         const VolumeInfo* v = work.back();
@@ -246,9 +282,20 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
     for (const auto& v : candidates)
         listed_first.insert(v.name);
     std::vector<const VolumeInfo*> garbage;
-    for (const auto& v : volumes)
-        if (listed_first.count(v.name) && !live.count(v.name) && is_forky_volume_name(v.name))
-            garbage.push_back(&v);
+    for (const auto& v : volumes) {
+        if (!listed_first.count(v.name) || live.count(v.name) || !is_forky_volume_name(v.name))
+            continue;
+        // Every disk volume forky makes is an overlay: a qcow2 with no backing file that
+        // is named like one was put there by someone else (the pool is a folder images
+        // may be taken from).
+        if (v.name.size() > 6 && v.name.compare(v.name.size() - 6, 6, ".qcow2") == 0 &&
+            v.backing.empty()) {
+            result.refused.push_back(v.name + ": named like forky's volumes, but not an overlay "
+                                              "forky made (no backing file); left alone");
+            continue;
+        }
+        garbage.push_back(&v);
+    }
     std::set<std::string> deleted;
     bool progress = true;
     while (progress) {
@@ -276,7 +323,9 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             result.released_locks.push_back(lock);
     // What gc cannot mend: libvirt and the pool contradicting each other (a layer or a
     // memory image deleted behind forky's back, a record gone). Said, never acted on.
-    result.problems = lineage_tree(host).problems;
+    if (o.undo_dead_operations) // gc itself, not the sweep after an rm
+        for (auto& p : lineage_tree(host).problems)
+            result.problems.push_back(std::move(p));
     return result;
 }
 

@@ -308,6 +308,11 @@ RevertResult vm_revert(Host& host, const std::string& vm, const std::string& sna
                 disk.child("source").attribute("file").set_value(new_paths.at(target).c_str());
             disk.remove_child("backingStore");
         }
+        // Its disks went back in time: a new VM generation ID, as for any revert.
+        if (pugi::xml_node genid = doc.child("domain").child("genid")) {
+            self.lineage.genid = random_uuid();
+            genid.text().set(self.lineage.genid.c_str());
+        }
         std::ostringstream xml;
         doc.save(xml, "  ", pugi::format_indent | pugi::format_no_declaration);
         DomainPtr defined(virDomainDefineXML(host.conn(), xml.str().c_str()));
@@ -316,8 +321,9 @@ RevertResult vm_revert(Host& host, const std::string& vm, const std::string& sna
     } else {
         SpawnOptions so;
         so.paused = to.state == VmState::paused;
+        so.set_clock = true;
         op.step("revert-restore");
-        spawn(op, to, {self}, so);
+        result.clock_not_set = spawn(op, to, {self}, so).clock_not_set;
     }
     op.step("commit");
     op.commit();

@@ -50,7 +50,8 @@ struct RevertOptions : HistoryOptions {
 
 struct RevertResult {
     ForkPoint to;
-    std::optional<ForkPoint> kept; // the state it left (unless --discard)
+    std::optional<ForkPoint> kept;          // the state it left (unless --discard)
+    std::vector<std::string> clock_not_set; // as ForkResult's: no guest agent answered
     double ms = 0;
 };
 

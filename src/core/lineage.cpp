@@ -94,6 +94,8 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
         n.append_attribute("guest") = p.guest;
         n.append_attribute("host") = p.host;
     }
+    if (!l.genid.empty())
+        w.text(root, "genid", l.genid);
     std::ostringstream out;
     doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
     return out.str();
@@ -136,6 +138,7 @@ Lineage lineage_from_xml(std::string_view xml) {
     }
     l.forks = child_local(root, "forks").text().as_uint();
     l.children_made = child_local(root, "children-made").text().as_uint();
+    l.genid = child_local(root, "genid").text().get();
     return l;
 }
 

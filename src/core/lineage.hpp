@@ -56,6 +56,13 @@ struct Lineage {
 
     std::vector<PortForward> ports;
 
+    // The VM generation ID (<genid> in the domain XML, the guest's vmgenid device) forky
+    // gave this instance: new for every child and every revert, so guests reseed their
+    // random pools (Linux 5.18+) instead of sharing their parent's. Empty for VMs made
+    // before forky set one (their children cannot get one: the device is part of the
+    // migration stream).
+    std::string genid;
+
     bool operator==(const Lineage&) const = default;
 
     const OwnedVolume* console_volume() const;

@@ -38,7 +38,10 @@ FreezePlan plan_freeze(const VmFacts& vm, const PoolFacts& pool, const FreezeReq
         break;
     case VmState::paused:
         if (fork && !req.cold)
-            throw ConflictError("VM '" + vm.name + "' is paused; fork it with --cold");
+            throw ConflictError(
+                "VM '" + vm.name +
+                "' is paused; fork it with --cold (a VM paused since it was last frozen must "
+                "be resumed first: QEMU freezes it again only after it ran)");
         plan.cold = true; // a paused VM has nothing to run on live
         break;
     case VmState::shut_off:
@@ -55,19 +58,30 @@ FreezePlan plan_freeze(const VmFacts& vm, const PoolFacts& pool, const FreezeReq
     plan.children_made = req.children_made;
 
     const unsigned seq = next_seq(vm.name, vm.lineage.forks, pool.volume_names);
+    auto taken = [&](const std::string& n) {
+        for (const auto& fp : pool.fork_points)
+            if (fp.vm_uuid == vm.uuid && fp.name == n)
+                return true;
+        return false;
+    };
     std::string name = req.name;
     if (name.empty()) {
+        std::string base;
         switch (req.kind) {
         case ForkPoint::Kind::fork:
-            name = "fp" + std::to_string(seq);
+            base = "fp" + std::to_string(seq);
             break;
         case ForkPoint::Kind::snapshot:
-            name = "snap" + std::to_string(seq);
+            base = "snap" + std::to_string(seq);
             break;
         case ForkPoint::Kind::pre_revert:
-            name = "pre-revert-" + std::to_string(seq);
+            base = "pre-revert-" + std::to_string(seq);
             break;
         }
+        // A name the user gave an earlier snapshot is stepped over, never an error.
+        name = base;
+        for (unsigned k = 2; taken(name); ++k)
+            name = base + "-" + std::to_string(k);
     } else if (auto why = snapshot_name_problem(name)) {
         throw UsageError("Invalid snapshot name " + forky::quoted(name) + ": " + *why);
     }

@@ -70,7 +70,7 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
                         ": a domain spec is a YAML mapping (name, memory, ...)");
     r.only_keys(root, "",
                 {"name", "memory", "vcpus", "accel", "boot", "disks", "console", "network", "ports",
-                 "ttl"});
+                 "ttl", "guest_agent"});
 
     DomainSpec spec;
     spec.source = r.file();
@@ -184,6 +184,16 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
             spec.network = NetworkMode::none;
         else
             r.fail(network, "network", "must be user or none, got '" + n + "'");
+    }
+
+    if (YAML::Node agent = root["guest_agent"]; agent.IsDefined()) {
+        std::string a = r.scalar(agent, "guest_agent");
+        if (a == "true")
+            spec.guest_agent = true;
+        else if (a == "false")
+            spec.guest_agent = false;
+        else
+            r.fail(agent, "guest_agent", "must be true or false, got '" + a + "'");
     }
 
     if (YAML::Node ports = root["ports"]; ports.IsDefined()) {

@@ -65,6 +65,9 @@ struct DomainSpec {
     NetworkMode network = NetworkMode::none;
     std::vector<unsigned> ports; // guest TCP ports forwarded from the host (network: user)
     std::optional<std::chrono::seconds> ttl;
+    // A virtio channel for the QEMU guest agent (qemu-guest-agent in the guest), through
+    // which forky sets a child's clock after a start from a stored fork point.
+    bool guest_agent = false;
 };
 
 // Reads a spec file: a regular file of at most 1 MiB (see yaml_reader.hpp).

@@ -69,7 +69,14 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
             // undefined while read
         }
     }
-    for (const auto& p : read_fork_points(host)) {
+    std::vector<UnreadableRecord> unreadable;
+    const auto points = read_fork_points(host, &unreadable);
+    for (const auto& u : unreadable)
+        tree.problems.push_back("fork point record '" + u.volume + "' is unreadable (" + u.why +
+                                "); gc keeps it and every volume of VM '" +
+                                u.volume.substr(0, u.volume.rfind(".fp")) +
+                                "' until it is mended or deleted by hand");
+    for (const auto& p : points) {
         TreeNode n;
         n.kind = TreeNode::Kind::fork_point;
         n.id = p.id;

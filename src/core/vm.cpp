@@ -3,6 +3,7 @@
 #include "child_xml.hpp"
 #include "domain_xml.hpp"
 #include "errors.hpp"
+#include "fork_point.hpp"
 #include "gc.hpp"
 #include "images.hpp"
 #include "log.hpp"
@@ -48,10 +49,16 @@ void require_same_pool(const Host& host, const std::string& name, const Lineage&
 
 void write_lineage(virDomainPtr dom, const std::string& name, const Lineage& lineage,
                    bool live_only) {
-    unsigned flags = VIR_DOMAIN_AFFECT_LIVE;
+    // The running instance when there is one; the definition unless `live_only` (a
+    // VM that is off has only its definition).
+    unsigned flags = 0;
+    if (lv_check(virDomainIsActive(dom), "Failed to query VM '" + name + "'") == 1)
+        flags |= VIR_DOMAIN_AFFECT_LIVE;
     if (!live_only &&
         lv_check(virDomainIsPersistent(dom), "Failed to query VM '" + name + "'") == 1)
         flags |= VIR_DOMAIN_AFFECT_CONFIG;
+    if (flags == 0)
+        return;
     lv_check(virDomainSetMetadata(dom, VIR_DOMAIN_METADATA_ELEMENT,
                                   lineage_to_xml(lineage, /*bare=*/true).c_str(), lineage_prefix,
                                   lineage_namespace, flags),
@@ -131,6 +138,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     lineage.ttl = spec.ttl;
     lineage.pool = host.options().pool;
     lineage.spec = spec.source.string();
+    lineage.genid = random_uuid();
     for (unsigned port : spec.ports)
         lineage.ports.push_back({port, 0}); // the host side is known once it runs
 
@@ -138,9 +146,19 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     plan.name = name;
     plan.domain_type = domain_type;
     auto own_volume = [&](const std::string& vol_name) {
-        if (host.find_volume(vol_name))
-            throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
-                                host.options().pool + "'; remove it or pick another name");
+        if (!host.find_volume(vol_name))
+            return;
+        // A removed VM of this name whose snapshots were kept: its layer, not litter.
+        for (const auto& fp : read_fork_points(host))
+            if (fp.vm == name)
+                throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
+                                    host.options().pool + "': a removed VM named '" + name +
+                                    "' kept snapshots ('forky snapshots " + name +
+                                    "'); pick another name, or remove them first ('forky rm "
+                                    "--recursive " +
+                                    name + "')");
+        throw ConflictError("Volume '" + vol_name + "' already exists in pool '" +
+                            host.options().pool + "'; remove it or pick another name");
     };
     for (const auto& disk : spec.disks) {
         std::string vol_name = disk_volume_name(name, disk.target);
@@ -209,6 +227,7 @@ VmInfo describe(virDomainPtr dom, Lineage lineage) {
     info.domain_type = root.attribute("type").value();
     info.memory_bytes = root.child("memory").text().as_ullong() * 1024;
     info.vcpus = root.child("vcpu").text().as_uint();
+    info.genid = root.child("genid").text().get();
     info.lineage = std::move(lineage);
     return info;
 }
@@ -335,7 +354,17 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::vector<Vo
 
 RemoveResult vm_remove(Host& host, const std::string& name, bool force, const CancelToken& cancel) {
     host.pool();
-    DomainPtr dom = host.domain(name);
+    DomainPtr dom = host.find_domain(name);
+    if (!dom) {
+        // A VM removed with its snapshots kept: say how to reach them.
+        for (const auto& fp : read_fork_points(host))
+            if (fp.vm == name)
+                throw NotFoundError("No VM named '" + name + "' on '" + host.options().uri +
+                                    "'; its snapshots are kept ('forky snapshots " + name +
+                                    "'): remove one with 'forky rm " + name +
+                                    "@NAME', all with 'forky rm --recursive " + name + "'");
+        dom = host.domain(name); // throws: no such VM
+    }
     require_forky_vm(dom.get(), name, "not removing");
     // An operation that is making this VM (a fork restoring it) holds its lock until the
     // VM is whole; what it leaves, if anything, is what gets removed.

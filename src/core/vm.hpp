@@ -23,6 +23,7 @@ struct VmInfo {
     std::string domain_type; // kvm or qemu
     std::uint64_t memory_bytes = 0;
     unsigned vcpus = 0;
+    std::string genid; // the VM generation ID it runs under (the live XML's); may be empty
     Lineage lineage;
 };
 

@@ -128,6 +128,33 @@ TEST(ChildXml, GoldenChildOfTheTestGuest) {
     EXPECT_NE(child.find("<forky:parent>tiny</forky:parent>"), std::string::npos);
 }
 
+// Every child runs under a VM generation ID of its own where its parent has the device;
+// one is never added to a parent's XML that has none (the device is in the migration
+// stream: QEMU would refuse the image).
+TEST(ChildXml, AChildGetsItsOwnGenerationId) {
+    const std::string without = read_file(data_dir / "child/parent.xml");
+    const std::string parent_genid = "0a0b0c0d-0000-4000-8000-000000000001";
+    std::string with = without;
+    const auto uuid_end = with.find("</uuid>");
+    ASSERT_NE(uuid_end, std::string::npos);
+    with.insert(uuid_end + 7, "\n  <genid>" + parent_genid + "</genid>");
+    ASSERT_EQ(domain_genid(with), parent_genid);
+    ASSERT_EQ(domain_genid(without), "");
+
+    ChildPlan plan;
+    plan.name = "tiny-1";
+    plan.uuid = random_uuid();
+    plan.disk_paths["vda"] = "/var/lib/forky/tiny-1.vda.qcow2";
+    plan.lineage.genid = random_uuid();
+    const std::string child = make_child_xml(with, plan);
+    EXPECT_EQ(domain_genid(child), plan.lineage.genid);
+    EXPECT_EQ(child.find(parent_genid + "</genid>"), std::string::npos);
+    EXPECT_NE(child.find("<forky:genid>" + plan.lineage.genid + "</forky:genid>"),
+              std::string::npos)
+        << "the lineage records it";
+    EXPECT_EQ(domain_genid(make_child_xml(without, plan)), "");
+}
+
 TEST(ChildXml, RefusesADiskItDidNotPlanFor) {
     std::string parent = read_file(data_dir / "child/parent.xml");
     ChildPlan plan;

@@ -33,6 +33,7 @@ std::string render(const fs::path& yaml) {
     plan.lineage.pool = "forky";
     plan.lineage.ttl = spec.ttl;
     plan.lineage.spec = spec.source.string();
+    plan.lineage.genid = "00000000-0000-4000-8000-00000000000" + std::to_string(spec.disks.size());
     for (const auto& d : spec.disks) {
         std::string vol = spec.name + "." + d.target + ".qcow2";
         plan.disk_paths.push_back("/var/lib/forky/" + vol);

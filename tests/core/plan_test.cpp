@@ -29,8 +29,8 @@ PoolFacts pool() {
     PoolFacts p;
     p.pool = "forky";
     p.available = 10ULL << 30;
-    p.volume_names = {"web.vda.fp2.qcow2", "web.vdb.fp2.qcow2", "web.fp2.mem", "web.fp2.point",
-                      "web-1.vda.qcow2", "web-3.console.log"};
+    p.volume_names = {"web.vda.fp2.qcow2", "web.vdb.fp2.qcow2", "web.fp2.mem",
+                      "web.fp2.point",     "web-1.vda.qcow2",   "web-3.console.log"};
     p.domain_names = {"web", "web-2"};
     return p;
 }
@@ -77,14 +77,16 @@ TEST(Plan, FreezeNamesEverythingFromTheFacts) {
 
 TEST(Plan, FreezeRefusesWhatCannotBeDone) {
     FreezeRequest fork;
-    EXPECT_NE(error_of<ConflictError>([&] { plan_freeze(web(VmState::paused), pool(), fork); })
-                  .find("is paused; fork it with --cold"),
+    EXPECT_NE(error_of<ConflictError>([&] {
+                  plan_freeze(web(VmState::paused), pool(), fork);
+              }).find("is paused; fork it with --cold"),
               std::string::npos);
     fork.cold = true;
     EXPECT_TRUE(plan_freeze(web(VmState::paused), pool(), fork).cold);
     fork.cold = false;
-    EXPECT_NE(error_of<ConflictError>([&] { plan_freeze(web(VmState::shut_off), pool(), fork); })
-                  .find("only a running VM can be forked"),
+    EXPECT_NE(error_of<ConflictError>([&] {
+                  plan_freeze(web(VmState::shut_off), pool(), fork);
+              }).find("only a running VM can be forked"),
               std::string::npos);
 
     FreezeRequest snap;
@@ -102,8 +104,9 @@ TEST(Plan, FreezeRefusesWhatCannotBeDone) {
     existing.name = "before-upgrade";
     taken.fork_points.push_back(existing);
     snap.name = "before-upgrade";
-    EXPECT_NE(error_of<ConflictError>([&] { plan_freeze(web(), taken, snap); })
-                  .find("has a snapshot named 'before-upgrade' already"),
+    EXPECT_NE(error_of<ConflictError>([&] {
+                  plan_freeze(web(), taken, snap);
+              }).find("has a snapshot named 'before-upgrade' already"),
               std::string::npos);
     existing.vm_uuid = "another-vm-of-the-same-name";
     taken.fork_points = {existing};
@@ -111,13 +114,15 @@ TEST(Plan, FreezeRefusesWhatCannotBeDone) {
 
     VmFacts outside = web();
     outside.top_volumes.erase("vdb");
-    EXPECT_NE(error_of<ConflictError>([&] { plan_freeze(outside, pool(), snap); })
-                  .find("Disk 'vdb' of VM 'web'"),
+    EXPECT_NE(error_of<ConflictError>([&] {
+                  plan_freeze(outside, pool(), snap);
+              }).find("Disk 'vdb' of VM 'web'"),
               std::string::npos);
     PoolFacts small = pool();
     small.available = 100ULL << 20;
-    EXPECT_NE(error_of<StorageError>([&] { plan_freeze(web(), small, snap); })
-                  .find("Pool 'forky' has 100MiB free"),
+    EXPECT_NE(error_of<StorageError>([&] {
+                  plan_freeze(web(), small, snap);
+              }).find("Pool 'forky' has 100MiB free"),
               std::string::npos);
     PoolFacts leftover = pool();
     leftover.volume_names.insert("web.vda.fp3.qcow2");
@@ -238,8 +243,9 @@ TEST(ForkPointRecord, ReferencesResolveByTheVmsIdentity) {
     EXPECT_THROW(find_fork_point(points, *ref, std::string("cccccccc-2222-4333-8444-555555555555")),
                  NotFoundError);
     // No VM of that name: ambiguous between two removed ones.
-    EXPECT_NE(error_of<ConflictError>([&] { find_fork_point(points, *ref, std::nullopt); })
-                  .find("is ambiguous"),
+    EXPECT_NE(error_of<ConflictError>([&] {
+                  find_fork_point(points, *ref, std::nullopt);
+              }).find("is ambiguous"),
               std::string::npos);
     EXPECT_EQ(find_fork_point({old_web}, *ref, std::nullopt).vm_uuid, old_web.vm_uuid);
     EXPECT_EQ(snapshot_name_problem("fp12").has_value(), true);

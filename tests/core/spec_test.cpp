@@ -29,6 +29,7 @@ console: log
 network: user
 ttl: 90m
 ports: [22, 8080]
+guest_agent: true
 )";
 
 // The SpecError message for `text`, or "" when it parsed.
@@ -69,6 +70,7 @@ TEST(Spec, ParsesEveryField) {
     EXPECT_EQ(s.ports, (std::vector<unsigned>{22, 8080}));
     ASSERT_TRUE(s.ttl);
     EXPECT_EQ(s.ttl->count(), 90 * 60);
+    EXPECT_TRUE(s.guest_agent);
 }
 
 TEST(Spec, DefaultsAreSmall) {
@@ -79,6 +81,7 @@ TEST(Spec, DefaultsAreSmall) {
     EXPECT_TRUE(s.disks.empty());
     EXPECT_EQ(s.network, NetworkMode::none);
     EXPECT_FALSE(s.ttl);
+    EXPECT_FALSE(s.guest_agent);
 }
 
 struct BadCase {
@@ -139,6 +142,8 @@ TEST(Spec, BadInputNamesFileLineAndKey) {
          file + ":16: key 'ports[1]': port 22 is listed twice"},
         {"ports without user network", replace(good, "network: user", "network: none"),
          file + ":16: key 'ports': port forwards need network: user"},
+        {"guest_agent not a boolean", replace(good, "guest_agent: true", "guest_agent: yes"),
+         file + ":17: key 'guest_agent': must be true or false, got 'yes'"},
     };
     for (const auto& c : cases) {
         std::string msg = error_of(c.text);

@@ -346,6 +346,15 @@ std::string disk_of(const std::string& vm) {
     return "";
 }
 
+bool contains(const std::string& text, const std::string& part) {
+    return text.find(part) != std::string::npos;
+}
+
+CommandResult virsh(std::vector<std::string> args) {
+    args.insert(args.begin(), {"virsh", "-q", "-c", libvirt_uri()});
+    return run(args);
+}
+
 } // namespace forky::it
 
 int main(int argc, char** argv) {

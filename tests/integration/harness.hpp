@@ -94,4 +94,10 @@ std::vector<std::string> pool_files();              // what is in the pool direc
 std::string domain_state_of(const std::string& vm); // virsh domstate
 std::string disk_of(const std::string& vm);         // vda's source file
 
+// Whether `part` occurs in `text`.
+bool contains(const std::string& text, const std::string& part);
+
+// virsh -q against the test's libvirtd.
+CommandResult virsh(std::vector<std::string> args);
+
 } // namespace forky::it

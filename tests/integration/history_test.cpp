@@ -17,15 +17,6 @@ using std::chrono::seconds;
 
 namespace {
 
-bool contains(const std::string& text, const std::string& part) {
-    return text.find(part) != std::string::npos;
-}
-
-CommandResult virsh(std::vector<std::string> args) {
-    args.insert(args.begin(), {"virsh", "-q", "-c", libvirt_uri()});
-    return run(args);
-}
-
 std::string uuid_of(const std::string& vm) {
     std::string out = virsh({"domuuid", vm}).out;
     return out.substr(0, out.find('\n'));
@@ -430,4 +421,109 @@ TEST(History, TreeDotRendersWithGraphviz) {
     EXPECT_TRUE(contains(json.out, "\"kind\":\"fork-point\",\"id\":")) << json.out;
     remove_all({"ht", "ht-1", "ht-2"});
     ASSERT_EQ(run_forky({"rm", "--recursive", "ht"}).rc, 0);
+}
+
+// Records in the pool are evidence, not orders: a planted record never makes forky delete
+// another VM's volume, a damaged one never costs the snapshot it describes, and a qcow2
+// that forky did not make is never collected for its name. (Found by trying forky as a
+// hostile user would.)
+TEST(History, PlantedAndDamagedRecordsCostNoData) {
+    up_tiny("hp");
+    up_tiny("victim");
+    ASSERT_EQ(run_forky({"snapshot", "hp", "good"}).rc, 0);
+    ASSERT_EQ(run_forky({"snapshot", "hp", "second"}).rc, 0);
+    const std::string good_record = slurp_file(pool_dir() / "hp.fp1.point");
+    ASSERT_TRUE(contains(good_record, "<memory-image>hp.fp1.mem</memory-image>"));
+
+    // A copy of a real record that names the victim's disk as its memory image.
+    std::string planted = good_record;
+    auto swap = [&planted](const std::string& from, const std::string& to) {
+        const auto at = planted.find(from);
+        ASSERT_NE(at, std::string::npos) << from;
+        planted.replace(at, from.size(), to);
+    };
+    swap("<name>good</name>", "<name>evil</name>");
+    swap("<seq>1</seq>", "<seq>95</seq>");
+    swap("hp.fp1.mem", "victim.vda.qcow2");
+    std::ofstream(pool_dir() / "hp.fp95.point") << planted << std::string(64, '\0');
+    ASSERT_EQ(virsh({"pool-refresh", "forky-it"}).rc, 0);
+    CommandResult rm = run_forky({"rm", "hp@evil"});
+    EXPECT_NE(rm.rc, 0) << rm.all();
+    EXPECT_TRUE(has(pool_files(), "victim.vda.qcow2"));
+    CommandResult tree = run_forky({"tree"});
+    EXPECT_TRUE(contains(tree.all(), "hp.fp95.point' is unreadable")) << tree.all();
+    EXPECT_TRUE(contains(tree.all(), "is not 'hp.fp95.mem'")) << tree.all();
+
+    // A damaged record: gc keeps the snapshot's files and says why.
+    {
+        std::fstream f(pool_dir() / "hp.fp1.point", std::ios::in | std::ios::out);
+        f.seekp(5);
+        f << 'X';
+    }
+    CommandResult dry = run_forky({"gc", "--dry-run"});
+    EXPECT_FALSE(contains(dry.out, "would delete volume hp.fp1.")) << dry.out;
+    EXPECT_TRUE(contains(dry.out, "problem: fork point record 'hp.fp1.point' is unreadable"))
+        << dry.out;
+    // Nor does the sweep after another removal take them.
+    ASSERT_EQ(run_forky({"rm", "hp@second"}).rc, 0);
+    EXPECT_TRUE(has(pool_files(), "hp.fp1.mem"));
+    EXPECT_TRUE(has(pool_files(), "hp.fp1.point"));
+
+    // A qcow2 named like forky's volumes but made by someone else (no backing file).
+    ASSERT_EQ(run({"qemu-img", "create", "-q", "-f", "qcow2",
+                   (pool_dir() / "notforky.vda.qcow2").string(), "1M"})
+                  .rc,
+              0);
+    ASSERT_EQ(virsh({"pool-refresh", "forky-it"}).rc, 0);
+    CommandResult gc = run_forky({"gc"});
+    EXPECT_TRUE(has(pool_files(), "notforky.vda.qcow2")) << gc.all();
+    EXPECT_TRUE(contains(gc.out, "notforky.vda.qcow2: named like forky's volumes")) << gc.out;
+    EXPECT_TRUE(has(pool_files(), "hp.fp1.mem")) << gc.out;
+    EXPECT_TRUE(has(pool_files(), "victim.vda.qcow2"));
+    EXPECT_EQ(domain_state_of("victim"), "running");
+    remove_all({"hp", "victim"});
+}
+
+// A VM that is off can be snapshotted and forked from its snapshots; default names step
+// over names the user took; revert takes VM@NAME; rm of a removed VM points at its kept
+// snapshots.
+TEST(History, ShutOffVmsDefaultNamesAndShortForms) {
+    up_tiny("ho");
+    ASSERT_EQ(run_forky({"snapshot", "ho", "warm"}).rc, 0);
+    ASSERT_EQ(run_forky({"stop", "ho", "--timeout", "1"}).rc, 0);
+    ASSERT_EQ(domain_state_of("ho"), "shut off");
+    CommandResult cold = run_forky({"snapshot", "ho", "off"});
+    ASSERT_EQ(cold.rc, 0) << cold.all();
+    CommandResult xml = virsh({"dumpxml", "--inactive", "ho"});
+    const std::string disk = disk_of("ho");
+    EXPECT_TRUE(contains(xml.out, "<forky:volume role=\"disk\" target=\"vda\">" +
+                                      fs::path(disk).filename().string() + "<"))
+        << "the lineage follows the VM onto its new top: " << disk << "\n"
+        << xml.out;
+    CommandResult child = run_forky({"fork", "ho@warm"});
+    ASSERT_EQ(child.rc, 0) << child.all();
+    EXPECT_EQ(domain_state_of(lines(child.out).at(0)), "running");
+
+    // The user took 'snap4' (as the third fork point); the fourth's default name, snap4,
+    // is stepped over.
+    ASSERT_EQ(run_forky({"snapshot", "ho", "snap4"}).rc, 0);
+    CommandResult dflt = run_forky({"snapshot", "ho", "--json"});
+    EXPECT_EQ(dflt.rc, 0) << dflt.all();
+    EXPECT_TRUE(contains(dflt.out, "\"snapshot\":\"ho@snap4-2\"")) << dflt.out;
+    CommandResult empty = run_forky({"snapshot", "ho", ""});
+    EXPECT_EQ(empty.rc, 2) << empty.all();
+
+    // revert VM@NAME (the VM is off: it comes back running, at 'warm').
+    CommandResult revert = run_forky({"revert", "ho@warm"});
+    EXPECT_EQ(revert.rc, 0) << revert.all();
+    EXPECT_EQ(domain_state_of("ho"), "running");
+    CommandResult mixed = run_forky({"revert", "ho", "other@warm"});
+    EXPECT_EQ(mixed.rc, 2) << mixed.all();
+
+    ASSERT_EQ(run_forky({"rm", "--force", "ho", lines(child.out).at(0)}).rc, 0);
+    CommandResult gone = run_forky({"rm", "ho"});
+    EXPECT_EQ(gone.rc, 4);
+    EXPECT_TRUE(contains(gone.err, "its snapshots are kept")) << gone.err;
+    ASSERT_EQ(run_forky({"rm", "--recursive", "ho"}).rc, 0);
+    EXPECT_TRUE(pool_files().empty()) << pool_files().size() << " files left";
 }
