@@ -16,6 +16,8 @@ struct GlobalOptions {
     bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
     std::string config = default_config_path; // --config, else $FORKY_CONFIG
     bool config_named = false;                // by --config or $FORKY_CONFIG: must exist
+    std::string hosts = default_hosts_file;   // --hosts, else $FORKY_HOSTS
+    bool hosts_named = false;                 // by --hosts or $FORKY_HOSTS: must exist
     int verbosity = 0;
 };
 
@@ -24,6 +26,8 @@ public:
     GlobalOptions options;
     Host& host();           // connects on first use
     const Config& config(); // read on first use
+    // The fleet: the host inventory if there is one, else the one host of --connect.
+    const Inventory& inventory();
     // Requested by SIGINT and SIGTERM: the core undoes what it did and throws
     // InterruptedError (exit 130).
     CancelToken cancel() const;
@@ -33,6 +37,7 @@ public:
 private:
     std::optional<Host> host_;
     std::optional<Config> config_;
+    std::optional<Inventory> inventory_;
 };
 
 } // namespace forky::cli

@@ -46,6 +46,20 @@ const Config& Context::config() {
     return *config_;
 }
 
+const Inventory& Context::inventory() {
+    if (!inventory_) {
+        inventory_ = load_inventory(options.hosts, options.hosts_named);
+        if (inventory_->hosts.empty()) {
+            HostEntry self;
+            self.name = "default";
+            self.uri = options.uri;
+            self.pool = options.pool;
+            inventory_->hosts.push_back(self);
+        }
+    }
+    return *inventory_;
+}
+
 CancelToken Context::cancel() const {
     return CancelToken(&interrupted);
 }
@@ -80,6 +94,7 @@ Environment:
   FORKY_POOL      storage pool used when --pool is not given (default forky)
   FORKY_POOL_DIR  directory of the pool when forky creates it (default /var/lib/forky)
   FORKY_CONFIG    forky's settings when --config is not given (default /etc/forky/forky.yaml)
+  FORKY_HOSTS     the host inventory when --hosts is not given (default /etc/forky/hosts.yaml)
 
 Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";
@@ -96,6 +111,8 @@ int run(int argc, char** argv) {
     ctx.options.pool_dir = env_or("FORKY_POOL_DIR", default_pool_dir);
     ctx.options.config = env_or("FORKY_CONFIG", default_config_path);
     ctx.options.config_named = ctx.options.config != default_config_path;
+    ctx.options.hosts = env_or("FORKY_HOSTS", default_hosts_file);
+    ctx.options.hosts_named = ctx.options.hosts != default_hosts_file;
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -117,6 +134,10 @@ int run(int argc, char** argv) {
                    "forky's settings (image_dirs: where specs may take images from)")
         ->capture_default_str()
         ->each([&ctx](const std::string&) { ctx.options.config_named = true; });
+    app.add_option("--hosts", ctx.options.hosts,
+                   "the host inventory (forky hosts --help shows its form)")
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.hosts_named = true; });
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug
@@ -137,6 +158,7 @@ int run(int argc, char** argv) {
     setup_tree(app, ctx);
     setup_gc(app, ctx);
     setup_bench(app, ctx);
+    setup_hosts(app, ctx);
 
     try {
         app.parse(argc, argv);

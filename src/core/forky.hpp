@@ -14,6 +14,7 @@
 #include "gc.hpp"         // collect_garbage
 #include "history.hpp"    // vm_snapshot(s), vm_revert, vm_remove_snapshot/_recursive, vm_squash
 #include "host.hpp"       // Host, HostOptions, VmState
+#include "hosts.hpp"      // Inventory, load_inventory, survey_hosts
 #include "names.hpp"      // require_valid_name, quoted
 #include "operation.hpp"  // OpContext, Faults
 #include "spec.hpp"       // load_spec

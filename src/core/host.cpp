@@ -522,6 +522,86 @@ void Host::write_volume(const std::string& name, std::uint64_t offset, std::stri
     lv_check(virStreamFinish(st.get()), context);
 }
 
+ShipResult Host::ship_volume(const std::string& name, Host& to, const std::string& to_name,
+                             const ProgressFn& progress) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    // The file's length: a qcow2's capacity is its virtual disk size.
+    virStorageVolInfo info{};
+    lv_check(virStorageVolGetInfoFlags(vol.get(), &info, VIR_STORAGE_VOL_GET_PHYSICAL),
+             "Failed to query volume '" + name + "'");
+    ShipResult result;
+    result.size = info.allocation; // with GET_PHYSICAL: the file's size
+    const std::string context =
+        "Failed to copy volume '" + name + "' to '" + to_name + "' on '" + to.options().uri + "'";
+    StorageVolPtr target = to.create_raw_volume(to_name, result.size);
+    bool done = false;
+    struct DropUnlessDone {
+        Host& host;
+        const std::string& name;
+        const bool& done;
+        ~DropUnlessDone() {
+            if (!done) {
+                try {
+                    host.delete_volume(name);
+                } catch (const Error&) {
+                    // reported by the error that got us here
+                }
+            }
+        }
+    } drop{to, to_name, done};
+
+    StreamPtr in(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    StreamPtr out(lv_check(virStreamNew(to.conn(), 0), "Failed to open a stream"));
+    lv_check(virStorageVolDownload(vol.get(), in.get(), 0, result.size,
+                                   VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM),
+             context);
+    lv_check(virStorageVolUpload(target.get(), out.get(), 0, result.size,
+                                 VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM),
+             context);
+    std::vector<char> buf(1 << 20);
+    std::uint64_t covered = 0;
+    for (;;) {
+        const int got =
+            virStreamRecvFlags(in.get(), buf.data(), buf.size(), VIR_STREAM_RECV_STOP_AT_HOLE);
+        if (got == -3) {
+            long long hole = 0;
+            if (virStreamRecvHole(in.get(), &hole, 0) < 0)
+                fail_stream(in.get(), context);
+            if (hole > 0) {
+                if (virStreamSendHole(out.get(), hole, 0) < 0)
+                    fail_stream(out.get(), context);
+                covered += static_cast<std::uint64_t>(hole);
+            }
+        } else if (got < 0) {
+            virStreamAbort(out.get());
+            fail_stream(in.get(), context);
+        } else if (got == 0) {
+            break;
+        } else {
+            std::size_t sent = 0;
+            while (sent < static_cast<std::size_t>(got)) {
+                const int n = virStreamSend(out.get(), buf.data() + sent,
+                                            static_cast<std::size_t>(got) - sent);
+                if (n < 0) {
+                    virStreamAbort(in.get());
+                    fail_stream(out.get(), context);
+                }
+                sent += static_cast<std::size_t>(n);
+            }
+            covered += static_cast<std::uint64_t>(got);
+            result.data_bytes += static_cast<std::uint64_t>(got);
+        }
+        if (progress)
+            progress(covered, result.size);
+    }
+    lv_check(virStreamFinish(in.get()), context);
+    lv_check(virStreamFinish(out.get()), context);
+    done = true;
+    return result;
+}
+
 std::uint64_t Host::pool_available() {
     virStoragePoolInfo info{};
     lv_check(virStoragePoolGetInfo(pool(), &info),

@@ -7,6 +7,7 @@
 #include "spec.hpp"
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -34,6 +35,15 @@ struct VolumeInfo {
     std::uint64_t capacity = 0;
     std::uint64_t allocation = 0;
     long long owner = -1; // uid of the file, -1 when libvirt does not say
+};
+
+// Progress of a long copy: bytes of the volume covered so far (data and holes), of `total`.
+using ProgressFn = std::function<void(std::uint64_t done, std::uint64_t total)>;
+
+struct ShipResult {
+    std::uint64_t size = 0;       // the volume's length in bytes (the file's, not a
+                                  // qcow2's virtual size)
+    std::uint64_t data_bytes = 0; // sent as data; the rest went as holes
 };
 
 // A slice of a volume read through libvirt's stream API.
@@ -95,6 +105,13 @@ public:
                                   std::uint64_t length);
     // Overwrites [offset, offset + data.size()) of a volume (virStorageVolUpload).
     void write_volume(const std::string& name, std::uint64_t offset, std::string_view data);
+    // Copies volume `name` into a new volume `to_name` of `to`'s pool (another host, or
+    // this one) through libvirt streams, download to upload, in bounded memory (1 MiB at
+    // a time); holes stay holes (sparse streams). The new volume goes again if the copy
+    // fails. Its file is byte for byte the source's; a qcow2 keeps the backing path it
+    // names.
+    ShipResult ship_volume(const std::string& name, Host& to, const std::string& to_name,
+                           const ProgressFn& progress = {});
     // Bytes free in the pool.
     std::uint64_t pool_available();
 

@@ -1,0 +1,246 @@
+#include "hosts.hpp"
+
+#include "errors.hpp"
+#include "fork_point.hpp"
+#include "names.hpp"
+#include "safe_path.hpp"
+#include "vm.hpp"
+#include "yaml_reader.hpp"
+
+#include <libvirt/libvirt.h>
+
+#include <cstdlib>
+#include <future>
+#include <memory>
+#include <set>
+#include <thread>
+
+namespace forky {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// libvirt's remote and local drivers forky may drive: QEMU, and the test driver.
+bool known_uri(const std::string& uri) {
+    const auto scheme_end = uri.find("://");
+    if (scheme_end == std::string::npos || scheme_end == 0)
+        return false;
+    const std::string scheme = uri.substr(0, scheme_end);
+    static const std::set<std::string> schemes = {"qemu",         "qemu+tls",  "qemu+ssh",
+                                                  "qemu+tcp",     "qemu+unix", "qemu+libssh",
+                                                  "qemu+libssh2", "test"};
+    if (!schemes.count(scheme))
+        return false;
+    for (char c : uri)
+        if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+            return false;
+    return true;
+}
+
+unsigned whole_number(const YamlReader& r, const YAML::Node& node, const std::string& key,
+                      unsigned low, unsigned high) {
+    const std::string text = r.scalar(node, key);
+    if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos ||
+        text.size() > 9)
+        r.fail(node, key, "expected a whole number, got '" + text + "'");
+    const unsigned long v = std::stoul(text);
+    if (v < low || v > high)
+        r.fail(node, key,
+               "must be between " + std::to_string(low) + " and " + std::to_string(high));
+    return static_cast<unsigned>(v);
+}
+
+} // namespace
+
+const HostEntry* Inventory::find(const std::string& name) const {
+    for (const auto& h : hosts)
+        if (h.name == name)
+            return &h;
+    return nullptr;
+}
+
+Inventory parse_inventory(const std::string& text, const fs::path& file) {
+    YamlReader r(fs::absolute(file).lexically_normal());
+    Inventory inv;
+    inv.source = r.file();
+    YAML::Node root = r.load(text);
+    if (!root.IsMap())
+        throw SpecError(r.file().string() + ": a host inventory is a YAML mapping with a list "
+                                            "'hosts'");
+    r.only_keys(root, "", {"hosts"});
+    YAML::Node hosts = r.required(root, "hosts", "hosts");
+    if (!hosts.IsSequence() || hosts.size() == 0)
+        r.fail(hosts, "hosts", "expected a list of hosts, each with a name and a uri");
+    std::map<std::string, int> names;
+    std::map<std::string, std::string> uris;
+    for (std::size_t i = 0; i < hosts.size(); ++i) {
+        const std::string at = "hosts[" + std::to_string(i) + "]";
+        const YAML::Node h = hosts[i];
+        r.require_map(h, at);
+        r.only_keys(h, at, {"name", "uri", "pool", "labels", "max_forks"});
+        HostEntry e;
+        e.line = h.Mark().line + 1;
+        const YAML::Node name = r.required(h, "name", at + ".name");
+        e.name = r.scalar(name, at + ".name");
+        if (auto why = name_problem(e.name))
+            r.fail(name, at + ".name", "'" + e.name + "' is not a valid host name: " + *why);
+        if (auto first = names.find(e.name); first != names.end())
+            r.fail(name, at + ".name",
+                   "host '" + e.name + "' is listed twice (first on line " +
+                       std::to_string(first->second) + ")");
+        names[e.name] = e.line;
+        const YAML::Node uri = r.required(h, "uri", at + ".uri");
+        e.uri = r.scalar(uri, at + ".uri");
+        if (!known_uri(e.uri))
+            r.fail(uri, at + ".uri",
+                   "'" + e.uri +
+                       "' is not a libvirt URI forky drives (qemu:///system, "
+                       "qemu+tls://HOST/system, qemu+ssh://USER@HOST/system, "
+                       "qemu+tcp://HOST/system, qemu+unix:///system?socket=PATH)");
+        if (auto first = uris.find(e.uri); first != uris.end())
+            r.fail(uri, at + ".uri",
+                   "'" + e.uri + "' is host '" + first->second +
+                       "' already: one hypervisor, one entry");
+        uris[e.uri] = e.name;
+        if (YAML::Node pool = h["pool"]; pool.IsDefined()) {
+            e.pool = r.scalar(pool, at + ".pool");
+            if (auto why = name_problem(e.pool))
+                r.fail(pool, at + ".pool", "'" + e.pool + "' is not a valid pool name: " + *why);
+        }
+        if (YAML::Node labels = h["labels"]; labels.IsDefined()) {
+            if (!labels.IsMap())
+                r.fail(labels, at + ".labels", "expected a mapping, e.g. {rack: r1}");
+            for (const auto& kv : labels) {
+                const std::string key = r.scalar(kv.first, at + ".labels");
+                const std::string where = at + ".labels." + key;
+                if (auto why = name_problem(key))
+                    r.fail(kv.first, where, "'" + key + "' is not a valid label: " + *why);
+                e.labels[key] = r.scalar(kv.second, where);
+            }
+        }
+        if (YAML::Node max = h["max_forks"]; max.IsDefined())
+            e.max_forks = whole_number(r, max, at + ".max_forks", 1, 100000);
+        inv.hosts.push_back(std::move(e));
+    }
+    return inv;
+}
+
+Inventory load_inventory(const fs::path& file, bool required) {
+    std::error_code ec;
+    if (!fs::exists(fs::symlink_status(file, ec))) {
+        if (required)
+            throw SpecError(file.string() + ": the host inventory does not exist (named by "
+                                            "--hosts or FORKY_HOSTS)");
+        return {};
+    }
+    const PathWalk walk = walk_path(fs::absolute(file));
+    if (walk.problem)
+        throw SpecError(file.string() +
+                        ": forky does not trust this host inventory: " + *walk.problem);
+    return parse_inventory(read_small_file(walk.resolved), file);
+}
+
+std::string version_string(unsigned long packed) {
+    return std::to_string(packed / 1000000) + "." + std::to_string(packed / 1000 % 1000) + "." +
+           std::to_string(packed % 1000);
+}
+
+namespace {
+
+HostReport survey(const HostEntry& entry) {
+    HostReport r;
+    r.entry = entry;
+    try {
+        HostOptions o;
+        o.uri = entry.uri;
+        o.pool = entry.pool;
+        Host host(o);
+        r.reachable = true;
+        virConnectPtr c = host.conn();
+        if (char* name = virConnectGetHostname(c)) {
+            r.hostname = name;
+            std::free(name);
+        }
+        unsigned long v = 0;
+        if (virConnectGetLibVersion(c, &v) == 0)
+            r.libvirt_version = version_string(v);
+        if (virConnectGetVersion(c, &v) == 0 && v != 0)
+            r.qemu_version = version_string(v);
+        virNodeInfo node{};
+        if (virNodeGetInfo(c, &node) == 0) {
+            r.cpus = node.cpus;
+            r.memory_bytes = static_cast<std::uint64_t>(node.memory) * 1024;
+        }
+        if (unsigned long long free = virNodeGetFreeMemory(c); free != 0)
+            r.memory_free_bytes = free;
+        clear_libvirt_error();
+        for (const auto& d : host.domains()) {
+            auto lineage = read_lineage(d.get());
+            if (!lineage || lineage->pool != entry.pool)
+                continue;
+            ++r.forky_vms;
+            if (domain_is_active(d.get()))
+                ++r.forky_vms_running;
+        }
+        try {
+            host.pool();
+            r.pool_exists = true;
+            r.pool_free_bytes = host.pool_available();
+            r.fork_points = static_cast<unsigned>(read_fork_points(host).size());
+        } catch (const NotFoundError&) {
+            r.problem = "no pool '" + entry.pool + "' yet (forky up makes it)";
+        }
+    } catch (const Error& e) {
+        if (!r.reachable)
+            r.problem = e.what();
+        else
+            r.problem = std::string("answered, then: ") + e.what();
+    }
+    return r;
+}
+
+} // namespace
+
+std::vector<HostReport> survey_hosts(const Inventory& inventory, std::chrono::seconds timeout) {
+    // One thread per host: a host that does not answer (a TCP connect to a machine that
+    // is down takes minutes) is reported as such after `timeout`; its thread is left to
+    // finish or to end with the process.
+    std::vector<std::shared_ptr<std::promise<HostReport>>> promises;
+    std::vector<std::future<HostReport>> answers;
+    for (const auto& e : inventory.hosts) {
+        auto p = std::make_shared<std::promise<HostReport>>();
+        answers.push_back(p->get_future());
+        std::thread([p, e] {
+            try {
+                p->set_value(survey(e));
+            } catch (...) {
+                p->set_exception(std::current_exception());
+            }
+        }).detach();
+        promises.push_back(std::move(p));
+    }
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<HostReport> out;
+    for (std::size_t i = 0; i < answers.size(); ++i) {
+        if (answers[i].wait_until(deadline) == std::future_status::ready) {
+            try {
+                out.push_back(answers[i].get());
+                continue;
+            } catch (const std::exception& e) {
+                HostReport r;
+                r.entry = inventory.hosts[i];
+                r.problem = e.what();
+                out.push_back(std::move(r));
+                continue;
+            }
+        }
+        HostReport r;
+        r.entry = inventory.hosts[i];
+        r.problem = "no answer within " + std::to_string(timeout.count()) + " s";
+        out.push_back(std::move(r));
+    }
+    return out;
+}
+
+} // namespace forky
