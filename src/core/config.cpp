@@ -43,20 +43,27 @@ Config parse_config(const std::string& text, const fs::path& file) {
     return config;
 }
 
-Config load_config(const fs::path& file, bool required) {
+std::optional<std::string> read_trusted_file(const fs::path& file, bool required,
+                                             const std::string& what, const std::string& named_by) {
     std::error_code ec;
     if (!fs::exists(fs::symlink_status(file, ec))) {
         if (required)
-            throw SpecError(file.string() + ": forky's settings file does not exist (named by "
-                                            "--config or FORKY_CONFIG)");
-        return {};
+            throw SpecError(file.string() + ": " + what + " does not exist (named by " + named_by +
+                            ")");
+        return std::nullopt;
     }
-    // These settings decide what forky trusts: nobody else may have written them. What is
-    // read is where the walk led, so it is what was checked.
     const PathWalk walk = walk_path(fs::absolute(file));
     if (walk.problem)
-        throw SpecError(file.string() + ": forky does not trust these settings: " + *walk.problem);
-    Config config = parse_config(read_small_file(walk.resolved), file);
+        throw SpecError(file.string() + ": forky does not trust " + what + ": " + *walk.problem);
+    return read_small_file(walk.resolved);
+}
+
+Config load_config(const fs::path& file, bool required) {
+    const auto text =
+        read_trusted_file(file, required, "forky's settings file", "--config or FORKY_CONFIG");
+    if (!text)
+        return {};
+    Config config = parse_config(*text, file);
     for (const auto& dir : config.image_dirs)
         if (walk_path(dir).resolved == "/")
             throw SpecError(file.string() + ": image_dirs entry '" + dir.string() +

@@ -7,6 +7,7 @@
 #pragma once
 
 #include <filesystem>
+#include <optional>
 #include <vector>
 
 namespace forky {
@@ -22,6 +23,14 @@ struct Config {
 // file was named explicitly (`required`: --config, $FORKY_CONFIG), for one that is
 // missing: a typo there must not mean "no rules".
 Config load_config(const std::filesystem::path& file, bool required = false);
+
+// The text of one of forky's own settings files (this one, the host inventory): they
+// decide what forky trusts and where it connects, so nobody else may have written the
+// file or a folder on its way, and what is read is where the walk led. nullopt for a
+// missing file unless `required`; `what` names it in messages ("forky's settings file",
+// "the host inventory"), `named_by` says where a required one was named.
+std::optional<std::string> read_trusted_file(const std::filesystem::path& file, bool required,
+                                             const std::string& what, const std::string& named_by);
 
 // Parses configuration text as if it came from `file`.
 Config parse_config(const std::string& text, const std::filesystem::path& file);

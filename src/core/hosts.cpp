@@ -1,9 +1,9 @@
 #include "hosts.hpp"
 
+#include "config.hpp"
 #include "errors.hpp"
 #include "fork_point.hpp"
 #include "names.hpp"
-#include "safe_path.hpp"
 #include "vm.hpp"
 #include "yaml_reader.hpp"
 
@@ -127,18 +127,9 @@ Inventory parse_inventory(const std::string& text, const fs::path& file) {
 }
 
 Inventory load_inventory(const fs::path& file, bool required) {
-    std::error_code ec;
-    if (!fs::exists(fs::symlink_status(file, ec))) {
-        if (required)
-            throw SpecError(file.string() + ": the host inventory does not exist (named by "
-                                            "--hosts or FORKY_HOSTS)");
-        return {};
-    }
-    const PathWalk walk = walk_path(fs::absolute(file));
-    if (walk.problem)
-        throw SpecError(file.string() +
-                        ": forky does not trust this host inventory: " + *walk.problem);
-    return parse_inventory(read_small_file(walk.resolved), file);
+    const auto text =
+        read_trusted_file(file, required, "the host inventory", "--hosts or FORKY_HOSTS");
+    return text ? parse_inventory(*text, file) : Inventory{};
 }
 
 std::string version_string(unsigned long packed) {

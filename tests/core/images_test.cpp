@@ -344,10 +344,11 @@ TEST(Config, IsStrictAndKeepsHostFoldersOut) {
         load_config(file);
         FAIL() << "settings others can write were trusted";
     } catch (const SpecError& e) {
-        EXPECT_NE(std::string(e.what()).find("forky does not trust these settings: others can "
-                                             "write '" +
-                                             file.string() + "'"),
-                  std::string::npos)
+        EXPECT_NE(
+            std::string(e.what()).find("forky does not trust forky's settings file: others can "
+                                       "write '" +
+                                       file.string() + "'"),
+            std::string::npos)
             << e.what();
     }
     fs::remove_all(dir);
