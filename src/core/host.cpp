@@ -1,5 +1,7 @@
 #include "host.hpp"
 
+#include "qcow2.hpp"
+
 #include "errors.hpp"
 #include "log.hpp"
 #include "safe_path.hpp"
@@ -600,6 +602,14 @@ ShipResult Host::ship_volume(const std::string& name, Host& to, const std::strin
     lv_check(virStreamFinish(out.get()), context);
     done = true;
     return result;
+}
+
+void Host::set_qcow2_backing(const std::string& name, const std::string& backing) {
+    const std::string start = read_volume_range(name, 0, 72);
+    const std::uint64_t cluster = qcow2_first_cluster_size(start);
+    const std::string header = read_volume_range(name, 0, cluster);
+    for (const auto& edit : qcow2_set_backing(header, backing))
+        write_volume(name, edit.offset, edit.bytes);
 }
 
 std::uint64_t Host::pool_available() {

@@ -112,6 +112,10 @@ public:
     // names.
     ShipResult ship_volume(const std::string& name, Host& to, const std::string& to_name,
                            const ProgressFn& progress = {});
+    // Makes qcow2 volume `name` name `backing` as its backing file (a layer shipped here
+    // from another host: its backing file is in this host's pool now). Only the name in
+    // the header changes; nothing else of the image is touched.
+    void set_qcow2_backing(const std::string& name, const std::string& backing);
     // Bytes free in the pool.
     std::uint64_t pool_available();
 

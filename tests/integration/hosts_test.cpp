@@ -142,6 +142,18 @@ TEST(Hosts, VolumesCrossToAnotherHostByteForByteAndSparse) {
     EXPECT_EQ(sha256_of(b_pool / "hv.vda.qcow2"), sha256_of(pool_dir() / "hv.vda.qcow2"));
     EXPECT_EQ(layer.size, fs::file_size(pool_dir() / "hv.vda.qcow2"));
 
+    // A layer backed by another layer of the pool: shipped, then renamed to name the copy
+    // of its backing file there; qemu-img follows the chain on B and checks it clean.
+    ASSERT_EQ(run_forky({"snapshot", "hv", "s2"}).rc, 0); // freezes hv.vda.fp1.qcow2
+    a_host.ship_volume("hv.vda.fp1.qcow2", b_host, "hv.vda.fp1.qcow2");
+    b_host.set_qcow2_backing("hv.vda.fp1.qcow2", (b_pool / "hv.vda.qcow2").string());
+    CommandResult chain = run({"qemu-img", "info", "-U", "--output=json", "--backing-chain",
+                               (b_pool / "hv.vda.fp1.qcow2").string()});
+    EXPECT_TRUE(
+        contains(chain.out, "\"backing-filename\": \"" + (b_pool / "hv.vda.qcow2").string() + "\""))
+        << chain.all();
+    EXPECT_EQ(run({"qemu-img", "check", "-U", (b_pool / "hv.vda.fp1.qcow2").string()}).rc, 0);
+
     // A volume that is not there: NotFound, and nothing is made on the other side.
     EXPECT_THROW(a_host.ship_volume("nope.mem", b_host, "nope.mem"), forky::NotFoundError);
     EXPECT_FALSE(fs::exists(b_pool / "nope.mem"));
