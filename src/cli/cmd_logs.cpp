@@ -35,6 +35,8 @@ void run_logs(const LogsCommand& cmd, Context& ctx) {
             std::cout << "\n--- console log was truncated or rotated; reading it anew ---\n";
         std::cout << chunk.data << std::flush;
     }
+    // Ctrl-C is how following ends: exit 130, as every interrupted command does.
+    throw InterruptedError("stopped following the console of '" + cmd.name + "'");
 }
 
 } // namespace

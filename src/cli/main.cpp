@@ -181,6 +181,9 @@ int main(int argc, char** argv) {
     std::signal(SIGPIPE, SIG_IGN);
     try {
         return forky::cli::run(argc, argv);
+    } catch (const forky::InterruptedError& e) {
+        std::cerr << "forky: " << e.what() << '\n';
+        return static_cast<int>(e.code());
     } catch (const forky::Error& e) {
         std::cerr << "forky: error: " << e.what() << '\n';
         return static_cast<int>(e.code());

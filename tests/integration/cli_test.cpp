@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <csignal>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -164,6 +165,12 @@ TEST(Cli, LogsFollowStreamsUntilTheVmIsRemoved) {
     // every 200 ms, and what is still unread when the log goes is gone with it.
     for (int i = 0; i < 600 && slurp_file(follow.out_file).find(later) == std::string::npos; ++i)
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    // Ctrl-C ends a follow, with the exit code of an interrupted command.
+    Background other = start_forky({"logs", "it-follow", "--follow"});
+    ASSERT_TRUE(eventually([&] { return contains(slurp_file(other.out_file), "FORKY-BOOT"); }));
+    ::kill(other.pid, SIGINT);
+    CommandResult stopped = finish(other, std::chrono::seconds(30));
+    EXPECT_EQ(stopped.rc, 130) << stopped.all();
     ASSERT_EQ(run_forky({"rm", "--force", "it-follow"}).rc, 0);
     CommandResult r = finish(follow, std::chrono::seconds(30)); // ends once the VM is gone
     EXPECT_EQ(r.rc, 0) << r.err;
