@@ -24,7 +24,17 @@ std::string labels_text(const std::map<std::string, std::string>& labels) {
 
 void run_hosts(const HostsCommand& cmd, Context& ctx) {
     const Inventory& inv = ctx.inventory();
-    const auto reports = survey_hosts(inv, std::chrono::seconds(cmd.timeout_s));
+    const auto reports = survey_hosts(inv, std::chrono::seconds(cmd.timeout_s), ctx.cancel());
+    unsigned down = 0;
+    for (const auto& r : reports)
+        down += r.reachable ? 0 : 1;
+    // After the listing: exit 6 when a host did not answer, so scripts can tell.
+    auto report_down = [&] {
+        if (down > 0)
+            throw LibvirtError(std::to_string(down) + " of " + std::to_string(reports.size()) +
+                                   (reports.size() == 1 ? " host" : " hosts") + " did not answer",
+                               0, 0);
+    };
     if (cmd.json) {
         Json out = Json::array();
         for (const auto& r : reports) {
@@ -54,6 +64,7 @@ void run_hosts(const HostsCommand& cmd, Context& ctx) {
             out.push_back(std::move(h));
         }
         print_json(out);
+        report_down();
         return;
     }
     std::printf("%-12s %-5s %-8s %-7s %-4s %-17s %-9s %-11s %-10s %s\n", "HOST", "UP", "LIBVIRT",
@@ -77,6 +88,7 @@ void run_hosts(const HostsCommand& cmd, Context& ctx) {
         if (!r.problem.empty() && r.pool_exists)
             std::printf("%-12s       %s\n", "", r.problem.c_str());
     }
+    report_down();
 }
 
 } // namespace
@@ -96,7 +108,9 @@ void setup_hosts(CLI::App& app, Context& ctx) {
         "      pool: forky          # optional, default forky\n"
         "      labels: {rack: r1}   # optional\n"
         "      max_forks: 64        # optional\n"
-        "Without one, the fleet is the one host of --connect (named 'default').");
+        "Without one, the fleet is the one host of --connect (named 'default').\n"
+        "Exits 6 (after the listing) when a host did not answer. Asking changes nothing on\n"
+        "the hosts (a stopped pool is reported, not started).");
     sub->add_flag("--json", cmd->json, "print a JSON array, one object per host");
     sub->add_option("--timeout", cmd->timeout_s, "seconds to wait for each host")
         ->capture_default_str()

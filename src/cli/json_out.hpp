@@ -22,8 +22,10 @@ Json value_or_null(const std::optional<T>& v) {
     return v ? Json(*v) : Json(nullptr);
 }
 
+// Bytes that are not UTF-8 (in a label, a host's answer) become U+FFFD: the output always
+// parses.
 inline void print_json(const Json& j) {
-    std::cout << j.dump() << '\n';
+    std::cout << j.dump(-1, ' ', false, Json::error_handler_t::replace) << '\n';
 }
 
 } // namespace forky::cli

@@ -180,20 +180,29 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             continue;
         }
         for (const auto& [child, uuid] : j.children) {
-            DomainPtr d = host.find_domain(child);
-            if (!d || domain_uuid(d.get()) != uuid)
-                continue; // never made, or the name belongs to another VM now
-            if (auto why = journal_child_problem(j, child, read_lineage(d.get()), pool)) {
-                result.refused.push_back(lock + ": names VM '" + child + "', but " + *why +
-                                         "; VM left alone");
-                continue;
+            try {
+                DomainPtr d = host.find_domain(child);
+                if (!d || domain_uuid(d.get()) != uuid)
+                    continue; // never made, or the name belongs to another VM now
+                if (auto why = journal_child_problem(j, child, read_lineage(d.get()), pool)) {
+                    result.refused.push_back(lock + ": names VM '" + child + "', but " + *why +
+                                             "; VM left alone");
+                    continue;
+                }
+                if (o.dry_run || remove_domain(host, child, uuid))
+                    result.removed_domains.push_back(child);
+            } catch (const NotFoundError&) {
+                // removed meanwhile (a concurrent gc or rm): nothing left to do
             }
-            if (o.dry_run || remove_domain(host, child, uuid))
-                result.removed_domains.push_back(child);
         }
-        if (!j.paused.empty() && !j.resumed)
-            if (auto resumed = resume_paused_parent(host, j, o.dry_run))
-                result.resumed_domains.push_back(*resumed);
+        if (!j.paused.empty() && !j.resumed) {
+            try {
+                if (auto resumed = resume_paused_parent(host, j, o.dry_run))
+                    result.resumed_domains.push_back(*resumed);
+            } catch (const NotFoundError&) {
+                // removed meanwhile
+            }
+        }
         if (j.operation == "revert")
             killed_reverts.push_back(j);
         dead_locks.push_back(lock);
@@ -221,17 +230,21 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
     // A revert killed after it stopped the VM leaves it off; the state it left is kept as
     // its pre-revert snapshot, which a revert brings back (gc does not start VMs).
     for (const auto& j : killed_reverts) {
-        DomainPtr d = host.find_domain(j.vm);
-        if (!d || domain_is_active(d.get()))
-            continue;
-        for (const auto& fp : points)
-            if (fp.operation == j.op && fp.kind == ForkPoint::Kind::pre_revert &&
-                fp.vm_uuid == domain_uuid(d.get()))
-                result.problems.push_back("VM '" + j.vm +
-                                          "' was stopped by a revert that was "
-                                          "killed; the state it left is kept as '" +
-                                          fp.label() + "': 'forky revert " + fp.label() +
-                                          "' brings it back");
+        try {
+            DomainPtr d = host.find_domain(j.vm);
+            if (!d || domain_is_active(d.get()))
+                continue;
+            for (const auto& fp : points)
+                if (fp.operation == j.op && fp.kind == ForkPoint::Kind::pre_revert &&
+                    fp.vm_uuid == domain_uuid(d.get()))
+                    result.problems.push_back("VM '" + j.vm +
+                                              "' was stopped by a revert that "
+                                              "was killed; the state it left is kept as '" +
+                                              fp.label() + "': 'forky revert " + fp.label() +
+                                              "' brings it back");
+        } catch (const NotFoundError&) {
+            // removed meanwhile
+        }
     }
     for (const auto& fp : points) {
         const bool used = live_points.count(fp.id) ||
@@ -323,9 +336,15 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             result.released_locks.push_back(lock);
     // What gc cannot mend: libvirt and the pool contradicting each other (a layer or a
     // memory image deleted behind forky's back, a record gone). Said, never acted on.
-    if (o.undo_dead_operations) // gc itself, not the sweep after an rm
-        for (auto& p : lineage_tree(host).problems)
-            result.problems.push_back(std::move(p));
+    if (o.undo_dead_operations) { // gc itself, not the sweep after an rm
+        try {
+            for (auto& p : lineage_tree(host).problems)
+                result.problems.push_back(std::move(p));
+        } catch (const Error& e) {
+            // What gc did stands; the look at the family could not be had.
+            result.problems.push_back(std::string("could not check the lineage: ") + e.what());
+        }
+    }
     return result;
 }
 

@@ -33,8 +33,33 @@ bool known_uri(const std::string& uri) {
     if (!schemes.count(scheme))
         return false;
     for (char c : uri)
-        if (static_cast<unsigned char>(c) <= ' ' || c == 0x7f)
+        if (static_cast<unsigned char>(c) <= ' ' || static_cast<unsigned char>(c) >= 0x7f)
             return false;
+    // The system or session daemon, never an embedded driver; of the query's parameters
+    // only those that choose a socket, a key or a mode (libvirt runs `command=` and
+    // `netcat=` as programs, and `no_verify=` skips the TLS check).
+    const auto query_at = uri.find('?');
+    const std::string path_part = uri.substr(0, query_at);
+    const auto path_at = path_part.find('/', scheme_end + 3);
+    const std::string path = path_at == std::string::npos ? "" : path_part.substr(path_at);
+    if (scheme != "test" && path != "/system" && path != "/session")
+        return false;
+    if (query_at != std::string::npos) {
+        static const std::set<std::string> allowed = {
+            "socket", "keyfile", "known_hosts",        "sshauth",
+            "no_tty", "pkipath", "known_hosts_verify", "mode"};
+        std::string query = uri.substr(query_at + 1);
+        std::size_t start = 0;
+        while (start <= query.size()) {
+            const auto end = query.find('&', start);
+            const std::string param = query.substr(start, end - start);
+            if (!allowed.count(param.substr(0, param.find('='))))
+                return false;
+            if (end == std::string::npos)
+                break;
+            start = end + 1;
+        }
+    }
     return true;
 }
 
@@ -97,7 +122,9 @@ Inventory parse_inventory(const std::string& text, const fs::path& file) {
                    "'" + e.uri +
                        "' is not a libvirt URI forky drives (qemu:///system, "
                        "qemu+tls://HOST/system, qemu+ssh://USER@HOST/system, "
-                       "qemu+tcp://HOST/system, qemu+unix:///system?socket=PATH)");
+                       "qemu+tcp://HOST/system, qemu+unix:///system?socket=PATH; of the "
+                       "query, only socket, keyfile, known_hosts, known_hosts_verify, "
+                       "sshauth, no_tty, pkipath and mode)");
         if (auto first = uris.find(e.uri); first != uris.end())
             r.fail(uri, at + ".uri",
                    "'" + e.uri + "' is host '" + first->second +
@@ -116,7 +143,11 @@ Inventory parse_inventory(const std::string& text, const fs::path& file) {
                 const std::string where = at + ".labels." + key;
                 if (auto why = name_problem(key))
                     r.fail(kv.first, where, "'" + key + "' is not a valid label: " + *why);
-                e.labels[key] = r.scalar(kv.second, where);
+                const std::string value = r.scalar(kv.second, where);
+                if (auto why = name_problem(value))
+                    r.fail(kv.second, where,
+                           forky::quoted(value) + " is not a valid label value: " + *why);
+                e.labels[key] = value;
             }
         }
         if (YAML::Node max = h["max_forks"]; max.IsDefined())
@@ -174,13 +205,23 @@ HostReport survey(const HostEntry& entry) {
             if (domain_is_active(d.get()))
                 ++r.forky_vms_running;
         }
-        try {
-            host.pool();
-            r.pool_exists = true;
-            r.pool_free_bytes = host.pool_available();
-            r.fork_points = static_cast<unsigned>(read_fork_points(host).size());
-        } catch (const NotFoundError&) {
+        // Looked at, never started: asking a host changes nothing there.
+        StoragePoolPtr pool(virStoragePoolLookupByName(c, entry.pool.c_str()));
+        clear_libvirt_error();
+        if (!pool) {
             r.problem = "no pool '" + entry.pool + "' yet (forky up makes it)";
+        } else if (virStoragePoolIsActive(pool.get()) != 1) {
+            r.pool_exists = true;
+            r.problem = "pool '" + entry.pool + "' is not running";
+        } else {
+            r.pool_exists = true;
+            try {
+                host.pool(); // forky's checks of a pool it uses
+                r.pool_free_bytes = host.pool_available();
+                r.fork_points = static_cast<unsigned>(read_fork_points(host).size());
+            } catch (const Error& e) {
+                r.problem = std::string("pool refused: ") + e.what();
+            }
         }
     } catch (const Error& e) {
         if (!r.reachable)
@@ -193,7 +234,8 @@ HostReport survey(const HostEntry& entry) {
 
 } // namespace
 
-std::vector<HostReport> survey_hosts(const Inventory& inventory, std::chrono::seconds timeout) {
+std::vector<HostReport> survey_hosts(const Inventory& inventory, std::chrono::seconds timeout,
+                                     const CancelToken& cancel) {
     // One thread per host: a host that does not answer (a TCP connect to a machine that
     // is down takes minutes) is reported as such after `timeout`; its thread is left to
     // finish or to end with the process.
@@ -214,6 +256,11 @@ std::vector<HostReport> survey_hosts(const Inventory& inventory, std::chrono::se
     const auto deadline = std::chrono::steady_clock::now() + timeout;
     std::vector<HostReport> out;
     for (std::size_t i = 0; i < answers.size(); ++i) {
+        // Ctrl-C ends the wait at once (the threads end with the process).
+        while (answers[i].wait_for(std::chrono::milliseconds(100)) != std::future_status::ready &&
+               std::chrono::steady_clock::now() < deadline)
+            if (cancel.requested())
+                throw InterruptedError("Stopped asking the hosts");
         if (answers[i].wait_until(deadline) == std::future_status::ready) {
             try {
                 out.push_back(answers[i].get());

@@ -3,6 +3,7 @@
 // one reports about itself. Without an inventory forky works on --connect alone.
 #pragma once
 
+#include "cancel.hpp"
 #include "host.hpp"
 
 #include <chrono>
@@ -63,8 +64,10 @@ struct HostReport {
 
 // Asks every host of the inventory, side by side (one connection each); a host that does
 // not answer within `timeout` is reported unreachable, never waited for longer.
+// Ctrl-C (`cancel`) ends the wait with InterruptedError.
 std::vector<HostReport> survey_hosts(const Inventory& inventory,
-                                     std::chrono::seconds timeout = std::chrono::seconds(15));
+                                     std::chrono::seconds timeout = std::chrono::seconds(15),
+                                     const CancelToken& cancel = {});
 
 // "9.0.0" from libvirt's packed version number (major * 1000000 + minor * 1000 + release).
 std::string version_string(unsigned long packed);

@@ -21,7 +21,9 @@ const char* good = R"(hosts:
     labels: {rack: r1, gpu: "no"}
     max_forks: 64
   - name: b
-    uri: qemu+ssh://root@b.example.org/system
+    uri: qemu+ssh://root@b.example.org/system?keyfile=/root/.ssh/forky&no_tty=1
+  - name: c
+    uri: qemu+unix:///system?socket=/run/c/libvirt-sock
 )";
 
 std::string error_of(const std::string& text) {
@@ -37,7 +39,7 @@ std::string error_of(const std::string& text) {
 
 TEST(Inventory, ParsesEveryField) {
     Inventory inv = parse_inventory(good, file);
-    ASSERT_EQ(inv.hosts.size(), 2u);
+    ASSERT_EQ(inv.hosts.size(), 3u);
     const HostEntry& a = inv.hosts[0];
     EXPECT_EQ(a.name, "a");
     EXPECT_EQ(a.uri, "qemu+tls://a.example.org/system");
@@ -49,7 +51,7 @@ TEST(Inventory, ParsesEveryField) {
     EXPECT_EQ(inv.hosts[1].pool, "forky"); // the default
     EXPECT_FALSE(inv.hosts[1].max_forks);
     EXPECT_EQ(inv.find("b"), &inv.hosts[1]);
-    EXPECT_EQ(inv.find("c"), nullptr);
+    EXPECT_EQ(inv.find("zz"), nullptr);
 }
 
 TEST(Inventory, BadInputNamesFileLineAndKey) {
@@ -83,6 +85,14 @@ TEST(Inventory, BadInputNamesFileLineAndKey) {
          f + ":4: key 'hosts[0].pool': 'a/b' is not a valid pool name"},
         {"hosts:\n  - name: a\n    uri: \"qemu:///system\\n\"\n", f + ":3: key 'hosts[0].uri'"},
         {"- a\n", f + ": a host inventory is a YAML mapping"},
+        {"hosts:\n  - name: a\n    uri: qemu+ssh://h/system?command=/tmp/x\n",
+         f + ":3: key 'hosts[0].uri': 'qemu+ssh://h/system?command=/tmp/x' is not a libvirt URI"},
+        {"hosts:\n  - name: a\n    uri: qemu+tls://h/system?no_verify=1\n",
+         f + ":3: key 'hosts[0].uri'"},
+        {"hosts:\n  - name: a\n    uri: qemu:///embed?root=/tmp/x\n", f + ":3: key 'hosts[0].uri'"},
+        {"hosts:\n  - name: a\n    uri: \"qemu://h\\xff/system\"\n", f + ":3: key 'hosts[0].uri'"},
+        {"hosts:\n  - name: a\n    uri: qemu:///system\n    labels: {note: \"x\\ny\"}\n",
+         f + ":4: key 'hosts[0].labels.note': 'x\\x0ay' is not a valid label value"},
     };
     for (const auto& c : cases) {
         const std::string msg = error_of(c.text);

@@ -48,7 +48,8 @@ TEST(Hosts, EveryHostOfTheFleetReportsItselfOrWhyNot) {
                              << "  - name: down\n    uri: qemu+unix:///system?socket="
                              << (test_dir() / "nobody.sock").string() << "\n";
     CommandResult r = run_forky({"--hosts", inventory.string(), "hosts", "--json"});
-    ASSERT_EQ(r.rc, 0) << r.all();
+    ASSERT_EQ(r.rc, 6) << r.all(); // after the listing: a host did not answer
+    EXPECT_TRUE(contains(r.err, "1 of 3 hosts did not answer")) << r.err;
     const auto hosts = nlohmann::json::parse(r.out);
     ASSERT_EQ(hosts.size(), 3u) << r.out;
     const auto& a = hosts[0];
@@ -73,10 +74,21 @@ TEST(Hosts, EveryHostOfTheFleetReportsItselfOrWhyNot) {
     EXPECT_TRUE(contains(down["problem"].get<std::string>(), "Failed to connect")) << r.out;
 
     CommandResult text = run_forky({"--hosts", inventory.string(), "hosts"});
-    EXPECT_EQ(text.rc, 0) << text.all();
+    EXPECT_EQ(text.rc, 6) << text.all();
     EXPECT_TRUE(contains(text.out, "rack=r1")) << text.out;
     EXPECT_TRUE(contains(text.out, "1/1 run")) << text.out;
     EXPECT_TRUE(contains(text.out, "down         no    ")) << text.out;
+
+    // Asking starts nothing: a stopped pool is reported as such and stays stopped.
+    ASSERT_EQ(run_forky({"--connect", b.uri, "--pool", "forky-b", "--pool-dir",
+                         (test_dir() / "pool-b").string(), "--create-pool", "gc"})
+                  .rc,
+              0);
+    ASSERT_EQ(run({"virsh", "-q", "-c", b.uri, "pool-destroy", "forky-b"}).rc, 0);
+    CommandResult stopped = run_forky({"--hosts", inventory.string(), "hosts", "--json"});
+    EXPECT_TRUE(contains(stopped.out, "pool 'forky-b' is not running")) << stopped.out;
+    EXPECT_TRUE(
+        contains(run({"virsh", "-q", "-c", b.uri, "pool-info", "forky-b"}).out, "inactive"));
 
     // Without an inventory: the one host of --connect.
     CommandResult one = run_forky({"hosts", "--json"});
