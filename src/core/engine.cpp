@@ -99,6 +99,18 @@ DomainPtr domain_by_uuid(Host& host, const std::string& uuid, const std::string&
     return d;
 }
 
+// The XML a target is restored under: the image's, with the target's identity, disks,
+// console and lineage.
+std::string target_xml(const SaveImageHeader& header, const SpawnTarget& t) {
+    ChildPlan plan;
+    plan.name = t.name;
+    plan.uuid = t.uuid;
+    plan.disk_paths = t.disk_paths;
+    plan.console_log_path = t.console_path;
+    plan.lineage = t.lineage;
+    return make_child_xml(header.xml, plan);
+}
+
 SaveImageHeader read_header(Host& host, const ForkPoint& point) {
     if (point.memory_image.empty())
         throw ConflictError("Fork point '" + point.label() +
@@ -363,13 +375,7 @@ void restore_onto(Host& host, const ForkPoint& point, const SpawnTarget& t, bool
     const SaveImageHeader header = read_header(host, point);
     StorageVolPtr mem = host.find_volume(point.memory_image);
     const std::string mem_path = host.volume_path(mem.get());
-    ChildPlan plan;
-    plan.name = t.name;
-    plan.uuid = t.uuid;
-    plan.disk_paths = t.disk_paths;
-    plan.console_log_path = t.console_path;
-    plan.lineage = t.lineage;
-    const std::string xml = make_child_xml(header.xml, plan);
+    const std::string xml = target_xml(header, t);
     host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
     const int rc = virDomainRestoreFlags(host.conn(), mem_path.c_str(), nullptr,
                                          paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING);
@@ -440,20 +446,11 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
     // Every instance restored from the image runs under a VM generation ID of its own,
     // where the VM has the device: the guest's cue to reseed its random pool.
     const bool with_genid = !domain_genid(header.xml).empty();
-    auto xml_for = [&header](const SpawnTarget& t) {
-        ChildPlan plan;
-        plan.name = t.name;
-        plan.uuid = t.uuid;
-        plan.disk_paths = t.disk_paths;
-        plan.console_log_path = t.console_path;
-        plan.lineage = t.lineage;
-        return make_child_xml(header.xml, plan);
-    };
     for (std::size_t i = 0; i < targets.size(); ++i) {
         SpawnTarget& t = targets[i];
         const unsigned n = static_cast<unsigned>(i + 1);
         t.lineage.genid = with_genid ? random_uuid() : std::string();
-        std::string xml = xml_for(t);
+        std::string xml = target_xml(header, t);
         host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
         op.step("header", n);
         op.step("restore", n);
@@ -528,7 +525,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
             const std::string genid = domain_genid(domain_xml(live.get()));
             if (!genid.empty() && genid != t.lineage.genid) {
                 t.lineage.genid = genid;
-                s.xml = xml_for(t);
+                s.xml = target_xml(header, t);
                 genid_moved = true;
             }
         }
