@@ -3,8 +3,10 @@
 #include "forky.hpp"
 #include "json_out.hpp"
 
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
 #include <memory>
 
 namespace forky::cli {
@@ -20,7 +22,51 @@ struct ForkCommand {
     std::string prefix;
     unsigned wait_s = 120;
     bool json = false;
+    std::string host; // --host
+    bool spread = false;
 };
+
+// Where the children go, by --host and --spread and the placement policy.
+void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
+                    const std::string& parent_host_name, ForkOptions& o) {
+    if (cmd.host.empty() && !cmd.spread)
+        return; // all on the parent's host
+    if (!cmd.host.empty() && cmd.spread)
+        throw UsageError("--host and --spread: pick one");
+    if (!cmd.host.empty())
+        ctx.require_host(cmd.host);
+    else if (!ctx.fleet_mode())
+        throw UsageError("--spread places children over the hosts of an inventory, and there "
+                         "is none ('forky hosts --help' shows its form)");
+    const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
+    const std::string vm = ref ? ref->vm : cmd.parent;
+    PlacementRequest req;
+    req.count = cmd.count;
+    req.fork_point_host = parent_host_name;
+    req.disk_bytes = bytes_per_child;
+    req.host = cmd.host.empty() ? std::nullopt : std::optional<std::string>(cmd.host);
+    // Each child's memory (the VM's), and what a host without the fork point is shipped.
+    std::uint64_t memory = 0;
+    if (DomainPtr d = parent_host.find_domain(vm)) {
+        VmInfo info = vm_info(parent_host, vm);
+        memory = info.memory_bytes;
+    }
+    req.memory_bytes = memory;
+    req.ship_bytes = memory; // about the memory image; the layers are small beside it
+    const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
+    const Placement p = place(ctx.placement(), fleet, req);
+    std::map<std::string, unsigned> per_host;
+    for (const auto& h : p.hosts)
+        ++per_host[h];
+    for (const auto& [name, n] : per_host) {
+        if (name == parent_host_name)
+            continue;
+        o.elsewhere.push_back({&ctx.host_named(name), name, n});
+    }
+    if (cmd.spread)
+        for (const auto& r : p.reasons)
+            std::fprintf(stderr, "placement: %s\n", r.c_str());
+}
 
 void run_fork(const ForkCommand& cmd, Context& ctx) {
     ForkOptions o;
@@ -32,11 +78,20 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     // Ctrl-C: finish the step at hand, undo, exit 130.
     o.ctx = ctx.op_context();
-    ForkResult r = vm_fork(ctx.host(), cmd.parent, o);
+    const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
+    Host& host = ctx.host_of(ref ? ref->vm : cmd.parent, &o.host_name);
+    place_children(cmd, ctx, host, o.host_name, o);
+    o.progress = progress_line("shipping");
+    ForkResult r = vm_fork(host, cmd.parent, o);
     if (cmd.json) {
         print_json({{"parent", r.parent},
                     {"fork_point", r.fork_point},
                     {"children", r.children},
+                    {"child_hosts", r.child_hosts},
+                    {"bytes_shipped", r.bytes_shipped},
+                    {"volumes_shipped", r.volumes_shipped},
+                    {"volumes_reused", r.volumes_reused},
+                    {"ship_ms", static_cast<std::uint64_t>(r.ship_ms)},
                     {"parent_downtime_ms", value_or_null(r.parent_downtime_ms)},
                     {"parent_left_paused", r.parent_left_paused},
                     {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
@@ -46,6 +101,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                     {"clock_not_set", r.clock_not_set}});
         return;
     }
+    const bool several_hosts = !o.elsewhere.empty();
     for (const auto& c : r.children)
         std::cout << c << '\n';
     std::fprintf(stderr, "Forked '%s' at fork point '%s' into %zu %s in %.0f ms", r.parent.c_str(),
@@ -58,6 +114,21 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                      static_cast<unsigned long long>(*r.parent_downtime_ms),
                      cmd.cold ? ", the whole cut" : "");
     std::fprintf(stderr, "\n");
+    if (several_hosts) {
+        std::map<std::string, std::vector<std::string>> on;
+        for (std::size_t i = 0; i < r.children.size(); ++i)
+            on[r.child_hosts[i]].push_back(r.children[i]);
+        for (const auto& [h, names] : on) {
+            std::string list;
+            for (const auto& n : names)
+                list += (list.empty() ? "" : ", ") + n;
+            std::fprintf(stderr, "On host '%s': %s\n", h.c_str(), list.c_str());
+        }
+    }
+    if (several_hosts)
+        std::fprintf(stderr, "Shipped %u volume(s), %s, in %.0f ms; %u there already\n",
+                     r.volumes_shipped, format_size(r.bytes_shipped).c_str(), r.ship_ms,
+                     r.volumes_reused);
     print_clock_notes(r.clock_not_set);
 }
 
@@ -74,9 +145,16 @@ void setup_fork(CLI::App& app, Context& ctx) {
         "Prints the children's names, one a line.\n"
         "A stored fork point or snapshot forks too, at any later time, as often as wanted,\n"
         "while the VM moves on (or is off, or removed with its snapshots kept): VM@NAME.\n"
+        "With a host inventory (forky hosts --help), children may run on other hosts:\n"
+        "--host NAME puts them all there, --spread lets the placement policy spread them\n"
+        "(policies/placement.yaml, --placement). The fork point travels there once\n"
+        "(memory image and layers through libvirt streams, checked by SHA-256) and is\n"
+        "reused by later forks (stderr says which host took which child; --json has\n"
+        "child_hosts). A failure on any host undoes the fork on all of them.\n"
         "Examples: forky fork web --count 8\n"
         "          forky fork web --cold --keep-paused --prefix probe\n"
-        "          forky fork web@before-upgrade --count 4");
+        "          forky fork web@before-upgrade --count 4\n"
+        "          forky --hosts fleet.yaml fork web --count 64 --spread");
     sub->add_option("vm", cmd->parent, "the running VM to fork, or VM@NAME")->required();
     sub->add_option("-n,--count", cmd->count, "number of children")->capture_default_str();
     sub->add_flag("--cold", cmd->cold,
@@ -87,6 +165,9 @@ void setup_fork(CLI::App& app, Context& ctx) {
     sub->add_option("--prefix", cmd->prefix, "name children PREFIX-N (default: the VM's name)");
     sub->add_option("--wait", cmd->wait_s, "seconds to wait while another fork of the same VM runs")
         ->capture_default_str();
+    sub->add_option("--host", cmd->host, "put the children on this host of the inventory");
+    sub->add_flag("--spread", cmd->spread,
+                  "spread the children over the fleet by the placement policy");
     sub->add_flag("--json", cmd->json, "print the result as JSON, with timings");
     sub->callback([cmd, &ctx] { run_fork(*cmd, ctx); });
 }

@@ -13,6 +13,7 @@ namespace {
 struct GcCommand {
     bool dry_run = false;
     bool json = false;
+    std::string host; // --host: only this host of the fleet
 };
 
 void print_list(const char* what, const std::vector<std::string>& items) {
@@ -20,21 +21,73 @@ void print_list(const char* what, const std::vector<std::string>& items) {
         std::cout << what << ' ' << i << '\n';
 }
 
+Json result_json(const GcCommand& cmd, const GcResult& r) {
+    return {{"dry_run", cmd.dry_run},
+            {"removed_domains", r.removed_domains},
+            {"resumed_domains", r.resumed_domains},
+            {"deleted_volumes", r.deleted_volumes},
+            {"released_locks", r.released_locks},
+            {"busy", r.busy},
+            {"refused", r.refused},
+            {"problems", r.problems}};
+}
+
+void print_result(const GcCommand& cmd, const GcResult& r);
+
 void run_gc(const GcCommand& cmd, Context& ctx) {
     GcOptions o;
     o.dry_run = cmd.dry_run;
-    GcResult r = collect_garbage(ctx.host(), o);
-    if (cmd.json) {
-        print_json({{"dry_run", cmd.dry_run},
-                    {"removed_domains", r.removed_domains},
-                    {"resumed_domains", r.resumed_domains},
-                    {"deleted_volumes", r.deleted_volumes},
-                    {"released_locks", r.released_locks},
-                    {"busy", r.busy},
-                    {"refused", r.refused},
-                    {"problems", r.problems}});
+    if (!ctx.fleet_mode()) {
+        if (!cmd.host.empty())
+            throw UsageError("--host names a host of the inventory, and there is none ('forky "
+                             "hosts --help' shows its form)");
+        GcResult r = collect_garbage(ctx.host(), o);
+        if (cmd.json)
+            print_json(result_json(cmd, r));
+        else
+            print_result(cmd, r);
         return;
     }
+    // Across the fleet, host after host (or the one --host names).
+    std::vector<std::string> names;
+    if (!cmd.host.empty())
+        names.push_back(ctx.require_host(cmd.host));
+    else
+        for (const auto& h : ctx.inventory().hosts)
+            names.push_back(h.name);
+    Json all = Json::array();
+    unsigned failed = 0;
+    for (const auto& name : names) {
+        try {
+            GcResult r = collect_garbage(ctx.host_named(name), o);
+            if (cmd.json) {
+                Json j = result_json(cmd, r);
+                j["host"] = name;
+                j["error"] = nullptr;
+                all.push_back(std::move(j));
+            } else {
+                std::cout << "host " << name << ":\n";
+                print_result(cmd, r);
+            }
+        } catch (const InterruptedError&) {
+            throw;
+        } catch (const Error& e) {
+            ++failed;
+            if (cmd.json)
+                all.push_back({{"host", name}, {"error", e.what()}});
+            else
+                std::cerr << "forky: host '" << name << "': " << e.what() << '\n';
+        }
+    }
+    if (cmd.json)
+        print_json({{"hosts", all}});
+    if (failed > 0)
+        throw LibvirtError(std::to_string(failed) + " of " + std::to_string(names.size()) +
+                               " hosts could not be collected (run gc again once they answer)",
+                           0, 0);
+}
+
+void print_result(const GcCommand& cmd, const GcResult& r) {
     print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);
     print_list(cmd.dry_run ? "would resume domain" : "resumed domain", r.resumed_domains);
     print_list(cmd.dry_run ? "would delete volume" : "deleted volume", r.deleted_volumes);
@@ -61,7 +114,10 @@ void setup_gc(CLI::App& app, Context& ctx) {
               "parent that a killed --cold fork left paused, and reports (as 'problem:')\n"
               "what it cannot mend: a layer or memory image deleted behind forky's back.");
     sub->add_flag("--dry-run", cmd->dry_run, "only say what would go");
-    sub->add_flag("--json", cmd->json, "print the result as JSON");
+    sub->add_option("--host", cmd->host,
+                    "with a host inventory: only this host (default: every host of the fleet)");
+    sub->add_flag("--json", cmd->json,
+                  "print the result as JSON (with an inventory: {hosts: [{host, ...}]})");
     sub->callback([cmd, &ctx] { run_gc(*cmd, ctx); });
 }
 

@@ -19,7 +19,8 @@ struct LogsCommand {
 
 void run_logs(const LogsCommand& cmd, Context& ctx) {
     require_valid_name(cmd.name);
-    VolumeChunk chunk = vm_console(ctx.host(), cmd.name, 0);
+    Host& host = ctx.host_of(cmd.name);
+    VolumeChunk chunk = vm_console(host, cmd.name, 0);
     std::cout << chunk.data << std::flush;
     if (!cmd.follow)
         return;
@@ -27,7 +28,7 @@ void run_logs(const LogsCommand& cmd, Context& ctx) {
     while (!cancel.requested()) {
         std::this_thread::sleep_for(std::chrono::milliseconds(200));
         try {
-            chunk = vm_console(ctx.host(), cmd.name, chunk.next_offset);
+            chunk = vm_console(host, cmd.name, chunk.next_offset);
         } catch (const NotFoundError&) {
             return; // the VM (or its log) was removed: nothing more will come
         }

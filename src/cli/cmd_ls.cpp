@@ -15,9 +15,16 @@ struct LsCommand {
     bool json = false;
 };
 
-void print_vms_json(const std::vector<VmInfo>& vms) {
+struct Listed {
+    std::string host;
+    VmInfo vm;
+};
+
+void print_table(const std::vector<Listed>& listed, bool fleet);
+
+void print_vms_json(const std::vector<Listed>& listed) {
     Json out = Json::array();
-    for (const auto& vm : vms) {
+    for (const auto& [host, vm] : listed) {
         Json ports = Json::array();
         for (const auto& p : vm.lineage.ports)
             ports.push_back({{"guest", p.guest}, {"host", p.host != 0 ? Json(p.host) : Json()}});
@@ -30,6 +37,7 @@ void print_vms_json(const std::vector<VmInfo>& vms) {
             volumes.push_back(std::move(vol));
         }
         out.push_back({{"name", vm.name},
+                       {"host", host},
                        {"uuid", vm.uuid},
                        {"state", to_string(vm.state)},
                        {"accel", vm.domain_type == "kvm" ? "kvm" : "tcg"},
@@ -38,6 +46,7 @@ void print_vms_json(const std::vector<VmInfo>& vms) {
                        {"genid", text_or_null(vm.genid)},
                        {"generation", vm.lineage.generation},
                        {"parent", text_or_null(vm.lineage.parent)},
+                       {"parent_host", text_or_null(vm.lineage.parent_host)},
                        {"fork_point", text_or_null(vm.lineage.fork_point)},
                        {"created_at", vm.lineage.created_at},
                        {"pool", vm.lineage.pool},
@@ -48,14 +57,44 @@ void print_vms_json(const std::vector<VmInfo>& vms) {
 }
 
 void run_ls(const LsCommand& cmd, Context& ctx) {
-    std::vector<VmInfo> vms = vm_list(ctx.host());
-    if (cmd.json) {
-        print_vms_json(vms);
-        return;
+    // Every host of the fleet (with an inventory), else --connect's.
+    std::vector<Listed> listed;
+    std::vector<std::string> down;
+    const bool fleet = ctx.fleet_mode();
+    for (const auto& h : ctx.inventory().hosts) {
+        try {
+            for (auto& vm : vm_list(ctx.host_named(h.name)))
+                listed.push_back({h.name, std::move(vm)});
+        } catch (const InterruptedError&) {
+            throw;
+        } catch (const Error& e) {
+            if (!fleet)
+                throw;
+            down.push_back("'" + h.name + "': " + e.what());
+        }
     }
+    if (cmd.json)
+        print_vms_json(listed);
+    else
+        print_table(listed, fleet);
+    if (!down.empty()) {
+        for (const auto& d : down)
+            std::cerr << "forky: host " << d << '\n';
+        throw LibvirtError(std::to_string(down.size()) + " of " +
+                               std::to_string(ctx.inventory().hosts.size()) +
+                               " hosts did not answer; their VMs are not listed",
+                           0, 0);
+    }
+}
+
+void print_table(const std::vector<Listed>& listed, bool fleet) {
+    if (fleet)
+        std::printf("%-12s ", "HOST");
     std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-16s %-20s %s\n", "NAME", "STATE", "ACCEL", "GEN",
                 "MEMORY", "VCPUS", "PARENT", "PORTS", "CREATED");
-    for (const auto& vm : vms) {
+    for (const auto& [host, vm] : listed) {
+        if (fleet)
+            std::printf("%-12s ", host.c_str());
         std::string ports;
         for (const auto& p : vm.lineage.ports) {
             if (p.host == 0 || vm.state == VmState::shut_off) // forwards live as long as QEMU does
@@ -63,11 +102,15 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
             ports += (ports.empty() ? "" : ",") + std::to_string(p.host) + "->" +
                      std::to_string(p.guest);
         }
+        const std::string parent = vm.lineage.parent.empty() ? std::string("-")
+                                   : vm.lineage.parent_host.empty()
+                                       ? vm.lineage.parent
+                                       : vm.lineage.parent + "@" + vm.lineage.parent_host;
         std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-16s %-20s %s\n", vm.name.c_str(),
                     to_string(vm.state), vm.domain_type == "kvm" ? "kvm" : "tcg",
                     vm.lineage.generation, format_size(vm.memory_bytes).c_str(), vm.vcpus,
-                    vm.lineage.parent.empty() ? "-" : vm.lineage.parent.c_str(),
-                    ports.empty() ? "-" : ports.c_str(), vm.lineage.created_at.c_str());
+                    parent.c_str(), ports.empty() ? "-" : ports.c_str(),
+                    vm.lineage.created_at.c_str());
     }
 }
 
@@ -77,6 +120,9 @@ void setup_ls(CLI::App& app, Context& ctx) {
     auto cmd = std::make_shared<LsCommand>();
     CLI::App* sub = app.add_subcommand(
         "ls", "List forky's VMs on the host: state, accelerator, generation and parent.\n"
+              "With a host inventory, the VMs of every host of the fleet, each with its host\n"
+              "(a parent on another host shows as PARENT@HOST); a host that does not answer\n"
+              "is said on stderr and the exit status is 6, after the listing.\n"
               "Domains that forky did not make are left out (virsh list shows them).");
     sub->alias("list");
     sub->add_flag("--json", cmd->json, "print a JSON array instead of a table");

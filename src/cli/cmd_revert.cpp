@@ -43,7 +43,7 @@ void run_revert(const RevertCommand& cmd, Context& ctx) {
         throw UsageError("Which snapshot? 'forky revert VM NAME' or 'forky revert VM@NAME' "
                          "(forky snapshots " +
                          vm + " lists them)");
-    RevertResult r = vm_revert(ctx.host(), vm, snap, o);
+    RevertResult r = vm_revert(ctx.host_of(vm), vm, snap, o);
     if (cmd.json) {
         print_json({{"vm", vm},
                     {"reverted_to", r.to.label()},

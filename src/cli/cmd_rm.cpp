@@ -27,13 +27,14 @@ void run_rm(const RmCommand& cmd, Context& ctx) {
             if (cmd.recursive)
                 throw UsageError("--recursive removes a VM and its family, not a snapshot ('" +
                                  name + "')");
-            RemoveSnapshotResult r = vm_remove_snapshot(ctx.host(), name, o);
+            RemoveSnapshotResult r =
+                vm_remove_snapshot(ctx.host_of(name.substr(0, name.find('@'))), name, o);
             std::cout << "Removed snapshot '" << name << "' and " << r.deleted.size()
                       << " volume(s)\n";
             continue;
         }
         if (cmd.recursive) {
-            RecursiveRemoveResult r = vm_remove_recursive(ctx.host(), name, o);
+            RecursiveRemoveResult r = vm_remove_recursive(ctx.host_of(name), name, o);
             for (const auto& vm : r.removed_vms)
                 std::cout << "Removed VM '" << vm << "'\n";
             for (const auto& p : r.removed_points)
@@ -41,7 +42,7 @@ void run_rm(const RmCommand& cmd, Context& ctx) {
             std::cout << "Deleted " << r.deleted.size() << " volume(s)\n";
             continue;
         }
-        RemoveResult r = vm_remove(ctx.host(), name, cmd.force, ctx.cancel());
+        RemoveResult r = vm_remove(ctx.host_of(name), name, cmd.force, ctx.cancel());
         std::cout << "Removed VM '" << name << "'";
         if (!r.deleted.empty())
             std::cout << " and " << r.deleted.size() << " volume(s)";

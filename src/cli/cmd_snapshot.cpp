@@ -25,7 +25,7 @@ void run_snapshot(const SnapshotCommand& cmd, Context& ctx) {
     o.ctx = ctx.op_context();
     if (cmd.name_given && cmd.name.empty())
         throw UsageError("The snapshot's name is empty; leave it out for the default (snapN)");
-    SnapshotResult r = vm_snapshot(ctx.host(), cmd.vm, cmd.name, o);
+    SnapshotResult r = vm_snapshot(ctx.host_of(cmd.vm), cmd.vm, cmd.name, o);
     if (cmd.json) {
         print_json({{"snapshot", r.point.label()},
                     {"id", r.point.id},

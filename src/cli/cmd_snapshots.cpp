@@ -24,7 +24,9 @@ std::string joined(const std::vector<std::string>& items) {
 }
 
 void run_snapshots(const SnapshotsCommand& cmd, Context& ctx) {
-    const auto list = vm_snapshots(ctx.host(), cmd.vm);
+    std::string host_name;
+    Host& host = ctx.host_of(cmd.vm, &host_name);
+    const auto list = vm_snapshots(host, cmd.vm);
     if (cmd.json) {
         Json out = Json::array();
         for (const auto& s : list) {
@@ -37,6 +39,7 @@ void run_snapshots(const SnapshotsCommand& cmd, Context& ctx) {
                            {"kind", to_string(s.point.kind)},
                            {"vm", s.point.vm},
                            {"vm_uuid", s.point.vm_uuid},
+                           {"host", host_name},
                            {"created_at", s.point.created_at},
                            {"state", to_string(s.point.state)},
                            {"memory_image", text_or_null(s.point.memory_image)},

@@ -23,7 +23,7 @@ void run_squash(const SquashCommand& cmd, Context& ctx) {
         o.keep = static_cast<unsigned>(cmd.keep);
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     o.ctx = ctx.op_context();
-    SquashResult r = vm_squash(ctx.host(), cmd.vm, o);
+    SquashResult r = vm_squash(ctx.host_of(cmd.vm), cmd.vm, o);
     if (cmd.json) {
         print_json({{"vm", cmd.vm},
                     {"depth_before", r.depth_before},

@@ -23,7 +23,7 @@ void run_stop(const StopCommand& cmd, Context& ctx) {
     options.timeout = std::chrono::seconds(cmd.timeout_s);
     options.lock_wait = std::chrono::seconds(cmd.wait_s);
     options.cancel = ctx.cancel();
-    if (vm_stop(ctx.host(), cmd.name, options))
+    if (vm_stop(ctx.host_of(cmd.name), cmd.name, options))
         std::cout << "Stopped VM '" << cmd.name << "'\n";
     else
         std::cout << "VM '" << cmd.name << "' was not running\n";

@@ -18,16 +18,20 @@ struct TreeCommand {
     bool dot = false;
 };
 
+std::string on_host(const TreeNode& n) {
+    return n.host.empty() ? "" : " on " + n.host;
+}
+
 std::string describe(const TreeNode& n) {
     switch (n.kind) {
     case TreeNode::Kind::vm:
         return n.name + "  [" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
-               ", " + format_size(n.disk_bytes) + "]";
+               ", " + format_size(n.disk_bytes) + on_host(n) + "]";
     case TreeNode::Kind::removed_vm:
         return n.name + "  [removed]";
     case TreeNode::Kind::fork_point:
         return n.name + "  (" + to_string(n.point_kind) + ", " + n.created_at + ", " +
-               format_size(n.disk_bytes) + ")";
+               format_size(n.disk_bytes) + on_host(n) + ")";
     }
     return n.name;
 }
@@ -108,14 +112,34 @@ void print_dot(const LineageTree& t) {
 void run_tree(const TreeCommand& cmd, Context& ctx) {
     if (cmd.json && cmd.dot)
         throw UsageError("--json and --dot: pick one");
-    const LineageTree t = lineage_tree(ctx.host(), cmd.vm);
+    LineageTree t;
+    if (ctx.fleet_mode()) {
+        std::vector<std::pair<std::string, Host*>> hosts;
+        for (const auto& h : ctx.inventory().hosts) {
+            try {
+                hosts.emplace_back(h.name, &ctx.host_named(h.name));
+            } catch (const InterruptedError&) {
+                throw;
+            } catch (const Error& e) {
+                t.problems.push_back("host '" + h.name + "' did not answer: " + e.what());
+            }
+        }
+        LineageTree all = fleet_lineage_tree(hosts, cmd.vm);
+        t.nodes = std::move(all.nodes);
+        t.problems.insert(t.problems.end(), all.problems.begin(), all.problems.end());
+    } else {
+        t = lineage_tree(ctx.host(), cmd.vm);
+    }
     if (cmd.json) {
         Json nodes = Json::array();
         for (const auto& n : t.nodes) {
             Json j = {{"kind", to_string(n.kind)},
                       {"id", n.id},
                       {"name", n.name},
-                      {"parent", text_or_null(n.parent)}};
+                      {"parent", text_or_null(n.parent)},
+                      {"host", text_or_null(n.host)}};
+            if (n.kind == TreeNode::Kind::fork_point)
+                j["copy"] = n.copy;
             if (n.kind == TreeNode::Kind::vm) {
                 j["state"] = to_string(n.state);
                 j["generation"] = n.generation;

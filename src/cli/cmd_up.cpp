@@ -13,6 +13,7 @@ struct UpCommand {
     std::string spec_file;
     std::string name;
     bool no_start = false;
+    std::string host; // --host
 };
 
 void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
@@ -26,8 +27,31 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
     options.start = !cmd.no_start;
     options.image_dirs = config.image_dirs;
     options.ctx = ctx.op_context();
-    std::string name = vm_up(ctx.host(), spec, options);
+    // With a host inventory: the host --host names, else the placement policy's pick;
+    // the spec's files travel there (uploaded once, reused while unchanged).
+    Host* host = nullptr;
+    std::string host_name;
+    if (ctx.fleet_mode()) {
+        PlacementRequest req;
+        req.count = 1;
+        req.memory_bytes = spec.memory_bytes;
+        req.disk_bytes = bytes_per_child;
+        if (!cmd.host.empty())
+            req.host = ctx.require_host(cmd.host);
+        const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
+        host_name = place(ctx.placement(), fleet, req).hosts.front();
+        host = &ctx.host_named(host_name);
+        options.upload = true;
+        options.progress = progress_line("uploading");
+    } else {
+        if (!cmd.host.empty())
+            ctx.require_host(cmd.host); // UsageError: no inventory
+        host = &ctx.host();
+    }
+    std::string name = vm_up(*host, spec, options);
     std::cout << (options.start ? "Started VM '" : "Defined VM '") << name << "'";
+    if (!host_name.empty())
+        std::cout << " on host '" << host_name << "'";
     if (spec.console == ConsoleMode::log)
         std::cout << "; its console: forky logs " << name;
     std::cout << '\n';
@@ -49,6 +73,9 @@ void setup_up(CLI::App& app, Context& ctx) {
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec")->required();
     sub->add_option("--name", cmd->name, "name of the VM (default: the spec's name)");
     sub->add_flag("--no-start", cmd->no_start, "define the VM but do not start it");
+    sub->add_option("--host", cmd->host,
+                    "with a host inventory: this host (default: the placement policy's pick); "
+                    "the spec's kernel, initrd and images are uploaded to its pool (once)");
     sub->callback([cmd, &ctx, sub] { run_up(*cmd, ctx, sub->count("--name") > 0); });
 }
 

@@ -4,6 +4,7 @@
 
 #include "forky.hpp"
 
+#include <map>
 #include <optional>
 #include <string>
 
@@ -14,10 +15,11 @@ struct GlobalOptions {
     std::string pool = default_pool;
     std::string pool_dir = default_pool_dir;
     bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
-    std::string config = default_config_path; // --config, else $FORKY_CONFIG
-    bool config_named = false;                // by --config or $FORKY_CONFIG: must exist
-    std::string hosts = default_hosts_file;   // --hosts, else $FORKY_HOSTS
-    bool hosts_named = false;                 // by --hosts or $FORKY_HOSTS: must exist
+    std::string config = default_config_path;       // --config, else $FORKY_CONFIG
+    bool config_named = false;                      // by --config or $FORKY_CONFIG: must exist
+    std::string hosts = default_hosts_file;         // --hosts, else $FORKY_HOSTS
+    bool hosts_named = false;                       // by --hosts or $FORKY_HOSTS: must exist
+    std::string placement = default_placement_file; // --placement, else $FORKY_PLACEMENT
     int verbosity = 0;
 };
 
@@ -28,6 +30,18 @@ public:
     const Config& config(); // read on first use
     // The fleet: the host inventory if there is one, else the one host of --connect.
     const Inventory& inventory();
+    // Whether a host inventory was read: every command then works across the fleet (VMs
+    // are found on whichever host holds them; listings cover every host).
+    bool fleet_mode();
+    // The host of the fleet named `name` (connected on first use); "default" without an
+    // inventory is --connect's.
+    Host& host_named(const std::string& name);
+    // `name` when the inventory has such a host, else UsageError listing those it has.
+    const std::string& require_host(const std::string& name);
+    // The host holding VM `vm` (its domain, else fork points of a removed VM of that
+    // name), and its name; without an inventory, --connect's ("default").
+    Host& host_of(const std::string& vm, std::string* host_name = nullptr);
+    const PlacementPolicy& placement();
     // Requested by SIGINT and SIGTERM: the core undoes what it did and throws
     // InterruptedError (exit 130).
     CancelToken cancel() const;
@@ -38,6 +52,12 @@ private:
     std::optional<Host> host_;
     std::optional<Config> config_;
     std::optional<Inventory> inventory_;
+    std::map<std::string, Host> fleet_;
+    std::optional<PlacementPolicy> placement_;
 };
+
+// A progress line on stderr while volumes travel (bytes, rate, time left) for anything
+// that takes more than a moment; none when stderr is not a terminal.
+ProgressFn progress_line(const char* what);
 
 } // namespace forky::cli

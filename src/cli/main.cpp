@@ -5,6 +5,9 @@
 #include "log.hpp"
 
 #include <atomic>
+#include <unistd.h>
+
+#include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
@@ -60,6 +63,130 @@ const Inventory& Context::inventory() {
     return *inventory_;
 }
 
+bool Context::fleet_mode() {
+    return !inventory().source.empty();
+}
+
+const std::string& Context::require_host(const std::string& name) {
+    if (!fleet_mode())
+        throw UsageError("No host inventory: --host " + forky::quoted(name) +
+                         " names nothing ('forky hosts --help' shows the inventory's form)");
+    if (inventory().find(name) == nullptr) {
+        std::string names;
+        for (const auto& h : inventory().hosts)
+            names += (names.empty() ? "" : ", ") + h.name;
+        throw UsageError("No host named " + forky::quoted(name) + " in " +
+                         inventory().source.string() + " (its hosts: " + names + ")");
+    }
+    return name;
+}
+
+Host& Context::host_named(const std::string& name) {
+    if (!fleet_mode())
+        return host();
+    auto it = fleet_.find(name);
+    if (it != fleet_.end())
+        return it->second;
+    const HostEntry* e = inventory().find(require_host(name));
+    HostOptions h;
+    h.uri = e->uri;
+    h.pool = e->pool;
+    h.pool_dir = options.pool_dir;
+    h.create_pool = options.create_pool;
+    return fleet_.emplace(name, Host(std::move(h))).first->second;
+}
+
+Host& Context::host_of(const std::string& vm, std::string* host_name) {
+    if (!fleet_mode()) {
+        if (host_name)
+            *host_name = "default";
+        return host();
+    }
+    require_valid_name(vm);
+    std::vector<std::string> found;
+    std::vector<std::string> unreachable;
+    for (bool by_points : {false, true}) {
+        for (const auto& e : inventory().hosts) {
+            try {
+                Host& h = host_named(e.name);
+                bool here = false;
+                if (!by_points) {
+                    DomainPtr d = h.find_domain(vm);
+                    here = d && read_lineage(d.get()).has_value();
+                } else {
+                    // A removed VM whose snapshots were kept (not copies shipped there).
+                    for (const auto& p : read_fork_points(h))
+                        here = here || (p.vm == vm && p.shipped_from.empty());
+                }
+                if (here)
+                    found.push_back(e.name);
+            } catch (const Error& err) {
+                if (!by_points)
+                    unreachable.push_back("'" + e.name + "' (" + err.what() + ")");
+            }
+        }
+        if (!found.empty())
+            break;
+    }
+    if (found.size() > 1) {
+        std::string names;
+        for (const auto& n : found)
+            names += (names.empty() ? "'" : ", '") + n + "'";
+        throw ConflictError("VM '" + vm + "' is on several hosts of the fleet: " + names +
+                            "; forky cannot tell which is meant");
+    }
+    if (found.empty()) {
+        std::string why = "No VM named '" + vm + "' on any host of " + inventory().source.string();
+        for (const auto& u : unreachable)
+            why += "; not reachable: " + u;
+        throw NotFoundError(why);
+    }
+    if (host_name)
+        *host_name = found.front();
+    return host_named(found.front());
+}
+
+const PlacementPolicy& Context::placement() {
+    if (!placement_)
+        placement_ = load_placement_policy(options.placement);
+    return *placement_;
+}
+
+ProgressFn progress_line(const char* what) {
+    if (!::isatty(STDERR_FILENO))
+        return {};
+    struct State {
+        std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+        std::uint64_t total = 0;
+        bool shown = false;
+    };
+    auto st = std::make_shared<State>();
+    return [st, what](std::uint64_t done, std::uint64_t total) {
+        if (total != st->total) { // the next volume
+            st->start = std::chrono::steady_clock::now();
+            st->total = total;
+        }
+        const double s =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - st->start).count();
+        if (s < 0.5 && !st->shown)
+            return; // a moment: no bar
+        st->shown = true;
+        const double rate = s > 0 ? static_cast<double>(done) / s : 0;
+        const double left = rate > 0 ? static_cast<double>(total - done) / rate : 0;
+        const int width = 24;
+        const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
+        std::fprintf(stderr, "\r%s [%s%s] %s of %s, %s/s, %.0f s left   ", what,
+                     std::string(static_cast<std::size_t>(filled), '#').c_str(),
+                     std::string(static_cast<std::size_t>(width - filled), '.').c_str(),
+                     format_size(done).c_str(), format_size(total).c_str(),
+                     format_size(static_cast<std::uint64_t>(rate)).c_str(), left);
+        if (done >= total) {
+            std::fprintf(stderr, "\n");
+            st->shown = false;
+        }
+    };
+}
+
 CancelToken Context::cancel() const {
     return CancelToken(&interrupted);
 }
@@ -95,6 +222,8 @@ Environment:
   FORKY_POOL_DIR  directory of the pool when forky creates it (default /var/lib/forky)
   FORKY_CONFIG    forky's settings when --config is not given (default /etc/forky/forky.yaml)
   FORKY_HOSTS     the host inventory when --hosts is not given (default /etc/forky/hosts.yaml)
+  FORKY_PLACEMENT the placement policy when --placement is not given
+                  (default /etc/forky/placement.yaml; missing: the defaults)
 
 Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";
@@ -113,6 +242,7 @@ int run(int argc, char** argv) {
     ctx.options.config_named = ctx.options.config != default_config_path;
     ctx.options.hosts = env_or("FORKY_HOSTS", default_hosts_file);
     ctx.options.hosts_named = ctx.options.hosts != default_hosts_file;
+    ctx.options.placement = env_or("FORKY_PLACEMENT", default_placement_file);
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -138,6 +268,9 @@ int run(int argc, char** argv) {
                    "the host inventory (forky hosts --help shows its form)")
         ->capture_default_str()
         ->each([&ctx](const std::string&) { ctx.options.hosts_named = true; });
+    app.add_option("--placement", ctx.options.placement,
+                   "the placement policy for --spread and up/fork --host (missing: defaults)")
+        ->capture_default_str();
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug

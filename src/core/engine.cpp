@@ -108,8 +108,21 @@ std::string target_xml(const SaveImageHeader& header, const SpawnTarget& t) {
     plan.disk_paths = t.disk_paths;
     plan.console_log_path = t.console_path;
     plan.lineage = t.lineage;
-    return make_child_xml(header.xml, plan);
+    std::string xml = make_child_xml(header.xml, plan);
+    if (t.boot_paths.empty())
+        return xml;
+    // On another host: its kernel and initrd are the copies there.
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    for (const auto& [role, path] : t.boot_paths)
+        if (pugi::xml_node n = doc.select_node(("/domain/os/" + role).c_str()).node())
+            n.text().set(path.c_str());
+    std::ostringstream out;
+    doc.save(out, "", pugi::format_raw | pugi::format_no_declaration);
+    return out.str();
 }
+
+} // namespace
 
 SaveImageHeader read_header(Host& host, const ForkPoint& point) {
     if (point.memory_image.empty())
@@ -130,8 +143,6 @@ SaveImageHeader read_header(Host& host, const ForkPoint& point) {
     return parse_save_header(host.read_volume_range(
         point.memory_image, 0, save_header_size + save_header_data_len(fixed)));
 }
-
-} // namespace
 
 PoolFacts pool_facts(Host& host) {
     PoolFacts pool;

@@ -12,6 +12,7 @@
 #include "fork_point.hpp"
 #include "operation.hpp"
 #include "plan.hpp"
+#include "save_image.hpp"
 
 #include <optional>
 #include <string>
@@ -22,6 +23,10 @@ namespace forky {
 // What is known of the pool and of one of forky's VMs (`dom`), gathered for a plan.
 PoolFacts pool_facts(Host& host);
 VmFacts vm_facts(Host& host, virDomainPtr dom, const PoolFacts& pool);
+
+// The memory image's header: the domain's XML at the fork point. NotFoundError naming
+// what the fork point lost when its memory image or a layer is gone.
+SaveImageHeader read_header(Host& host, const ForkPoint& point);
 
 // The VM's lineage as it was at the fork point (from the XML in its memory image).
 Lineage lineage_at(Host& host, const ForkPoint& point);
@@ -48,6 +53,9 @@ struct SpawnTarget {
     std::string console_path;                      // its console log, or empty
     Lineage lineage;
     bool is_new = true; // a new child (false: the VM itself, reverted)
+    // "kernel"/"initrd" -> its path on this host, where the image's differ (a fork point
+    // shipped from another host).
+    std::map<std::string, std::string> boot_paths;
 };
 
 struct SpawnOptions {

@@ -3,7 +3,10 @@
 #include "engine.hpp"
 #include "errors.hpp"
 #include "names.hpp"
+#include "ship.hpp"
+
 #include "vm.hpp"
+#include <memory>
 
 namespace forky {
 
@@ -66,6 +69,15 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         throw UsageError("Invalid prefix '" + prefix + "': " + *why);
     if (o.keep_paused && !o.cold)
         throw UsageError("--keep-paused goes with --cold");
+    unsigned placed_elsewhere = 0;
+    for (const auto& t : o.elsewhere) {
+        if (t.host == nullptr || t.count == 0)
+            throw UsageError("A host named for children takes at least one");
+        placed_elsewhere += t.count;
+    }
+    if (placed_elsewhere > o.count)
+        throw UsageError("More children placed on other hosts than asked for");
+    const unsigned count_here = o.count - placed_elsewhere;
     if (ref && (o.cold || o.keep_paused))
         throw UsageError("--cold and --keep-paused are about freezing a running VM; '" + source +
                          "' is frozen already");
@@ -92,7 +104,7 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     ForkResult result;
     result.parent = parent;
     SpawnRequest request;
-    request.count = o.count;
+    request.count = count_here;
     request.prefix = prefix;
     const bool own_prefix = vm && prefix == parent;
     request.first_index = own_prefix ? vm->lineage.children_made + 1 : 1;
@@ -110,18 +122,41 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         fr.kind = ForkPoint::Kind::fork;
         fr.cold = o.cold;
         fr.keep_paused = o.keep_paused;
-        fr.extra_bytes = o.count * bytes_per_child;
+        fr.extra_bytes = count_here * bytes_per_child;
         freeze_plan = plan_freeze(*vm, pool, fr);
         point = freeze_plan->point;
         at_point = vm->lineage;
         request.console = at_point.console_volume() != nullptr;
     }
 
-    const SpawnPlan spawn_plan = reserve_children(op, point, pool, request);
+    // Names first, on every host: each child's own lock where it will run. Children on
+    // other hosts are numbered after those here, host after host.
+    SpawnPlan spawn_plan;
+    if (count_here > 0)
+        spawn_plan = reserve_children(op, point, pool, request);
+    unsigned last_index = count_here > 0 ? spawn_plan.last_index : request.first_index - 1;
+    struct Elsewhere {
+        const ForkTarget* target;
+        std::unique_ptr<Operation> op;
+        SpawnPlan plan;
+    };
+    std::vector<Elsewhere> elsewhere;
+    for (const auto& t : o.elsewhere) {
+        Elsewhere e{
+            &t, std::make_unique<Operation>(*t.host, parent, "fork", o.ctx, o.lock_wait), {}};
+        e.op->step("lock-elsewhere");
+        SpawnRequest r = request;
+        r.count = t.count;
+        r.first_index = last_index + 1;
+        e.plan = reserve_children(*e.op, point, pool_facts(*t.host), r);
+        last_index = e.plan.last_index;
+        e.op->lock().reserve(journal_bytes(e.op->lock().journal(), nullptr, &e.plan) + 4096);
+        elsewhere.push_back(std::move(e));
+    }
     if (freeze_plan && own_prefix)
-        freeze_plan->children_made = spawn_plan.last_index;
-    op.lock().reserve(
-        journal_bytes(op.lock().journal(), freeze_plan ? &*freeze_plan : nullptr, &spawn_plan));
+        freeze_plan->children_made = last_index;
+    op.lock().reserve(journal_bytes(op.lock().journal(), freeze_plan ? &*freeze_plan : nullptr,
+                                    count_here > 0 ? &spawn_plan : nullptr));
 
     if (freeze_plan) {
         FreezeResult frozen = freeze(op, *vm, *freeze_plan);
@@ -132,21 +167,66 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     } else if (own_prefix) {
         // Names are never handed out twice: the VM remembers the last one.
         Lineage lineage = vm->lineage;
-        lineage.children_made = spawn_plan.last_index;
+        lineage.children_made = last_index;
         write_lineage(dom.get(), parent, lineage);
     }
     result.fork_point = point.label();
 
-    std::vector<SpawnTarget> targets = make_children(op, point, at_point, spawn_plan);
-    SpawnOptions so;
-    so.paused = o.children_paused;
-    so.set_clock = ref.has_value(); // a stored fork point's clock is as old as it is
-    SpawnResult spawned = spawn(op, point, std::move(targets), so);
-    result.children = spawned.started;
-    result.clock_not_set = spawned.clock_not_set;
-    result.children_ms = spawned.ms;
-    result.memory_image_bytes = spawned.memory_image_bytes;
-    result.header_bytes = spawned.header_bytes;
+    const auto t_children = Clock::now();
+    if (count_here > 0) {
+        std::vector<SpawnTarget> targets = make_children(op, point, at_point, spawn_plan);
+        SpawnOptions so;
+        so.paused = o.children_paused;
+        so.set_clock = ref.has_value(); // a stored fork point's clock is as old as it is
+        SpawnResult spawned = spawn(op, point, std::move(targets), so);
+        result.children = spawned.started;
+        result.child_hosts.assign(spawned.started.size(), o.host_name);
+        result.clock_not_set = spawned.clock_not_set;
+        result.memory_image_bytes = spawned.memory_image_bytes;
+        result.header_bytes = spawned.header_bytes;
+    }
+    for (auto& e : elsewhere) {
+        ShipStats stats;
+        const ForkPoint copy = ship_fork_point(host, o.host_name, point, *e.op, stats, o.progress);
+        e.op->step("shipped");
+        result.bytes_shipped += stats.bytes_sent;
+        result.volumes_shipped += stats.volumes_shipped;
+        result.volumes_reused += stats.volumes_reused;
+        result.ship_ms += stats.ms;
+        std::vector<SpawnTarget> targets = make_children(*e.op, copy, at_point, e.plan);
+        std::map<std::string, std::string> boot_paths;
+        for (const auto& [role, volume] : copy.boot_files) {
+            auto info = e.target->host->volume_info(volume);
+            if (!info)
+                throw NotFoundError("The copy of '" + point.label() + "' on host '" +
+                                    e.target->name + "' lost its " + role + " '" + volume + "'");
+            boot_paths[role] = info->path;
+        }
+        for (auto& t : targets) {
+            t.lineage.parent_host = o.host_name;
+            t.boot_paths = boot_paths;
+        }
+        SpawnOptions so;
+        so.paused = o.children_paused;
+        // The image was made a while ago by the time it arrived.
+        so.set_clock = true;
+        SpawnResult spawned = spawn(*e.op, copy, std::move(targets), so);
+        for (const auto& c : spawned.started) {
+            result.children.push_back(c);
+            result.child_hosts.push_back(e.target->name);
+        }
+        result.clock_not_set.insert(result.clock_not_set.end(), spawned.clock_not_set.begin(),
+                                    spawned.clock_not_set.end());
+        result.memory_image_bytes = spawned.memory_image_bytes;
+        result.header_bytes = spawned.header_bytes;
+    }
+    result.children_ms = ms_since(t_children) - result.ship_ms;
+    // The other hosts' operations first: should this host's commit fail, what they made
+    // stands on copies of their own, and this fork point is gc's.
+    for (auto& e : elsewhere) {
+        e.op->step("commit-elsewhere");
+        e.op->commit();
+    }
     op.step("commit");
     op.commit();
     result.total_ms = ms_since(t_start);

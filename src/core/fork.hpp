@@ -16,6 +16,13 @@ namespace forky {
 
 inline constexpr unsigned max_fork_count = 256;
 
+// Children placed on a host of the fleet other than the parent's.
+struct ForkTarget {
+    Host* host = nullptr;
+    std::string name; // the host's name in the inventory
+    unsigned count = 0;
+};
+
 struct ForkOptions {
     unsigned count = 1;
     bool cold = false;        // pause the parent for the cut instead of a live snapshot
@@ -24,6 +31,13 @@ struct ForkOptions {
     std::string prefix; // child names PREFIX-N; default the parent's name
     std::chrono::milliseconds lock_wait = std::chrono::seconds(120);
     OpContext ctx; // Ctrl-C and the test seam
+    // Where the children go: the parent's host takes `count` minus those placed here.
+    // Each other host gets the fork point shipped (once: a later fork finds it there),
+    // its children spawned there under an operation (and locks) of its own; a failure on
+    // any host undoes the fork on all of them.
+    std::vector<ForkTarget> elsewhere;
+    std::string host_name; // the parent's host's name in the inventory ("default": none)
+    ProgressFn progress;   // shipping
 };
 
 struct ForkResult {
@@ -43,6 +57,13 @@ struct ForkResult {
     // From a stored fork point: children whose clock forky could not set to now (no guest
     // agent answered), each "'NAME': why"; their clocks go on from the fork point's time.
     std::vector<std::string> clock_not_set;
+    // Per child (as `children`): the host it runs on (its name in the inventory).
+    std::vector<std::string> child_hosts;
+    // Shipping the fork point to other hosts, all of them together.
+    std::uint64_t bytes_shipped = 0;
+    unsigned volumes_shipped = 0;
+    unsigned volumes_reused = 0;
+    double ship_ms = 0;
 };
 
 // A fork point named on the command line: "VM@NAME".

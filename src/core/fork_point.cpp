@@ -76,6 +76,18 @@ std::string fork_point_to_xml(const ForkPoint& fp) {
     }
     if (!fp.vm_lineage.empty())
         text("vm-lineage", fp.vm_lineage);
+    if (!fp.shipped_from.empty())
+        text("shipped-from", fp.shipped_from);
+    for (const auto& [role, volume] : fp.boot_files) {
+        pugi::xml_node b = root.append_child("boot-file");
+        b.append_attribute("role") = role.c_str();
+        b.text().set(volume.c_str());
+    }
+    for (const auto& [volume, sha] : fp.checksums) {
+        pugi::xml_node c = root.append_child("checksum");
+        c.append_attribute("volume") = volume.c_str();
+        c.append_attribute("sha256") = sha.c_str();
+    }
     return to_xml(doc, true);
 }
 
@@ -110,6 +122,15 @@ ForkPoint fork_point_from_xml(std::string_view xml) {
     for (pugi::xml_node l : root.children("layer"))
         fp.layers[l.attribute("target").value()] = l.text().get();
     fp.vm_lineage = root.child("vm-lineage").text().get();
+    fp.shipped_from = root.child("shipped-from").text().get();
+    for (pugi::xml_node b : root.children("boot-file")) {
+        const std::string role = b.attribute("role").value();
+        if (role != "kernel" && role != "initrd")
+            throw Error("Malformed fork point record: boot-file role '" + role + "'");
+        fp.boot_files[role] = b.text().get();
+    }
+    for (pugi::xml_node c : root.children("checksum"))
+        fp.checksums[c.attribute("volume").value()] = c.attribute("sha256").value();
     if (fp.id.empty() || name_problem(fp.name) || name_problem(fp.vm) || fp.seq == 0 ||
         fp.layers.empty())
         throw Error("Malformed fork point record: id, name, vm, seq or layers missing");

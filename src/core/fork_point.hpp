@@ -45,6 +45,17 @@ struct ForkPoint {
     // the record: the memory image's header is rewritten for every child, and a killed
     // spawn leaves a child's there. Empty in records made before it was kept.
     std::string vm_lineage;
+    // A copy shipped here from another host (forky fork --host): where it was made (the
+    // host's name in the inventory, else its URI). Its id is the original's, so a later
+    // fork to this host finds it and ships nothing. A copy is never kept for its own
+    // sake: gc reclaims it with the last child that uses it.
+    std::string shipped_from;
+    // SHA-256 of each volume shipped here for it (its memory image, its layers and the
+    // layers below them), checked on arrival; what a later fork compares against.
+    std::map<std::string, std::string> checksums; // volume -> sha256
+    // A copy's kernel and initrd ("kernel"/"initrd" -> volume here): its children boot
+    // from these, not from the paths in the memory image (the other host's).
+    std::map<std::string, std::string> boot_files;
 
     // Read from the pool when listed (not stored).
     std::string record_volume;

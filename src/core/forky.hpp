@@ -17,6 +17,9 @@
 #include "hosts.hpp"      // Inventory, load_inventory, survey_hosts
 #include "names.hpp"      // require_valid_name, quoted
 #include "operation.hpp"  // OpContext, Faults
+#include "placement.hpp"  // PlacementPolicy, place
+#include "plan.hpp"       // bytes_per_child
+#include "ship.hpp"       // ship_fork_point
 #include "spec.hpp"       // load_spec
 #include "tree.hpp"       // lineage_tree
 #include "units.hpp"      // format_size, parse_size

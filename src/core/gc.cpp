@@ -4,6 +4,7 @@
 #include "fork_point.hpp"
 #include "log.hpp"
 #include "names.hpp"
+#include "ship.hpp"
 #include "tree.hpp"
 #include "vm.hpp"
 #include "vm_lock.hpp"
@@ -308,6 +309,22 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
             continue;
         }
         garbage.push_back(&v);
+    }
+    // Images (img-<sha256>) are kept while whole, used or not: the next `forky up` or
+    // fork there reuses them. One without its mark (a killed upload or fork), and a mark
+    // without its image, go when nothing uses them and no live operation is making them.
+    std::set<std::string> names_now;
+    for (const auto& v : volumes)
+        names_now.insert(v.name);
+    for (const auto& v : volumes) {
+        if (!listed_first.count(v.name) || live.count(v.name))
+            continue;
+        const bool mark = v.name.size() > 3 && v.name.compare(v.name.size() - 3, 3, ".ok") == 0;
+        const std::string image = mark ? v.name.substr(0, v.name.size() - 3) : v.name;
+        if (image_sha(image).empty())
+            continue;
+        if (mark ? !names_now.count(image) : !image_complete(host, image))
+            garbage.push_back(&v);
     }
     std::set<std::string> deleted;
     bool progress = true;

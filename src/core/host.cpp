@@ -2,6 +2,7 @@
 
 #include "qcow2.hpp"
 
+#include "checksum.hpp"
 #include "errors.hpp"
 #include "log.hpp"
 #include "safe_path.hpp"
@@ -14,7 +15,9 @@
 
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
+#include <thread>
 
 namespace forky {
 
@@ -524,84 +527,200 @@ void Host::write_volume(const std::string& name, std::uint64_t offset, std::stri
     lv_check(virStreamFinish(st.get()), context);
 }
 
-ShipResult Host::ship_volume(const std::string& name, Host& to, const std::string& to_name,
-                             const ProgressFn& progress) {
-    StorageVolPtr vol = find_volume(name);
-    if (!vol)
-        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
-    // The file's length: a qcow2's capacity is its virtual disk size.
-    virStorageVolInfo info{};
-    lv_check(virStorageVolGetInfoFlags(vol.get(), &info, VIR_STORAGE_VOL_GET_PHYSICAL),
-             "Failed to query volume '" + name + "'");
-    ShipResult result;
-    result.size = info.allocation; // with GET_PHYSICAL: the file's size
-    const std::string context =
-        "Failed to copy volume '" + name + "' to '" + to_name + "' on '" + to.options().uri + "'";
-    StorageVolPtr target = to.create_raw_volume(to_name, result.size);
-    bool done = false;
-    struct DropUnlessDone {
-        Host& host;
-        const std::string& name;
-        const bool& done;
-        ~DropUnlessDone() {
-            if (!done) {
-                try {
-                    host.delete_volume(name);
-                } catch (const Error&) {
-                    // reported by the error that got us here
-                }
-            }
-        }
-    } drop{to, to_name, done};
+namespace {
 
-    StreamPtr in(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
-    StreamPtr out(lv_check(virStreamNew(to.conn(), 0), "Failed to open a stream"));
-    lv_check(virStorageVolDownload(vol.get(), in.get(), 0, result.size,
-                                   VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM),
-             context);
-    lv_check(virStorageVolUpload(target.get(), out.get(), 0, result.size,
-                                 VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM),
-             context);
-    std::vector<char> buf(1 << 20);
+// Sends [data or hole] segments read from `next` into upload stream `out`, hashing the
+// volume's content as it goes (holes as zeros). `next` fills buf and returns the bytes
+// read, 0 at the end, or -3 with `hole` set for a hole.
+template <typename Next>
+void pump(virStreamPtr out, std::vector<char>& buf, Next next, ShipResult& result, Sha256& hash,
+          const ProgressFn& progress, const std::string& context) {
     std::uint64_t covered = 0;
     for (;;) {
-        const int got =
-            virStreamRecvFlags(in.get(), buf.data(), buf.size(), VIR_STREAM_RECV_STOP_AT_HOLE);
+        long long hole = 0;
+        const long long got = next(hole);
         if (got == -3) {
-            long long hole = 0;
-            if (virStreamRecvHole(in.get(), &hole, 0) < 0)
-                fail_stream(in.get(), context);
             if (hole > 0) {
-                if (virStreamSendHole(out.get(), hole, 0) < 0)
-                    fail_stream(out.get(), context);
+                if (virStreamSendHole(out, hole, 0) < 0)
+                    fail_stream(out, context);
+                hash.update_zeros(static_cast<std::uint64_t>(hole));
                 covered += static_cast<std::uint64_t>(hole);
             }
-        } else if (got < 0) {
-            virStreamAbort(out.get());
-            fail_stream(in.get(), context);
         } else if (got == 0) {
             break;
         } else {
             std::size_t sent = 0;
             while (sent < static_cast<std::size_t>(got)) {
-                const int n = virStreamSend(out.get(), buf.data() + sent,
-                                            static_cast<std::size_t>(got) - sent);
-                if (n < 0) {
-                    virStreamAbort(in.get());
-                    fail_stream(out.get(), context);
-                }
+                const int n =
+                    virStreamSend(out, buf.data() + sent, static_cast<std::size_t>(got) - sent);
+                if (n < 0)
+                    fail_stream(out, context);
                 sent += static_cast<std::size_t>(n);
             }
+            hash.update(std::string_view(buf.data(), static_cast<std::size_t>(got)));
             covered += static_cast<std::uint64_t>(got);
             result.data_bytes += static_cast<std::uint64_t>(got);
         }
         if (progress)
             progress(covered, result.size);
     }
+}
+
+// One segment of a sparse download: the bytes read into `buf`, 0 at the end, or -3 with
+// `hole` set to a hole's length.
+long long recv_segment(virStreamPtr in, std::vector<char>& buf, long long& hole,
+                       const std::string& context) {
+    const int got = virStreamRecvFlags(in, buf.data(), buf.size(), VIR_STREAM_RECV_STOP_AT_HOLE);
+    if (got == -3 && virStreamRecvHole(in, &hole, 0) < 0)
+        fail_stream(in, context);
+    if (got < 0 && got != -3)
+        fail_stream(in, context);
+    return got;
+}
+
+// A volume's file length (a qcow2's capacity is its virtual disk size).
+std::uint64_t file_length(virStorageVolPtr vol, const std::string& name) {
+    virStorageVolInfo info{};
+    lv_check(virStorageVolGetInfoFlags(vol, &info, VIR_STORAGE_VOL_GET_PHYSICAL),
+             "Failed to query volume '" + name + "'");
+    return info.allocation; // with GET_PHYSICAL: the file's size
+}
+
+// A sparse upload into `target`, `length` bytes from its start.
+StreamPtr open_upload(virConnectPtr conn, virStorageVolPtr target, std::uint64_t length,
+                      const std::string& context) {
+    StreamPtr out(lv_check(virStreamNew(conn, 0), "Failed to open a stream"));
+    lv_check(
+        virStorageVolUpload(target, out.get(), 0, length, VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM),
+        context);
+    return out;
+}
+
+// A new volume that goes again unless the copy into it completes.
+struct DropUnlessDone {
+    Host& host;
+    const std::string& name;
+    bool done = false;
+    ~DropUnlessDone() {
+        if (!done) {
+            try {
+                host.delete_volume(name);
+            } catch (const Error&) {
+                // reported by the error that got us here
+            }
+        }
+    }
+};
+
+} // namespace
+
+ShipResult Host::ship_volume(const std::string& name, Host& to, const std::string& to_name,
+                             const ProgressFn& progress) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    ShipResult result;
+    result.size = file_length(vol.get(), name);
+    const std::string context =
+        "Failed to copy volume '" + name + "' to '" + to_name + "' on '" + to.options().uri + "'";
+    StorageVolPtr target = to.create_raw_volume(to_name, result.size);
+    DropUnlessDone drop{to, to_name};
+
+    StreamPtr in(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    lv_check(virStorageVolDownload(vol.get(), in.get(), 0, result.size,
+                                   VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM),
+             context);
+    StreamPtr out = open_upload(to.conn(), target.get(), result.size, context);
+    std::vector<char> buf(1 << 20);
+    Sha256 hash;
+    try {
+        pump(
+            out.get(), buf,
+            [&](long long& hole) { return recv_segment(in.get(), buf, hole, context); }, result,
+            hash, progress, context);
+    } catch (...) {
+        virStreamAbort(in.get());
+        virStreamAbort(out.get());
+        throw;
+    }
     lv_check(virStreamFinish(in.get()), context);
     lv_check(virStreamFinish(out.get()), context);
-    done = true;
+    result.sha256 = hash.hex();
+    drop.done = true;
     return result;
+}
+
+ShipResult Host::upload_file(const std::string& file, const std::string& to_name,
+                             const ProgressFn& progress) {
+    const std::string context =
+        "Failed to upload '" + file + "' as '" + to_name + "' to '" + options_.uri + "'";
+    std::ifstream in(file, std::ios::binary);
+    if (!in)
+        throw NotFoundError("Cannot read '" + file + "'");
+    in.seekg(0, std::ios::end);
+    ShipResult result;
+    result.size = static_cast<std::uint64_t>(in.tellg());
+    in.seekg(0);
+    StorageVolPtr target = create_raw_volume(to_name, result.size);
+    DropUnlessDone drop{*this, to_name};
+    StreamPtr out = open_upload(conn(), target.get(), result.size, context);
+    std::vector<char> buf(1 << 20);
+    Sha256 hash;
+    try {
+        pump(
+            out.get(), buf,
+            [&](long long& hole) -> long long {
+                in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+                const std::streamsize got = in.gcount();
+                if (got <= 0) {
+                    if (in.bad())
+                        throw Error(context + ": read error");
+                    return 0;
+                }
+                // A block of zeros travels as a hole: sparse on arrival.
+                bool zeros = true;
+                for (std::streamsize i = 0; i < got && zeros; ++i)
+                    zeros = buf[static_cast<std::size_t>(i)] == 0;
+                if (zeros) {
+                    hole = got;
+                    return -3;
+                }
+                return got;
+            },
+            result, hash, progress, context);
+    } catch (...) {
+        virStreamAbort(out.get());
+        throw;
+    }
+    lv_check(virStreamFinish(out.get()), context);
+    result.sha256 = hash.hex();
+    drop.done = true;
+    return result;
+}
+
+std::string Host::volume_sha256(const std::string& name) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    const std::string context = "Failed to read volume '" + name + "'";
+    StreamPtr in(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    lv_check(virStorageVolDownload(vol.get(), in.get(), 0, file_length(vol.get(), name),
+                                   VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM),
+             context);
+    std::vector<char> buf(1 << 20);
+    Sha256 hash;
+    for (;;) {
+        long long hole = 0;
+        const long long got = recv_segment(in.get(), buf, hole, context);
+        if (got == 0)
+            break;
+        if (got == -3)
+            hash.update_zeros(static_cast<std::uint64_t>(hole));
+        else
+            hash.update(std::string_view(buf.data(), static_cast<std::size_t>(got)));
+    }
+    lv_check(virStreamFinish(in.get()), context);
+    return hash.hex();
 }
 
 void Host::set_qcow2_backing(const std::string& name, const std::string& backing) {
@@ -610,6 +729,22 @@ void Host::set_qcow2_backing(const std::string& name, const std::string& backing
     const std::string header = read_volume_range(name, 0, cluster);
     for (const auto& edit : qcow2_set_backing(header, backing))
         write_volume(name, edit.offset, edit.bytes);
+}
+
+void Host::refresh_pool() {
+    // libvirt refuses while a volume is being built in the pool (another forky's): again.
+    for (int attempt = 0;; ++attempt) {
+        if (virStoragePoolRefresh(pool(), 0) == 0)
+            return;
+        virErrorPtr e = virGetLastError();
+        const bool busy =
+            e != nullptr && e->code == VIR_ERR_INTERNAL_ERROR && e->message &&
+            std::string_view(e->message).find("asynchronous jobs") != std::string_view::npos;
+        if (!busy || attempt >= 50)
+            throw_libvirt_error("Failed to refresh pool '" + options_.pool + "'");
+        clear_libvirt_error();
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
 }
 
 std::uint64_t Host::pool_available() {

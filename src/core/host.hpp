@@ -44,6 +44,7 @@ struct ShipResult {
     std::uint64_t size = 0;       // the volume's length in bytes (the file's, not a
                                   // qcow2's virtual size)
     std::uint64_t data_bytes = 0; // sent as data; the rest went as holes
+    std::string sha256;           // of the content sent (holes as zeros)
 };
 
 // A slice of a volume read through libvirt's stream API.
@@ -112,10 +113,19 @@ public:
     // names.
     ShipResult ship_volume(const std::string& name, Host& to, const std::string& to_name,
                            const ProgressFn& progress = {});
+    // Uploads local file `file` (on the machine forky runs on) as a new volume `to_name`
+    // of this host's pool, blocks of zeros as holes; the volume goes again if it fails.
+    ShipResult upload_file(const std::string& file, const std::string& to_name,
+                           const ProgressFn& progress = {});
+    // SHA-256 of a volume's file as read through libvirt (holes as zeros).
+    std::string volume_sha256(const std::string& name);
     // Makes qcow2 volume `name` name `backing` as its backing file (a layer shipped here
     // from another host: its backing file is in this host's pool now). Only the name in
     // the header changes; nothing else of the image is touched.
     void set_qcow2_backing(const std::string& name, const std::string& backing);
+    // Makes libvirt look at the pool's files again (a volume's content changed through a
+    // stream: its format and backing file as qemu sees them now).
+    void refresh_pool();
     // Bytes free in the pool.
     std::uint64_t pool_available();
 

@@ -59,6 +59,8 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
         w.text(root, "parent", l.parent);
     if (!l.parent_uuid.empty())
         w.text(root, "parent-uuid", l.parent_uuid);
+    if (!l.parent_host.empty())
+        w.text(root, "parent-host", l.parent_host);
     if (!l.fork_point.empty())
         w.text(root, "fork-point", l.fork_point);
     if (!l.fork_point_id.empty())
@@ -116,6 +118,7 @@ Lineage lineage_from_xml(std::string_view xml) {
     }
     l.parent = child_local(root, "parent").text().get();
     l.parent_uuid = child_local(root, "parent-uuid").text().get();
+    l.parent_host = child_local(root, "parent-host").text().get();
     l.fork_point = child_local(root, "fork-point").text().get();
     l.fork_point_id = child_local(root, "fork-point-id").text().get();
     l.created_at = child_local(root, "created-at").text().get();

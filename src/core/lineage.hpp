@@ -30,8 +30,11 @@ struct PortForward {
 };
 
 struct Lineage {
-    std::string parent;        // its parent's name (for display); empty for `forky up`
-    std::string parent_uuid;   // its parent's identity: a name reused never joins a family
+    std::string parent;      // its parent's name (for display); empty for `forky up`
+    std::string parent_uuid; // its parent's identity: a name reused never joins a family
+    // Where its parent runs when that is another host of the fleet (forky fork --host):
+    // the host's name in the inventory. Empty: the same host as this VM.
+    std::string parent_host;
     std::string fork_point;    // the fork point it came from, "web@fp2", if any
     std::string fork_point_id; // that fork point's id (its record in the pool)
     unsigned generation = 0;

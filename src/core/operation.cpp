@@ -38,6 +38,14 @@ std::string Operation::create_raw(const std::string& name, std::uint64_t capacit
     return host_->volume_path(vol.get());
 }
 
+ShipResult Operation::ship_in(Host& from, const std::string& name, const ProgressFn& progress) {
+    lock_.record_volume(name);
+    ShipResult r = from.ship_volume(name, *host_, name, progress);
+    undo_to_.back()->on_rollback("delete volume '" + name + "'",
+                                 [this, name] { host_->delete_volume(name); });
+    return r;
+}
+
 void Operation::expect_domain(const std::string& name, const std::string& uuid) {
     lock_.record_child(name, uuid);
     undo_to_.back()->on_rollback("remove VM '" + name + "'",

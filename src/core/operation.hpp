@@ -45,6 +45,9 @@ public:
     std::string create_overlay(const std::string& name, const std::string& backing,
                                DiskFormat backing_format);
     std::string create_raw(const std::string& name, std::uint64_t capacity = 0);
+    // Journals volume `name` of `from` (another host) and copies it here under the same
+    // name (Host::ship_volume); registers its deletion.
+    ShipResult ship_in(Host& from, const std::string& name, const ProgressFn& progress = {});
     // Journals a domain about to be made (name and UUID) and registers its removal.
     void expect_domain(const std::string& name, const std::string& uuid);
     // Any other undo.

@@ -136,7 +136,9 @@ Placement place(const PlacementPolicy& policy, const std::vector<HostReport>& fl
         }
         Candidate c;
         c.host = &h;
-        c.holds_point = !req.fork_point_host.empty() && name == req.fork_point_host;
+        c.holds_point =
+            (!req.fork_point_host.empty() && name == req.fork_point_host) ||
+            std::find(req.holding.begin(), req.holding.end(), name) != req.holding.end();
         c.capacity = 100000;
         c.why = "no limit reached";
         auto limit = [&c](std::uint64_t have, std::uint64_t keep, std::uint64_t each,

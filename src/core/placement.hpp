@@ -15,6 +15,8 @@
 
 namespace forky {
 
+inline constexpr const char* default_placement_file = "/etc/forky/placement.yaml";
+
 struct PlacementPolicy {
     std::filesystem::path source; // empty: the defaults
     std::map<std::string, std::string> labels;
@@ -31,11 +33,12 @@ PlacementPolicy parse_placement_policy(const std::string& text, const std::files
 PlacementPolicy load_placement_policy(const std::filesystem::path& file);
 
 struct PlacementRequest {
-    unsigned count = 1;              // VMs to place
-    std::uint64_t memory_bytes = 0;  // each one's memory
-    std::uint64_t disk_bytes = 0;    // each one's new volumes in the pool
-    std::string fork_point_host;     // the host holding the fork point (or the parent)
-    std::optional<std::string> host; // --host: only this one
+    unsigned count = 1;               // VMs to place
+    std::uint64_t memory_bytes = 0;   // each one's memory
+    std::uint64_t disk_bytes = 0;     // each one's new volumes in the pool
+    std::string fork_point_host;      // the host holding the fork point (or the parent)
+    std::vector<std::string> holding; // other hosts holding a copy of it already
+    std::optional<std::string> host;  // --host: only this one
     // Bytes to ship to a host that does not hold the fork point yet (its memory image and
     // layers), once per host.
     std::uint64_t ship_bytes = 0;

@@ -23,8 +23,13 @@ const char* to_string(TreeNode::Kind k) {
     return "?";
 }
 
-LineageTree lineage_tree(Host& host, const std::string& root) {
-    LineageTree tree;
+namespace {
+
+// One host's VMs and fork points into `nodes` (by id). A node seen on another host
+// already wins over a copy of it: a VM over a removed VM's stand-in, a fork point over
+// the copy shipped from it.
+void gather(Host& host, const std::string& host_name, std::map<std::string, TreeNode>& nodes,
+            LineageTree& tree) {
     std::map<std::string, VolumeInfo> volumes;
     for (auto& v : host.volumes())
         volumes[v.name] = std::move(v);
@@ -36,7 +41,6 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
     for (const auto& [name, v] : volumes)
         paths.insert(v.path);
 
-    std::map<std::string, TreeNode> nodes; // by id
     for (const auto& dom : host.domains()) {
         try {
             auto lineage = read_lineage(dom.get());
@@ -44,6 +48,7 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
                 continue;
             TreeNode n;
             n.kind = TreeNode::Kind::vm;
+            n.host = host_name;
             n.id = domain_uuid(dom.get());
             n.name = domain_name(dom.get());
             n.state = domain_state(dom.get());
@@ -79,6 +84,8 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
     for (const auto& p : points) {
         TreeNode n;
         n.kind = TreeNode::Kind::fork_point;
+        n.host = host_name;
+        n.copy = !p.shipped_from.empty();
         n.id = p.id;
         n.name = p.label();
         n.parent = p.vm_uuid;
@@ -95,15 +102,34 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
                 tree.problems.push_back("fork point '" + p.label() + "': its layer '" + layer +
                                         "' (disk " + target + ") is missing");
         }
-        nodes[n.id] = n;
-        if (!nodes.count(p.vm_uuid)) {
+        auto there = nodes.find(n.id);
+        if (there == nodes.end() || (there->second.copy && !n.copy))
+            nodes[n.id] = n;
+        // A copy's VM runs on another host: its stand-in only if it is nowhere (below).
+        if (!n.copy && !nodes.count(p.vm_uuid)) {
             TreeNode gone;
             gone.kind = TreeNode::Kind::removed_vm;
+            gone.host = host_name;
             gone.id = p.vm_uuid;
             gone.name = p.vm;
             nodes.emplace(gone.id, gone);
         }
     }
+}
+
+// Parents before children, the part under `root` when asked.
+void arrange(std::map<std::string, TreeNode>& nodes, const std::string& root,
+             const std::string& where, LineageTree& tree) {
+    // A VM that turned up on a later host replaces the stand-in an earlier host's kept
+    // snapshots made for it.
+    for (auto& [id, n] : nodes)
+        if (n.kind == TreeNode::Kind::fork_point && n.copy && !nodes.count(n.parent)) {
+            TreeNode gone;
+            gone.kind = TreeNode::Kind::removed_vm;
+            gone.id = n.parent;
+            gone.name = n.name.substr(0, n.name.find('@'));
+            nodes.emplace(gone.id, gone);
+        }
     // Parents that are nowhere: a record gone behind forky's back, a parent removed.
     std::vector<TreeNode> missing;
     for (auto& [id, n] : nodes) {
@@ -142,8 +168,7 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
             if (n.kind != TreeNode::Kind::fork_point && n.name == root)
                 roots.push_back(id);
         if (roots.empty())
-            throw NotFoundError("No VM named '" + root + "' in the lineage of pool '" +
-                                host.options().pool + "'");
+            throw NotFoundError("No VM named '" + root + "' in the lineage of " + where);
     }
     std::set<std::string> seen;
     std::function<void(const std::string&)> emit = [&](const std::string& id) {
@@ -160,6 +185,30 @@ LineageTree lineage_tree(Host& host, const std::string& root) {
     };
     for (const auto& r : roots)
         emit(r);
+}
+
+} // namespace
+
+LineageTree lineage_tree(Host& host, const std::string& root) {
+    LineageTree tree;
+    std::map<std::string, TreeNode> nodes;
+    gather(host, "", nodes, tree);
+    arrange(nodes, root, "pool '" + host.options().pool + "'", tree);
+    return tree;
+}
+
+LineageTree fleet_lineage_tree(const std::vector<std::pair<std::string, Host*>>& hosts,
+                               const std::string& root) {
+    LineageTree tree;
+    std::map<std::string, TreeNode> nodes;
+    for (const auto& [name, host] : hosts) {
+        try {
+            gather(*host, name, nodes, tree);
+        } catch (const Error& e) {
+            tree.problems.push_back("host '" + name + "' did not answer: " + e.what());
+        }
+    }
+    arrange(nodes, root, "the fleet", tree);
     return tree;
 }
 

@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace forky {
@@ -20,6 +21,8 @@ struct TreeNode {
     std::string id;     // a VM's UUID, or a fork point's id
     std::string name;   // a VM's name, or "VM@NAME"
     std::string parent; // the parent node's id; empty for a root
+    std::string host;   // the host of the fleet it is on (empty: one host only)
+    bool copy = false;  // a fork point's copy shipped to `host` (from another host)
     // VMs
     VmState state = VmState::unknown;
     unsigned generation = 0;
@@ -38,5 +41,11 @@ const char* to_string(TreeNode::Kind k);
 
 // The whole family in this Host's pool, or the part under VM `root` (its name).
 LineageTree lineage_tree(Host& host, const std::string& root = "");
+
+// The family across the hosts of a fleet (name, host): a child on one host under the
+// fork point on another; each node says its host. A host that does not answer is a
+// problem line, not a failure.
+LineageTree fleet_lineage_tree(const std::vector<std::pair<std::string, Host*>>& hosts,
+                               const std::string& root = "");
 
 } // namespace forky

@@ -1,5 +1,7 @@
 #include "vm.hpp"
 
+#include "ship.hpp"
+
 #include "child_xml.hpp"
 #include "domain_xml.hpp"
 #include "errors.hpp"
@@ -123,13 +125,20 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
     const ImageRules rules =
         image_rules_for(given, options.image_dirs, host.options().pool, host.pool_dir_if_any(),
                         {others.begin(), others.end()});
-    const DomainSpec spec = check_spec_images(given, rules);
+    DomainSpec spec = check_spec_images(given, rules);
     const std::string domain_type = host.domain_type_for(spec.accel);
     options.ctx.cancel.check("forky up");
     Operation op(host, name, "up", options.ctx, std::chrono::seconds(0));
     if (host.find_domain(name)) // made meanwhile by someone else
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
+    if (options.upload) {
+        UploadStats stats;
+        spec = upload_spec_files(
+            host, spec, stats, [&op](const std::string& v) { op.lock().record_volume(v); },
+            options.progress, options.ctx.cancel);
+        op.step("up-upload");
+    }
 
     Lineage lineage;
     lineage.generation = 0;

@@ -34,6 +34,11 @@ struct UpOptions {
     // spec's folder and the pool's (images.hpp).
     std::vector<std::filesystem::path> image_dirs;
     OpContext ctx; // Ctrl-C: undo and throw InterruptedError; the test seam
+    // Upload the spec's kernel, initrd and disk bases into the host's pool first (once:
+    // reused while unchanged), so the host needs none of this machine's files: what
+    // `forky up` does with a host inventory.
+    bool upload = false;
+    ProgressFn progress; // uploads
 };
 
 // Checks every file the spec names, base chains included (images.hpp), creates the VM's

@@ -384,6 +384,8 @@ void VmLock::record_child(const std::string& name, const std::string& uuid) {
 
 void VmLock::record_volume(const std::string& name) {
     journal_.volumes.push_back(name);
+    // Room for more where the operation could not know ahead (a chain shipped, images).
+    reserve(journal_.encode().size() + 1);
     write();
 }
 

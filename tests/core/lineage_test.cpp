@@ -18,6 +18,7 @@ TEST(Lineage, RoundTripsThroughXml) {
     l.volumes = {{"disk", "vda", "web-1.vda.qcow2"}, {"console", "", "web-1.console.log"}};
     l.spec = "/srv/specs/web.yaml";
     l.genid = "3f2b7c1e-58a4-4d2e-9b7a-0c1d2e3f4a5b";
+    l.parent_host = "rack1-a";
     std::string xml = lineage_to_xml(l);
     EXPECT_NE(xml.find(std::string("xmlns:forky=\"") + lineage_namespace + "\""),
               std::string::npos);

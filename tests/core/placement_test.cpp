@@ -84,6 +84,25 @@ TEST(Placement, TheForkPointsHostComesFirstAndOthersPayForShipping) {
     EXPECT_NE(why.find("c: pool (after 2GiB shipped)"), std::string::npos) << why;
 }
 
+TEST(Placement, HostsHoldingACopyRankWithTheForkPointsHost) {
+    const std::vector<HostReport> fleet = {host("a", 4 * GiB, 3 * GiB),
+                                           host("b", 64 * GiB, 100 * GiB),
+                                           host("c", 32 * GiB, 100 * GiB)};
+    PlacementRequest req;
+    req.count = 1;
+    req.memory_bytes = GiB;
+    req.disk_bytes = 1 << 20;
+    req.fork_point_host = "x"; // not in this fleet
+    req.ship_bytes = 2 * GiB;
+    PlacementPolicy pack;
+    pack.strategy = PlacementPolicy::Strategy::pack;
+    EXPECT_EQ(place(pack, fleet, req).hosts, (std::vector<std::string>{"b"})); // most memory
+    req.holding = {"c"};
+    EXPECT_EQ(place(pack, fleet, req).hosts, (std::vector<std::string>{"c"})); // nothing to ship
+    pack.prefer_fork_point_host = false;
+    EXPECT_EQ(place(pack, fleet, req).hosts, (std::vector<std::string>{"b"}));
+}
+
 TEST(Placement, FiltersSayWhyEachHostWasRuledOut) {
     HostReport down = host("down", 0, 0);
     down.reachable = false;

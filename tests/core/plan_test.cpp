@@ -217,6 +217,19 @@ TEST(ForkPointRecord, RoundTripsThroughXml) {
     EXPECT_EQ(back.memory_image, fp.memory_image);
     EXPECT_EQ(back.layers, fp.layers);
     EXPECT_TRUE(back.kept());
+    EXPECT_TRUE(back.shipped_from.empty());
+    // A copy shipped to another host: where from, what each volume's SHA-256 was on
+    // arrival, its kernel and initrd there.
+    fp.shipped_from = "a";
+    fp.checksums = {{"web.fp7.mem", std::string(64, 'a')}, {"web.vda.fp6.qcow2", "b"}};
+    fp.boot_files = {{"kernel", "img-k"}, {"initrd", "img-i"}};
+    ForkPoint copy = fork_point_from_xml(fork_point_to_xml(fp));
+    EXPECT_EQ(copy.shipped_from, "a");
+    EXPECT_EQ(copy.checksums, fp.checksums);
+    EXPECT_EQ(copy.boot_files, fp.boot_files);
+    std::string bad = fork_point_to_xml(fp);
+    bad.replace(bad.find("role=\"kernel\""), 13, "role=\"kernex\"");
+    EXPECT_THROW(fork_point_from_xml(bad), Error);
     EXPECT_THROW(fork_point_from_xml("<fork-point/>"), Error);
     EXPECT_THROW(fork_point_from_xml("not xml"), Error);
 }

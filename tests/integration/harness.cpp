@@ -155,8 +155,22 @@ CommandResult run(const std::vector<std::string>& argv, const Env& env) {
     return finish(bg);
 }
 
+namespace {
+ForkyWrapper g_wrapper;
+} // namespace
+
+UsingWrapper::UsingWrapper(ForkyWrapper w) {
+    g_wrapper = std::move(w);
+}
+
+UsingWrapper::~UsingWrapper() {
+    g_wrapper = {};
+}
+
 Background start_forky(const std::vector<std::string>& args, const Env& env) {
-    std::vector<std::string> argv{FORKY_BINARY};
+    std::vector<std::string> argv = g_wrapper.prefix;
+    argv.push_back(FORKY_BINARY);
+    argv.insert(argv.end(), g_wrapper.args.begin(), g_wrapper.args.end());
     argv.insert(argv.end(), args.begin(), args.end());
     return spawn(argv, env);
 }
@@ -189,7 +203,8 @@ std::string sha256_of(const fs::path& file) {
 }
 
 void type_on_console(const std::string& vm, const std::string& text) {
-    virConnectPtr conn = virConnectOpen(g_uri.c_str());
+    const std::string uri = g_wrapper.console_uri ? g_wrapper.console_uri(vm) : g_uri;
+    virConnectPtr conn = virConnectOpen(uri.c_str());
     ASSERT_NE(conn, nullptr);
     virDomainPtr dom = virDomainLookupByName(conn, vm.c_str());
     ASSERT_NE(dom, nullptr) << vm;

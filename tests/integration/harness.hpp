@@ -23,6 +23,20 @@ using Env = std::vector<std::string>; // extra "NAME=value" entries
 // Runs argv (argv[0] looked up in PATH), capturing stdout and stderr.
 CommandResult run(const std::vector<std::string>& argv, const Env& env = {});
 
+// While a fleet test runs: forky is run through `prefix` (a network namespace's exec)
+// with `args` first (--hosts FILE), and a VM's console is typed on through the URI
+// `console_uri` gives for it. Reset to the default when the object goes.
+struct ForkyWrapper {
+    std::vector<std::string> prefix;
+    std::vector<std::string> args;
+    std::function<std::string(const std::string& vm)> console_uri;
+};
+class UsingWrapper {
+public:
+    explicit UsingWrapper(ForkyWrapper w);
+    ~UsingWrapper();
+};
+
 // Runs the forky binary under test with the private libvirtd's URI and pool dir.
 CommandResult run_forky(const std::vector<std::string>& args, const Env& env = {});
 
