@@ -30,7 +30,7 @@ std::string kib(std::uint64_t bytes) {
     return buf;
 }
 
-void print_report_json(const BenchReport& r) {
+Json report_json(const BenchReport& r) {
     Json rounds = Json::array();
     for (const auto& x : r.rounds)
         rounds.push_back(
@@ -43,15 +43,15 @@ void print_report_json(const BenchReport& r) {
              {"child_disk_bytes", x.child_disk_bytes},
              {"header_bytes_per_child", x.header_bytes_per_child},
              {"children_rss_bytes", x.children_rss_bytes}});
-    print_json({{"accel", r.domain_type == "kvm" ? "kvm" : "tcg"},
-                {"memory_bytes", r.memory_bytes},
-                {"cold_boot_ms", static_cast<std::uint64_t>(r.cold_boot_ms)},
-                {"parent_rss_bytes", r.parent_rss_bytes},
-                {"rounds", rounds},
-                {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
-                {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
-                {"fork_from_snapshot_ms", static_cast<std::uint64_t>(r.fork_from_snapshot_ms)},
-                {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)}});
+    return Json({{"accel", r.domain_type == "kvm" ? "kvm" : "tcg"},
+                 {"memory_bytes", r.memory_bytes},
+                 {"cold_boot_ms", static_cast<std::uint64_t>(r.cold_boot_ms)},
+                 {"parent_rss_bytes", r.parent_rss_bytes},
+                 {"rounds", rounds},
+                 {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
+                 {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
+                 {"fork_from_snapshot_ms", static_cast<std::uint64_t>(r.fork_from_snapshot_ms)},
+                 {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -112,6 +112,36 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
     }
 }
 
+void print_cross_host(const CrossHostReport& x) {
+    std::printf("\nacross hosts: '%s' -> '%s' (fork of a stored snapshot, until the child "
+                "prints)\n\n",
+                x.from.c_str(), x.to.c_str());
+    std::printf("%-44s %9.0f ms   1.00\n", "fork on the same host", x.same_host_ms);
+    std::printf("%-44s %9.0f ms   %.2f x same host; shipping + same host: %.2f\n",
+                "first fork to the other host", x.first_ms, x.first_ms / x.same_host_ms,
+                (x.ship_ms + x.same_host_ms) / x.same_host_ms);
+    std::printf("%-44s %9.0f ms   %.2f x same host (<= 1.3)\n", "later fork to the other host",
+                x.later_ms, x.later_ms / x.same_host_ms);
+    std::printf("%-44s %12s   %s at %.1f MiB/s (memory image %s)\n", "shipped by the first",
+                mib(x.first_bytes).c_str(), x.ship_ms > 0 ? "" : "-",
+                x.ship_ms > 0 ? static_cast<double>(x.first_bytes) / (1 << 20) / (x.ship_ms / 1000)
+                              : 0.0,
+                mib(x.memory_image_bytes).c_str());
+    std::printf("%-44s %12s\n", "shipped by the later one", mib(x.later_bytes).c_str());
+}
+
+Json cross_host_json(const CrossHostReport& x) {
+    return {{"from", x.from},
+            {"to", x.to},
+            {"same_host_ms", static_cast<std::uint64_t>(x.same_host_ms)},
+            {"first_ms", static_cast<std::uint64_t>(x.first_ms)},
+            {"later_ms", static_cast<std::uint64_t>(x.later_ms)},
+            {"first_bytes_shipped", x.first_bytes},
+            {"later_bytes_shipped", x.later_bytes},
+            {"ship_ms", static_cast<std::uint64_t>(x.ship_ms)},
+            {"memory_image_bytes", x.memory_image_bytes}};
+}
+
 void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     DomainSpec spec = load_spec(cmd.spec_file);
     ctx.options.create_pool = true; // it runs `forky up`
@@ -121,11 +151,33 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.name = cmd.name;
     o.counts = cmd.counts;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
-    BenchReport r = run_bench(ctx.host(), spec, o);
-    if (cmd.json)
-        print_report_json(r);
-    else
-        print_table(spec, r);
+    if (!ctx.fleet_mode()) {
+        BenchReport r = run_bench(ctx.host(), spec, o);
+        if (cmd.json)
+            print_json(report_json(r));
+        else
+            print_table(spec, r);
+        return;
+    }
+    // A fleet: the usual figures on its first host, then forks from it to the second.
+    const auto& hosts = ctx.inventory().hosts;
+    if (hosts.size() < 2)
+        throw UsageError("forky bench with a host inventory compares forks across hosts: " +
+                         ctx.inventory().source.string() + " lists " +
+                         std::to_string(hosts.size()) + " host; it needs two");
+    Host& a = ctx.host_named(hosts[0].name);
+    Host& b = ctx.host_named(hosts[1].name);
+    o.upload = true;
+    BenchReport r = run_bench(a, spec, o);
+    CrossHostReport x = run_cross_host_bench(a, hosts[0].name, b, hosts[1].name, spec, o);
+    if (cmd.json) {
+        Json j = report_json(r);
+        j["across_hosts"] = cross_host_json(x);
+        print_json(j);
+        return;
+    }
+    print_table(spec, r);
+    print_cross_host(x);
 }
 
 } // namespace
@@ -138,7 +190,12 @@ void setup_bench(CLI::App& app, Context& ctx) {
         "boot time, fork-to-child-printing, parent pause, N children, disk written per child,\n"
         "resident memory. The guest must print FORKY-BOOT and FORKY-TICK lines on its\n"
         "console, as the test guest does. Everything it creates is removed afterwards.\n"
-        "Example: forky bench -f domains/tiny.yaml --counts 1,4,8");
+        "With a host inventory (--hosts FILE), the figures are taken on its first host,\n"
+        "and forks from there to its second host are compared with a fork on the same\n"
+        "host: the first fork of a fork point (all shipped) and a later one (its copy\n"
+        "there), with MiB shipped and the rate.\n"
+        "Example: forky bench -f domains/tiny.yaml --counts 1,4,8\n"
+        "         forky --hosts fleet.yaml bench -f domains/tiny.yaml --counts 1");
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec of the guest")->required();
     sub->add_option("--name", cmd->name, "name of the benchmark VM")->capture_default_str();
     sub->add_option("--counts", cmd->counts, "numbers of children to fork, one round each")

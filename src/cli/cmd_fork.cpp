@@ -31,6 +31,9 @@ void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
                     const std::string& parent_host_name, ForkOptions& o) {
     if (cmd.host.empty() && !cmd.spread)
         return; // all on the parent's host
+    if (cmd.count == 0 || cmd.count > max_fork_count)
+        throw UsageError("The number of children must be between 1 and " +
+                         std::to_string(max_fork_count) + ", not " + std::to_string(cmd.count));
     if (!cmd.host.empty() && cmd.spread)
         throw UsageError("--host and --spread: pick one");
     if (!cmd.host.empty())
@@ -54,6 +57,9 @@ void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
     req.memory_bytes = memory;
     req.ship_bytes = memory; // about the memory image; the layers are small beside it
     const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
+    for (const auto& h : fleet)
+        if (h.entry.name == cmd.host && !h.reachable)
+            throw LibvirtError("Host '" + cmd.host + "' does not answer: " + h.problem, 0, 0);
     const Placement p = place(ctx.placement(), fleet, req);
     std::map<std::string, unsigned> per_host;
     for (const auto& h : p.hosts)
@@ -81,6 +87,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
     Host& host = ctx.host_of(ref ? ref->vm : cmd.parent, &o.host_name);
     place_children(cmd, ctx, host, o.host_name, o);
+    o.names_elsewhere = ctx.names_elsewhere(o.host_name);
     o.progress = progress_line("shipping");
     ForkResult r = vm_fork(host, cmd.parent, o);
     if (cmd.json) {
@@ -165,7 +172,13 @@ void setup_fork(CLI::App& app, Context& ctx) {
     sub->add_option("--prefix", cmd->prefix, "name children PREFIX-N (default: the VM's name)");
     sub->add_option("--wait", cmd->wait_s, "seconds to wait while another fork of the same VM runs")
         ->capture_default_str();
-    sub->add_option("--host", cmd->host, "put the children on this host of the inventory");
+    sub->add_option("--host", cmd->host, "put the children on this host of the inventory")
+        ->check(CLI::Validator(
+            [](const std::string& v) {
+                return v.empty() ? std::string("--host names a host of the inventory")
+                                 : std::string();
+            },
+            "NAME"));
     sub->add_flag("--spread", cmd->spread,
                   "spread the children over the fleet by the placement policy");
     sub->add_flag("--json", cmd->json, "print the result as JSON, with timings");

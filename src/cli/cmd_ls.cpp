@@ -37,7 +37,6 @@ void print_vms_json(const std::vector<Listed>& listed) {
             volumes.push_back(std::move(vol));
         }
         out.push_back({{"name", vm.name},
-                       {"host", host},
                        {"uuid", vm.uuid},
                        {"state", to_string(vm.state)},
                        {"accel", vm.domain_type == "kvm" ? "kvm" : "tcg"},
@@ -46,12 +45,13 @@ void print_vms_json(const std::vector<Listed>& listed) {
                        {"genid", text_or_null(vm.genid)},
                        {"generation", vm.lineage.generation},
                        {"parent", text_or_null(vm.lineage.parent)},
-                       {"parent_host", text_or_null(vm.lineage.parent_host)},
                        {"fork_point", text_or_null(vm.lineage.fork_point)},
                        {"created_at", vm.lineage.created_at},
                        {"pool", vm.lineage.pool},
                        {"ports", ports},
-                       {"volumes", volumes}});
+                       {"volumes", volumes},
+                       {"host", host}, // its host in the fleet ("default": no inventory)
+                       {"parent_host", text_or_null(vm.lineage.parent_host)}});
     }
     print_json(out);
 }
@@ -61,16 +61,22 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
     std::vector<Listed> listed;
     std::vector<std::string> down;
     const bool fleet = ctx.fleet_mode();
-    for (const auto& h : ctx.inventory().hosts) {
+    std::vector<std::string> names{"default"};
+    if (fleet) {
+        names.clear();
+        for (const auto& h : ctx.inventory().hosts)
+            names.push_back(h.name);
+    }
+    for (const auto& name : names) {
         try {
-            for (auto& vm : vm_list(ctx.host_named(h.name)))
-                listed.push_back({h.name, std::move(vm)});
+            for (auto& vm : vm_list(fleet ? ctx.host_named(name) : ctx.host()))
+                listed.push_back({name, std::move(vm)});
         } catch (const InterruptedError&) {
             throw;
         } catch (const Error& e) {
             if (!fleet)
                 throw;
-            down.push_back("'" + h.name + "': " + e.what());
+            down.push_back("'" + name + "': " + e.what());
         }
     }
     if (cmd.json)
@@ -80,8 +86,7 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
     if (!down.empty()) {
         for (const auto& d : down)
             std::cerr << "forky: host " << d << '\n';
-        throw LibvirtError(std::to_string(down.size()) + " of " +
-                               std::to_string(ctx.inventory().hosts.size()) +
+        throw LibvirtError(std::to_string(down.size()) + " of " + std::to_string(names.size()) +
                                " hosts did not answer; their VMs are not listed",
                            0, 0);
     }

@@ -39,14 +39,14 @@ void run_snapshots(const SnapshotsCommand& cmd, Context& ctx) {
                            {"kind", to_string(s.point.kind)},
                            {"vm", s.point.vm},
                            {"vm_uuid", s.point.vm_uuid},
-                           {"host", host_name},
                            {"created_at", s.point.created_at},
                            {"state", to_string(s.point.state)},
                            {"memory_image", text_or_null(s.point.memory_image)},
                            {"layers", layers},
                            {"disk_bytes", s.disk_bytes},
                            {"children", s.children},
-                           {"dependants", s.dependants}});
+                           {"dependants", s.dependants},
+                           {"host", host_name}});
         }
         print_json(out);
         return;

@@ -82,7 +82,7 @@ void print_dot(const LineageTree& t) {
         switch (n.kind) {
         case TreeNode::Kind::vm:
             label = n.name + "\n" + to_string(n.state) + ", gen " + std::to_string(n.generation) +
-                    "\n" + format_size(n.disk_bytes);
+                    "\n" + format_size(n.disk_bytes) + (n.host.empty() ? "" : "\non " + n.host);
             style = n.state == VmState::running
                         ? "shape=box, style=\"rounded,filled\", fillcolor=\"#d8f0d8\""
                         : "shape=box, style=\"rounded,filled\", fillcolor=\"#eeeeee\"";
@@ -136,10 +136,7 @@ void run_tree(const TreeCommand& cmd, Context& ctx) {
             Json j = {{"kind", to_string(n.kind)},
                       {"id", n.id},
                       {"name", n.name},
-                      {"parent", text_or_null(n.parent)},
-                      {"host", text_or_null(n.host)}};
-            if (n.kind == TreeNode::Kind::fork_point)
-                j["copy"] = n.copy;
+                      {"parent", text_or_null(n.parent)}};
             if (n.kind == TreeNode::Kind::vm) {
                 j["state"] = to_string(n.state);
                 j["generation"] = n.generation;
@@ -150,6 +147,9 @@ void run_tree(const TreeCommand& cmd, Context& ctx) {
             }
             if (n.kind != TreeNode::Kind::removed_vm)
                 j["disk_bytes"] = n.disk_bytes;
+            j["host"] = text_or_null(n.host); // with an inventory: the node's host
+            if (n.kind == TreeNode::Kind::fork_point)
+                j["copy"] = n.copy;
             nodes.push_back(std::move(j));
         }
         print_json({{"nodes", nodes}, {"problems", t.problems}});

@@ -39,7 +39,14 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
         if (!cmd.host.empty())
             req.host = ctx.require_host(cmd.host);
         const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
+        const std::string vm = cmd.name.empty() ? spec.name : cmd.name;
+        require_valid_name(vm);
         host_name = place(ctx.placement(), fleet, req).hosts.front();
+        // Names are unique in the fleet: every command finds a VM by its name.
+        if (ctx.names_elsewhere(host_name).count(vm))
+            throw ConflictError("A VM named '" + vm +
+                                "' already exists on another host of the fleet ('forky ls' "
+                                "shows where); pick another name");
         host = &ctx.host_named(host_name);
         options.upload = true;
         options.progress = progress_line("uploading");

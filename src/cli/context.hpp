@@ -6,12 +6,14 @@
 
 #include <map>
 #include <optional>
+#include <set>
 #include <string>
 
 namespace forky::cli {
 
 struct GlobalOptions {
-    std::string uri; // --connect, else $FORKY_URI, else qemu:///system
+    std::string uri;        // --connect, else $FORKY_URI, else qemu:///system
+    bool uri_named = false; // by --connect: that host alone, even with an inventory
     std::string pool = default_pool;
     std::string pool_dir = default_pool_dir;
     bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
@@ -20,6 +22,7 @@ struct GlobalOptions {
     std::string hosts = default_hosts_file;         // --hosts, else $FORKY_HOSTS
     bool hosts_named = false;                       // by --hosts or $FORKY_HOSTS: must exist
     std::string placement = default_placement_file; // --placement, else $FORKY_PLACEMENT
+    bool placement_named = false; // by --placement or $FORKY_PLACEMENT: must exist
     int verbosity = 0;
 };
 
@@ -42,6 +45,9 @@ public:
     // name), and its name; without an inventory, --connect's ("default").
     Host& host_of(const std::string& vm, std::string* host_name = nullptr);
     const PlacementPolicy& placement();
+    // Names of the domains on the fleet's hosts other than `except` (hosts that do not
+    // answer are skipped, with a warning): a new VM's or child's name must not be one.
+    std::set<std::string> names_elsewhere(const std::string& except);
     // Requested by SIGINT and SIGTERM: the core undoes what it did and throws
     // InterruptedError (exit 130).
     CancelToken cancel() const;

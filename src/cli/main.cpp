@@ -11,6 +11,7 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 
 namespace forky::cli {
@@ -64,7 +65,27 @@ const Inventory& Context::inventory() {
 }
 
 bool Context::fleet_mode() {
-    return !inventory().source.empty();
+    return !options.uri_named && !inventory().source.empty();
+}
+
+std::set<std::string> Context::names_elsewhere(const std::string& except) {
+    std::set<std::string> out;
+    if (!fleet_mode())
+        return out;
+    for (const auto& h : inventory().hosts) {
+        if (h.name == except)
+            continue;
+        try {
+            for (const auto& d : host_named(h.name).domains())
+                out.insert(domain_name(d.get()));
+        } catch (const InterruptedError&) {
+            throw;
+        } catch (const Error& e) {
+            logger("cli")->warn("Host '{}' did not answer ({}); names of its VMs not checked",
+                                h.name, e.what());
+        }
+    }
+    return out;
 }
 
 const std::string& Context::require_host(const std::string& name) {
@@ -133,7 +154,9 @@ Host& Context::host_of(const std::string& vm, std::string* host_name) {
         for (const auto& n : found)
             names += (names.empty() ? "'" : ", '") + n + "'";
         throw ConflictError("VM '" + vm + "' is on several hosts of the fleet: " + names +
-                            "; forky cannot tell which is meant");
+                            "; forky cannot tell which is meant (name one host's URI with "
+                            "--connect, e.g. 'forky --connect URI rm " +
+                            vm + "')");
     }
     if (found.empty()) {
         std::string why = "No VM named '" + vm + "' on any host of " + inventory().source.string();
@@ -147,8 +170,12 @@ Host& Context::host_of(const std::string& vm, std::string* host_name) {
 }
 
 const PlacementPolicy& Context::placement() {
-    if (!placement_)
+    if (!placement_) {
+        if (options.placement_named && !std::filesystem::exists(options.placement))
+            throw NotFoundError("No placement policy at '" + options.placement +
+                                "' (named by --placement or FORKY_PLACEMENT)");
         placement_ = load_placement_policy(options.placement);
+    }
     return *placement_;
 }
 
@@ -243,6 +270,7 @@ int run(int argc, char** argv) {
     ctx.options.hosts = env_or("FORKY_HOSTS", default_hosts_file);
     ctx.options.hosts_named = ctx.options.hosts != default_hosts_file;
     ctx.options.placement = env_or("FORKY_PLACEMENT", default_placement_file);
+    ctx.options.placement_named = ctx.options.placement != default_placement_file;
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -251,8 +279,10 @@ int run(int argc, char** argv) {
     app.footer(exit_codes_help);
     app.require_subcommand(1);
     app.fallthrough(); // global options also after the subcommand: forky gc --pool x
-    app.add_option("-c,--connect", ctx.options.uri, "libvirt URI of the hypervisor")
-        ->capture_default_str();
+    app.add_option("-c,--connect", ctx.options.uri,
+                   "libvirt URI of the hypervisor (that host alone, even with an inventory)")
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.uri_named = true; });
     app.add_option("--pool", ctx.options.pool, "libvirt storage pool for forky's volumes")
         ->capture_default_str();
     app.add_option("--pool-dir", ctx.options.pool_dir,
@@ -269,8 +299,9 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->each([&ctx](const std::string&) { ctx.options.hosts_named = true; });
     app.add_option("--placement", ctx.options.placement,
-                   "the placement policy for --spread and up/fork --host (missing: defaults)")
-        ->capture_default_str();
+                   "the placement policy for --spread and up/fork --host")
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.placement_named = true; });
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug

@@ -96,6 +96,7 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         UpOptions up;
         up.name = o.name;
         up.image_dirs = o.image_dirs;
+        up.upload = o.upload;
         up.ctx = o.ctx;
         const auto t_up = Clock::now();
         vm_up(host, spec, up);
@@ -173,6 +174,70 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         throw;
     }
     remove_everything(host, o.name);
+    return report;
+}
+
+CrossHostReport run_cross_host_bench(Host& a, const std::string& a_name, Host& b,
+                                     const std::string& b_name, const DomainSpec& spec,
+                                     const BenchOptions& o) {
+    auto say = [&](const std::string& line) {
+        if (o.progress)
+            o.progress(line);
+    };
+    const std::string vm = o.name + "-x";
+    if (a.find_domain(vm))
+        throw ConflictError("A VM named '" + vm + "' already exists; bench needs its own");
+    CrossHostReport report;
+    report.from = a_name;
+    report.to = b_name;
+    std::vector<std::pair<Host*, std::string>> children;
+    auto cleanup = [&] {
+        for (auto it = children.rbegin(); it != children.rend(); ++it)
+            remove_quietly(*it->first, it->second);
+        remove_everything(a, vm);
+    };
+    try {
+        say("cross-host: '" + vm + "' up on '" + a_name + "'");
+        UpOptions up;
+        up.name = vm;
+        up.image_dirs = o.image_dirs;
+        up.upload = true;
+        up.ctx = o.ctx;
+        vm_up(a, spec, up);
+        wait_console(a, vm, "FORKY-TICK");
+        HistoryOptions ho;
+        ho.ctx = o.ctx;
+        const SnapshotResult snap = vm_snapshot(a, vm, "xbench", ho);
+        if (auto mem = a.volume_info(snap.point.memory_image))
+            report.memory_image_bytes = mem->allocation;
+        auto fork_once = [&](Host* to, const std::string& to_name, std::uint64_t* shipped,
+                             double* ship_ms) {
+            ForkOptions fo;
+            fo.ctx = o.ctx;
+            fo.host_name = a_name;
+            if (to != &a)
+                fo.elsewhere.push_back({to, to_name, 1});
+            const auto t = Clock::now();
+            ForkResult r = vm_fork(a, snap.point.label(), fo);
+            children.emplace_back(to, r.children.front());
+            const double ms = ms_between(t, wait_console(*to, r.children.front(), "FORKY-TICK"));
+            if (shipped)
+                *shipped = r.bytes_shipped;
+            if (ship_ms)
+                *ship_ms = r.ship_ms;
+            return ms;
+        };
+        say("cross-host: fork on '" + a_name + "'");
+        report.same_host_ms = fork_once(&a, a_name, nullptr, nullptr);
+        say("cross-host: first fork to '" + b_name + "' (ships the fork point)");
+        report.first_ms = fork_once(&b, b_name, &report.first_bytes, &report.ship_ms);
+        say("cross-host: later fork to '" + b_name + "' (its copy there)");
+        report.later_ms = fork_once(&b, b_name, &report.later_bytes, nullptr);
+    } catch (...) {
+        cleanup();
+        throw;
+    }
+    cleanup();
     return report;
 }
 

@@ -19,6 +19,7 @@ struct BenchOptions {
     std::vector<unsigned> counts{1, 4, 8};
     std::function<void(const std::string&)> progress; // one line per step
     std::vector<std::filesystem::path> image_dirs;    // as UpOptions::image_dirs
+    bool upload = false;                              // as UpOptions::upload (a fleet)
     OpContext ctx;
 };
 
@@ -47,6 +48,25 @@ struct BenchReport {
     double fork_from_snapshot_ms = 0;                // fork VM@SNAP until the child prints
     double revert_ms = 0;                            // forky revert until the VM prints again
 };
+
+// Forks to another host of the fleet against a fork on the same host, side by side: the
+// fork point's first fork to host B (everything shipped) and a later one (its copy there).
+struct CrossHostReport {
+    std::string from, to;          // the hosts' names
+    double same_host_ms = 0;       // fork VM@SNAP on A until the child prints
+    double first_ms = 0;           // fork VM@SNAP --host B, first time, until the child prints
+    double later_ms = 0;           // the same again (nothing to ship)
+    std::uint64_t first_bytes = 0; // shipped by the first (data; holes not counted)
+    std::uint64_t later_bytes = 0; // shipped by the later one
+    double ship_ms = 0;            // the first's shipping alone
+    std::uint64_t memory_image_bytes = 0;
+};
+
+// Boots spec as options.name on `a` (its files uploaded there), snapshots it, forks the
+// snapshot once on `a`, then twice to `b`; removes everything at the end, also on failure.
+CrossHostReport run_cross_host_bench(Host& a, const std::string& a_name, Host& b,
+                                     const std::string& b_name, const DomainSpec& spec,
+                                     const BenchOptions& options);
 
 // Boots spec as options.name, forks it for each count (removing the children between
 // rounds), then snapshots it, forks from the stored snapshot and reverts to it; removes

@@ -356,6 +356,7 @@ SpawnPlan reserve_children(Operation& op, const ForkPoint& point, const PoolFact
                            SpawnRequest request) {
     Host& host = op.host();
     std::set<std::string> taken = taken_names(pool);
+    taken.insert(request.also_taken.begin(), request.also_taken.end());
     std::map<std::string, VmLock> mine;
     for (;;) {
         op.cancel().check("Reserving names");

@@ -106,6 +106,7 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     SpawnRequest request;
     request.count = count_here;
     request.prefix = prefix;
+    request.also_taken = o.names_elsewhere;
     const bool own_prefix = vm && prefix == parent;
     request.first_index = own_prefix ? vm->lineage.children_made + 1 : 1;
 
@@ -187,7 +188,8 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     }
     for (auto& e : elsewhere) {
         ShipStats stats;
-        const ForkPoint copy = ship_fork_point(host, o.host_name, point, *e.op, stats, o.progress);
+        const ForkPoint copy =
+            ship_fork_point(host, o.host_name, point, *e.op, e.target->name, stats, o.progress);
         e.op->step("shipped");
         result.bytes_shipped += stats.bytes_sent;
         result.volumes_shipped += stats.volumes_shipped;
@@ -221,14 +223,15 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         result.header_bytes = spawned.header_bytes;
     }
     result.children_ms = ms_since(t_children) - result.ship_ms;
-    // The other hosts' operations first: should this host's commit fail, what they made
-    // stands on copies of their own, and this fork point is gc's.
+    // This host's commit point first: should it fail, every host undoes its part; should
+    // another host's commit fail after it, that host undoes its children, and the fork
+    // point left here unused is gc's.
+    op.step("commit");
+    op.commit();
     for (auto& e : elsewhere) {
         e.op->step("commit-elsewhere");
         e.op->commit();
     }
-    op.step("commit");
-    op.commit();
     result.total_ms = ms_since(t_start);
     return result;
 }

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -38,6 +39,9 @@ struct ForkOptions {
     std::vector<ForkTarget> elsewhere;
     std::string host_name; // the parent's host's name in the inventory ("default": none)
     ProgressFn progress;   // shipping
+    // Names of VMs on the fleet's other hosts: no child gets one (names are unique in the
+    // fleet, so every command can find a VM by its name).
+    std::set<std::string> names_elsewhere;
 };
 
 struct ForkResult {

@@ -73,6 +73,8 @@ struct SpawnRequest {
     std::string prefix;       // children PREFIX-N
     unsigned first_index = 1; // N of the first candidate
     bool console = true;      // each child gets a console log
+    // Names in use elsewhere (VMs on other hosts of the fleet): never given to a child.
+    std::set<std::string> also_taken;
 };
 
 struct SpawnPlan {

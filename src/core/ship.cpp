@@ -93,11 +93,20 @@ bool image_complete(Host& host, const std::string& name) {
     return host.read_volume_range(name + ".ok", 0, sha.size()) == sha;
 }
 
+bool image_verified(Host& host, const std::string& name) {
+    return image_complete(host, name) && host.volume_sha256(name) == image_sha(name);
+}
+
+VmLock lock_images(Host& host, const CancelToken& cancel) {
+    return VmLock::acquire(host, images_lock_name, "upload", std::chrono::minutes(10), cancel);
+}
+
 ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPoint& point,
-                          Operation& op, ShipStats& stats, const ProgressFn& progress) {
+                          Operation& op, const std::string& to_name, ShipStats& stats,
+                          const ProgressFn& progress) {
     const auto t_start = Clock::now();
     Host& to = op.host();
-    const std::string there = "host '" + to.options().uri + "'";
+    const std::string there = "host '" + to_name + "'";
     if (point.memory_image.empty())
         throw ConflictError("Fork point '" + point.label() +
                             "' has no memory image (the VM was off): nothing to start from");
@@ -120,6 +129,8 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
                             "' of another VM named '" + point.vm +
                             "' (another fork point, not this one): not overwriting it");
 
+    // Images travel under the host's images lock (as uploads do).
+    VmLock images = lock_images(to, op.cancel());
     std::vector<std::string> order = chain_bottom_up(from, point);
     // The kernel and initrd the domain boots (paths on `from`): volumes of its pool too.
     std::map<std::string, std::string> boot_files; // role -> volume
@@ -174,6 +185,15 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
     std::set<std::string> shipped_now;
     for (const auto& name : order) {
         op.cancel().check("Shipping '" + point.label() + "'");
+        // An image there that does not hold what its name says (a killed upload's, or
+        // damaged) is replaced, as an upload replaces it: under the images lock nobody
+        // else is writing it.
+        if (!image_sha(name).empty() && to.volume_info(name) && !image_verified(to, name)) {
+            logger("ship")->warn("Image '{}' on host '{}' is incomplete or damaged: replaced", name,
+                                 to_name);
+            to.delete_volume(name);
+            to.delete_volume(name + ".ok");
+        }
         if (auto there_info = to.volume_info(name)) {
             // The same fork point's layer (one UUID on both hosts), else the same content.
             bool same = false;
@@ -181,8 +201,7 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
             for (const auto& id : ids_there[name])
                 same = same || a.count(id) > 0;
             std::string sha = image_sha(name);
-            if (!sha.empty() && image_complete(to, name))
-                same = true; // named by its content, and known to have arrived whole
+            same = same || !sha.empty(); // verified above: it holds what its name says
             auto k = known_sha.find(name);
             if (!same && k != known_sha.end()) {
                 sha = k->second;
@@ -191,9 +210,8 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
             if (!same)
                 throw ConflictError(there + " has a volume '" + name +
                                     "' that forky cannot tell is the same as the one of '" +
-                                    point.label() +
-                                    "' here (another VM of the same name's?): not "
-                                    "overwriting it");
+                                    point.label() + "' on host '" + from_name +
+                                    "' (a VM of the same name there?): not overwriting it");
             if (!sha.empty())
                 copy.checksums[name] = sha;
             path_there[name] = there_info->path;
@@ -287,6 +305,8 @@ DomainSpec upload_spec_files(Host& host, const DomainSpec& checked, UploadStats&
                              const ProgressFn& progress, const CancelToken& cancel) {
     DomainSpec spec = checked;
     std::map<std::string, std::string> done; // local path -> path in the pool
+    // One upload of images at a time per host: two of the same file never share a volume.
+    VmLock images = lock_images(host, cancel);
     auto upload = [&](SpecFile& f, bool is_disk) {
         if (f.empty())
             return;
@@ -313,9 +333,10 @@ DomainSpec upload_spec_files(Host& host, const DomainSpec& checked, UploadStats&
         const std::string ext = extension_of(f.path);
         const std::string name = "img-" + sha + (ext.empty() ? "" : "." + ext);
         const std::string mark = name + ".ok";
-        const bool there = image_complete(host, name);
+        // Reused only when it holds what its name says (read back: a mark is no proof).
+        const bool there = image_verified(host, name);
         if (!there && host.volume_info(name)) {
-            host.delete_volume(name); // a killed upload's: not complete
+            host.delete_volume(name); // a killed upload's, or damaged
             host.delete_volume(mark);
         }
         if (there) {

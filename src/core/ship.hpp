@@ -8,6 +8,7 @@
 #include "cancel.hpp"
 #include "fork_point.hpp"
 #include "operation.hpp"
+#include "vm_lock.hpp"
 
 #include <cstdint>
 #include <functional>
@@ -20,6 +21,13 @@ namespace forky {
 // and was verified. image_sha: the SHA-256 a name says, empty for other names.
 std::string image_sha(const std::string& name);
 bool image_complete(Host& host, const std::string& name);
+// Complete, and its content read back has the SHA-256 its name says.
+bool image_verified(Host& host, const std::string& name);
+
+// Uploads and ships of images into a host's pool take this lock ('forky-images.lock',
+// gc's like any lock); no VM may take the name.
+inline constexpr const char* images_lock_name = "forky-images";
+VmLock lock_images(Host& host, const CancelToken& cancel);
 
 struct ShipStats {
     std::uint64_t bytes_sent = 0; // data sent (holes not counted)
@@ -35,7 +43,8 @@ struct ShipStats {
 // same fork point (its id), or with the same SHA-256 as recorded on arrival; a volume of
 // the same name that is not is a ConflictError (never overwritten).
 ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPoint& point,
-                          Operation& to, ShipStats& stats, const ProgressFn& progress = {});
+                          Operation& to, const std::string& to_name, ShipStats& stats,
+                          const ProgressFn& progress = {});
 
 struct UploadStats {
     std::uint64_t bytes_sent = 0;

@@ -117,6 +117,10 @@ void start_checked(virDomainPtr dom, const std::string& name, const ImageRules& 
 std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options) {
     const std::string name = options.name.empty() ? given.name : options.name;
     require_valid_name(name);
+    if (name == images_lock_name)
+        throw UsageError("'" + name +
+                         "' is forky's own (the lock of uploaded images); pick "
+                         "another name");
     if (host.find_domain(name))
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'" + left_by_killed_operation(host, name));

@@ -131,6 +131,13 @@ TEST(Fleet, AChildOnAnotherHostCarriesOnAndItsWritesStayThere) {
     ASSERT_FALSE(token.empty());
     EXPECT_EQ(guest_eval("fl", "echo before-fork > /mnt/p0; sync; cat /mnt/p0"), "before-fork");
     const unsigned long before = last_counter("fl");
+    // A kernel image planted on h2 under the name the real one's content gives, with a
+    // forged mark: replaced, never booted.
+    const std::string kernel_sha = sha256_of(source_dir() / "domains/images/vmlinuz");
+    const fs::path planted = fleet.pool("h2") / ("img-" + kernel_sha);
+    std::ofstream(planted) << std::string(4096, 'x');
+    std::ofstream(planted.string() + ".ok") << kernel_sha;
+    ASSERT_EQ(fleet.client({"virsh", "-c", fleet.uris["h2"], "pool-refresh", "forky"}).rc, 0);
 
     CommandResult f = run_forky({"fork", "fl", "--host", "h2", "--json"});
     ASSERT_EQ(f.rc, 0) << f.all();
@@ -140,6 +147,7 @@ TEST(Fleet, AChildOnAnotherHostCarriesOnAndItsWritesStayThere) {
     EXPECT_EQ(fj["child_hosts"][0], "h2");
     EXPECT_GT(fj["bytes_shipped"].get<std::uint64_t>(), 1u << 20) << f.out; // memory image
     expect_carries_on(child, token, before);
+    EXPECT_EQ(sha256_of(planted), kernel_sha);
 
     // The parent's disk as it was at the fork; the child's writes stay on h2.
     EXPECT_EQ(guest_eval(child, drop + "cat /mnt/p0 2>/dev/null || echo absent"), "before-fork");
@@ -194,8 +202,9 @@ TEST(Fleet, AChildOnAnotherHostCarriesOnAndItsWritesStayThere) {
     expect_carries_on(j2["children"][0], token, before);
 
     // Removed, and collected on every host: nothing of forky's is left.
-    for (const std::string vm :
-         {j2["children"][0].get<std::string>(), j1["children"][0].get<std::string>(), child})
+    const std::vector<std::string> made = {j2["children"][0].get<std::string>(),
+                                           j1["children"][0].get<std::string>(), child};
+    for (const auto& vm : made)
         EXPECT_EQ(run_forky({"rm", "--force", vm}).rc, 0);
     EXPECT_EQ(run_forky({"rm", "--force", "--recursive", "fl"}).rc, 0);
     CommandResult gc = run_forky({"gc"});
