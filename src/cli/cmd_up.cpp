@@ -14,6 +14,7 @@ struct UpCommand {
     std::string name;
     bool no_start = false;
     std::string host; // --host
+    bool print_xml = false;
 };
 
 void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
@@ -21,6 +22,16 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
         throw UsageError("--name is empty; leave it out to use the spec's name");
     const Config& config = ctx.config(); // a settings problem first: it concerns every spec
     DomainSpec spec = load_spec(cmd.spec_file);
+    if (cmd.print_xml) {
+        if (!cmd.host.empty())
+            throw UsageError("--print-xml shows the XML for --connect's host; --host uploads "
+                             "images, which --print-xml never does");
+        UpOptions options;
+        options.name = cmd.name;
+        options.image_dirs = config.image_dirs;
+        std::cout << vm_up_xml(ctx.host(), spec, options);
+        return;
+    }
     ctx.options.create_pool = true; // the first `forky up` makes forky's pool
     UpOptions options;
     options.name = cmd.name;
@@ -80,6 +91,9 @@ void setup_up(CLI::App& app, Context& ctx) {
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec")->required();
     sub->add_option("--name", cmd->name, "name of the VM (default: the spec's name)");
     sub->add_flag("--no-start", cmd->no_start, "define the VM but do not start it");
+    sub->add_flag("--print-xml", cmd->print_xml,
+                  "print the domain XML forky would define, and change nothing (compare with "
+                  "virsh dumpxml)");
     sub->add_option("--host", cmd->host,
                     "with a host inventory: this host (default: the placement policy's pick); "
                     "the spec's kernel, initrd and images are uploaded to its pool (once)");

@@ -323,6 +323,7 @@ int run(int argc, char** argv) {
     setup_gc(app, ctx);
     setup_bench(app, ctx);
     setup_hosts(app, ctx);
+    setup_gpus(app, ctx);
 
     try {
         app.parse(argc, argv);

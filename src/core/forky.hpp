@@ -12,6 +12,7 @@
 #include "fork.hpp"       // vm_fork, parse_point_ref, find_fork_point
 #include "fork_point.hpp" // ForkPoint
 #include "gc.hpp"         // collect_garbage
+#include "gpus.hpp"       // list_gpus
 #include "history.hpp"    // vm_snapshot(s), vm_revert, vm_remove_snapshot/_recursive, vm_squash
 #include "host.hpp"       // Host, HostOptions, VmState
 #include "hosts.hpp"      // Inventory, load_inventory, survey_hosts

@@ -114,6 +114,50 @@ void start_checked(virDomainPtr dom, const std::string& name, const ImageRules& 
 
 } // namespace
 
+namespace {
+
+// A new VM's lineage, before its volumes are named.
+Lineage new_vm_lineage(Host& host, const DomainSpec& spec, const std::string& operation) {
+    Lineage lineage;
+    lineage.generation = 0;
+    lineage.created_at = utc_now_rfc3339();
+    lineage.operation = operation;
+    lineage.ttl = spec.ttl;
+    lineage.pool = host.options().pool;
+    lineage.spec = spec.source.string();
+    lineage.genid = random_uuid();
+    for (unsigned port : spec.ports)
+        lineage.ports.push_back({port, 0}); // the host side is known once it runs
+    return lineage;
+}
+
+} // namespace
+
+std::string vm_up_xml(Host& host, const DomainSpec& given, const UpOptions& options) {
+    const std::string name = options.name.empty() ? given.name : options.name;
+    require_valid_name(name);
+    const auto others = host.other_pool_dirs();
+    const std::string pool_dir = host.pool_dir_if_any();
+    const ImageRules rules = image_rules_for(given, options.image_dirs, host.options().pool,
+                                             pool_dir, {others.begin(), others.end()});
+    const DomainSpec spec = check_spec_images(given, rules);
+    DomainPlan plan;
+    plan.name = name;
+    plan.domain_type = host.domain_type_for(spec.accel);
+    plan.uuid = random_uuid();
+    plan.lineage = new_vm_lineage(host, spec, "");
+    for (const auto& disk : spec.disks) {
+        const std::string vol = disk_volume_name(name, disk.target);
+        plan.disk_paths.push_back(pool_dir + "/" + vol);
+        plan.lineage.volumes.push_back({"disk", disk.target, vol});
+    }
+    if (spec.console == ConsoleMode::log) {
+        plan.console_log_path = pool_dir + "/" + console_volume_name(name);
+        plan.lineage.volumes.push_back({"console", "", console_volume_name(name)});
+    }
+    return build_domain_xml(spec, plan);
+}
+
 std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options) {
     const std::string name = options.name.empty() ? given.name : options.name;
     require_valid_name(name);
@@ -144,16 +188,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
         op.step("up-upload");
     }
 
-    Lineage lineage;
-    lineage.generation = 0;
-    lineage.created_at = utc_now_rfc3339();
-    lineage.operation = op.id();
-    lineage.ttl = spec.ttl;
-    lineage.pool = host.options().pool;
-    lineage.spec = spec.source.string();
-    lineage.genid = random_uuid();
-    for (unsigned port : spec.ports)
-        lineage.ports.push_back({port, 0}); // the host side is known once it runs
+    Lineage lineage = new_vm_lineage(host, spec, op.id());
 
     DomainPlan plan;
     plan.name = name;

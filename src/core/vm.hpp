@@ -47,6 +47,10 @@ struct UpOptions {
 // the same check, its vCPUs run. Returns the VM's name.
 std::string vm_up(Host& host, const DomainSpec& spec, const UpOptions& options = {});
 
+// The domain XML `vm_up` would define (the same checks first), its volumes at the paths
+// they would have in the pool; makes nothing, starts nothing (forky up --print-xml).
+std::string vm_up_xml(Host& host, const DomainSpec& spec, const UpOptions& options = {});
+
 // forky's VMs on the host that keep their volumes in this Host's pool (domains that carry
 // forky's metadata), sorted by name. NotFoundError when the pool does not exist.
 std::vector<VmInfo> vm_list(Host& host);

@@ -259,3 +259,17 @@ TEST(LibvirtErrors, ConnectionFailureIsTyped) {
         EXPECT_EQ(e.code(), ExitCode::libvirt);
     }
 }
+
+TEST_F(VmOnTestDriver, PrintXmlShowsWhatUpWouldDefineAndMakesNothing) {
+    up_.name = "shown";
+    const std::string xml = vm_up_xml(host(), spec_, up_);
+    EXPECT_NE(xml.find("<name>shown</name>"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("/var/lib/forky-unit-test/shown.vda.qcow2"), std::string::npos) << xml;
+    EXPECT_NE(xml.find("forky:lineage"), std::string::npos) << xml;
+    EXPECT_FALSE(host().find_domain("shown"));
+    EXPECT_FALSE(host().find_volume("shown.vda.qcow2"));
+    EXPECT_FALSE(host().find_volume(lock_volume_name("shown")));
+    // The same checks as up: a bad name is refused.
+    up_.name = "bad name";
+    EXPECT_THROW(vm_up_xml(host(), spec_, up_), UsageError);
+}
