@@ -4,8 +4,8 @@
 #include "errors.hpp"
 #include "names.hpp"
 #include "ship.hpp"
-
 #include "vm.hpp"
+
 #include <memory>
 
 namespace forky {

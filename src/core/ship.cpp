@@ -24,9 +24,10 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// The volumes `point` stands on in `from`'s pool, each after the one it is backed by.
-std::vector<std::string> chain_bottom_up(Host& from, const ForkPoint& point) {
-    const auto volumes = from.volumes();
+// The volumes `point` stands on in `from`'s pool (`volumes`: its listing), each after the
+// one it is backed by.
+std::vector<std::string> chain_bottom_up(Host& from, const std::vector<VolumeInfo>& volumes,
+                                         const ForkPoint& point) {
     std::map<std::string, const VolumeInfo*> by_name;
     std::map<std::string, const VolumeInfo*> by_path;
     for (const auto& v : volumes) {
@@ -93,6 +94,14 @@ bool image_complete(Host& host, const std::string& name) {
     return host.read_volume_range(name + ".ok", 0, sha.size()) == sha;
 }
 
+void mark_image_whole(Host& host, const std::string& name) {
+    const std::string sha = image_sha(name);
+    const std::string mark = name + ".ok";
+    host.delete_volume(mark); // a stale one, of an image since deleted
+    host.create_raw_volume(mark, sha.size());
+    host.write_volume(mark, 0, sha);
+}
+
 bool image_verified(Host& host, const std::string& name) {
     return image_complete(host, name) && host.volume_sha256(name) == image_sha(name);
 }
@@ -131,23 +140,24 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
 
     // Images travel under the host's images lock (as uploads do).
     VmLock images = lock_images(to, op.cancel());
-    std::vector<std::string> order = chain_bottom_up(from, point);
+    const auto from_volumes = from.volumes();
+    std::map<std::string, std::string> name_by_path; // on `from`
+    for (const auto& v : from_volumes)
+        name_by_path[v.path] = v.name;
+    std::vector<std::string> order = chain_bottom_up(from, from_volumes, point);
     // The kernel and initrd the domain boots (paths on `from`): volumes of its pool too.
     std::map<std::string, std::string> boot_files; // role -> volume
     {
         const SaveImageHeader header = read_header(from, point);
         pugi::xml_document doc;
         doc.load_string(header.xml.c_str());
-        std::map<std::string, std::string> by_path;
-        for (const auto& v : from.volumes())
-            by_path[v.path] = v.name;
         for (const char* role : {"kernel", "initrd"}) {
             const std::string path =
                 doc.select_node((std::string("/domain/os/") + role).c_str()).node().text().get();
             if (path.empty())
                 continue;
-            auto v = by_path.find(path);
-            if (v == by_path.end())
+            auto v = name_by_path.find(path);
+            if (v == name_by_path.end())
                 throw ConflictError("The " + std::string(role) + " of '" + point.label() + "', '" +
                                     path + "', is not in pool '" + from.options().pool +
                                     "' on its host: forky ships only volumes of its pool (a VM "
@@ -232,10 +242,8 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
                                    shipped.sha256 + ")");
             // Marked whole, as an upload marks it: `forky up` there reuses it.
             const std::string mark = name + ".ok";
-            to.delete_volume(mark);
-            to.create_raw_volume(mark, sha.size());
             op.on_undo("delete volume '" + mark + "'", [&to, mark] { to.delete_volume(mark); });
-            to.write_volume(mark, 0, sha);
+            mark_image_whole(to, name);
         }
         stats.bytes_sent += shipped.data_bytes;
         ++stats.volumes_shipped;
@@ -246,10 +254,6 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
         path_there[name] = info->path;
     }
     // Each layer names its backing file's copy there (the chain was shipped bottom up).
-    const auto from_volumes = from.volumes();
-    std::map<std::string, std::string> name_by_path;
-    for (const auto& v : from_volumes)
-        name_by_path[v.path] = v.name;
     for (const auto& v : from_volumes) {
         if (v.backing.empty() || !shipped_now.count(v.name))
             continue;
@@ -352,9 +356,7 @@ DomainSpec upload_spec_files(Host& host, const DomainSpec& checked, UploadStats&
                 if (arrived != sha)
                     throw StorageError("'" + local + "' arrived on '" + host.options().uri +
                                        "' with another SHA-256 (" + arrived + ", not " + sha + ")");
-                host.delete_volume(mark); // a stale one, of an image since deleted
-                host.create_raw_volume(mark, sha.size());
-                host.write_volume(mark, 0, sha);
+                mark_image_whole(host, name);
             } catch (...) {
                 host.delete_volume(name);
                 host.delete_volume(mark);

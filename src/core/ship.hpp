@@ -21,6 +21,8 @@ namespace forky {
 // and was verified. image_sha: the SHA-256 a name says, empty for other names.
 std::string image_sha(const std::string& name);
 bool image_complete(Host& host, const std::string& name);
+// Writes image `name`'s mark (replacing a stale one): it arrived whole and was verified.
+void mark_image_whole(Host& host, const std::string& name);
 // Complete, and its content read back has the SHA-256 its name says.
 bool image_verified(Host& host, const std::string& name);
 
