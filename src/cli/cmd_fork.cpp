@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <map>
 #include <memory>
@@ -22,6 +24,7 @@ struct ForkCommand {
     std::string prefix;
     unsigned wait_s = 120;
     bool json = false;
+    std::string gpu_policy;
     std::string host; // --host
     bool spread = false;
 };
@@ -74,6 +77,24 @@ void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
             std::fprintf(stderr, "placement: %s\n", r.c_str());
 }
 
+// --gpu-policy, else $FORKY_GPU_POLICY (each must exist), else /etc/forky/policies/gpu.yaml
+// when there is one, else none: children get no GPU.
+GpuPolicy gpu_policy(const ForkCommand& cmd) {
+    std::string file = cmd.gpu_policy;
+    if (file.empty())
+        if (const char* env = std::getenv("FORKY_GPU_POLICY"); env && *env)
+            file = env;
+    if (!file.empty()) {
+        if (!std::filesystem::exists(file))
+            throw NotFoundError("No GPU policy at '" + file +
+                                "' (named by --gpu-policy or FORKY_GPU_POLICY)");
+        return load_gpu_policy(file);
+    }
+    if (std::filesystem::exists(default_gpu_policy_file))
+        return load_gpu_policy(default_gpu_policy_file);
+    return {};
+}
+
 void run_fork(const ForkCommand& cmd, Context& ctx) {
     ForkOptions o;
     o.count = cmd.count;
@@ -89,6 +110,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     place_children(cmd, ctx, host, o.host_name, o);
     o.names_elsewhere = ctx.names_elsewhere(o.host_name);
     o.progress = progress_line("shipping");
+    o.gpu_policy = gpu_policy(cmd);
     ForkResult r = vm_fork(host, cmd.parent, o);
     if (cmd.json) {
         print_json({{"parent", r.parent},
@@ -105,7 +127,9 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                     {"children_ms", static_cast<std::uint64_t>(r.children_ms)},
                     {"total_ms", static_cast<std::uint64_t>(r.total_ms)},
                     {"memory_image_bytes", r.memory_image_bytes},
-                    {"clock_not_set", r.clock_not_set}});
+                    {"clock_not_set", r.clock_not_set},
+                    {"child_gpus", r.child_gpus},
+                    {"parent_gpus_detached", r.parent_gpus_detached}});
         return;
     }
     const bool several_hosts = !o.elsewhere.empty();
@@ -136,6 +160,17 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
         std::fprintf(stderr, "Shipped %u volume(s), %s, in %.0f ms; %u there already\n",
                      r.volumes_shipped, format_size(r.bytes_shipped).c_str(), r.ship_ms,
                      r.volumes_reused);
+    if (r.parent_gpus_detached > 0)
+        std::fprintf(stderr,
+                     "The parent's %u GPU(s) were detached for the cut and attached again\n",
+                     r.parent_gpus_detached);
+    for (std::size_t i = 0; i < r.children.size() && i < r.child_gpus.size(); ++i) {
+        std::string list;
+        for (const auto& g : r.child_gpus[i])
+            list += (list.empty() ? "" : ", ") + g;
+        if (!list.empty())
+            std::fprintf(stderr, "GPU of '%s': %s\n", r.children[i].c_str(), list.c_str());
+    }
     print_clock_notes(r.clock_not_set);
 }
 
@@ -158,6 +193,11 @@ void setup_fork(CLI::App& app, Context& ctx) {
         "(memory image and layers through libvirt streams, checked by SHA-256) and is\n"
         "reused by later forks (stderr says which host took which child; --json has\n"
         "child_hosts). A failure on any host undoes the fork on all of them.\n"
+        "A VM with GPUs passed through forks only if its spec says gpu_fork: detach: cold,\n"
+        "its GPUs detached for the cut and attached again. Each child gets what the GPU\n"
+        "policy says (--gpu-policy: none, a free GPU of the same model, or a new mdev of the\n"
+        "same type); when the host has too few, nothing changes and the error says what is\n"
+        "missing.\n"
         "Examples: forky fork web --count 8\n"
         "          forky fork web --cold --keep-paused --prefix probe\n"
         "          forky fork web@before-upgrade --count 4\n"
@@ -182,6 +222,10 @@ void setup_fork(CLI::App& app, Context& ctx) {
     sub->add_flag("--spread", cmd->spread,
                   "spread the children over the fleet by the placement policy");
     sub->add_flag("--json", cmd->json, "print the result as JSON, with timings");
+    sub->add_option("--gpu-policy", cmd->gpu_policy,
+                    "what children of a VM with GPUs get (policies/gpu.yaml: none, exclusive, "
+                    "mdev); default $FORKY_GPU_POLICY, else /etc/forky/policies/gpu.yaml, else "
+                    "none");
     sub->callback([cmd, &ctx] { run_fork(*cmd, ctx); });
 }
 

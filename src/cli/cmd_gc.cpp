@@ -29,7 +29,9 @@ Json result_json(const GcCommand& cmd, const GcResult& r) {
             {"released_locks", r.released_locks},
             {"busy", r.busy},
             {"refused", r.refused},
-            {"problems", r.problems}};
+            {"problems", r.problems},
+            {"reattached_gpus", r.reattached_gpus},
+            {"removed_mdevs", r.removed_mdevs}};
 }
 
 void print_result(const GcCommand& cmd, const GcResult& r);
@@ -90,13 +92,17 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
 void print_result(const GcCommand& cmd, const GcResult& r) {
     print_list(cmd.dry_run ? "would remove domain" : "removed domain", r.removed_domains);
     print_list(cmd.dry_run ? "would resume domain" : "resumed domain", r.resumed_domains);
+    print_list(cmd.dry_run ? "would reattach GPU of" : "reattached GPU of", r.reattached_gpus);
+    print_list(cmd.dry_run ? "would remove mediated device" : "removed mediated device",
+               r.removed_mdevs);
     print_list(cmd.dry_run ? "would delete volume" : "deleted volume", r.deleted_volumes);
     print_list(cmd.dry_run ? "would release lock" : "released lock", r.released_locks);
     print_list("busy, left alone:", r.busy);
     print_list("not acted on:", r.refused);
     print_list("problem:", r.problems);
     if (r.removed_domains.empty() && r.resumed_domains.empty() && r.deleted_volumes.empty() &&
-        r.released_locks.empty() && r.busy.empty() && r.refused.empty())
+        r.reattached_gpus.empty() && r.removed_mdevs.empty() && r.released_locks.empty() &&
+        r.busy.empty() && r.refused.empty())
         std::cout << "Nothing to collect\n";
 }
 

@@ -23,12 +23,22 @@ std::string joined(const std::vector<std::string>& items, const char* none = "-"
     return out.empty() ? none : out;
 }
 
+// The mediated devices cut from GPU `address` now, with the domains holding each.
+Json existing_mdevs(const GpuInventory& inv, const std::string& address) {
+    Json out = Json::array();
+    for (const auto& m : inv.mdevs)
+        if (m.parent == address)
+            out.push_back({{"uuid", m.uuid}, {"type", m.type}, {"held_by", m.held_by}});
+    return out;
+}
+
 void run_gpus(const GpusCommand& cmd, Context& ctx) {
     Host& host =
         cmd.host.empty()
             ? (ctx.fleet_mode() ? ctx.host_named(ctx.inventory().hosts.front().name) : ctx.host())
             : ctx.host_named(ctx.require_host(cmd.host));
-    const std::vector<Gpu> gpus = list_gpus(host);
+    const GpuInventory inv = read_inventory(host);
+    const std::vector<Gpu>& gpus = inv.gpus;
     if (cmd.json) {
         Json out = Json::array();
         for (const auto& g : gpus) {
@@ -47,9 +57,14 @@ void run_gpus(const GpusCommand& cmd, Context& ctx) {
                            {"iommu_group_others", g.group_members},
                            {"numa_node", g.numa_node ? Json(*g.numa_node) : Json()},
                            {"mdev_types", mdevs},
-                           {"held_by", g.held_by}});
+                           {"held_by", g.held_by},
+                           {"mdevs", existing_mdevs(inv, g.address)}});
         }
         print_json(out);
+        return;
+    }
+    if (gpus.empty()) {
+        std::cout << "No GPUs (PCI display or 3D controllers) on '" << host.options().uri << "'\n";
         return;
     }
     std::printf("%-13s %-34s %-9s %-6s %-5s %-18s %s\n", "ADDRESS", "PRODUCT", "DRIVER", "GROUP",
@@ -68,8 +83,6 @@ void run_gpus(const GpusCommand& cmd, Context& ctx) {
             g.numa_node ? std::to_string(*g.numa_node).c_str() : "-", joined(types).c_str(),
             joined(g.held_by).c_str());
     }
-    if (gpus.empty())
-        std::cout << "No GPUs (PCI display or 3D controllers) on '" << host.options().uri << "'\n";
 }
 
 } // namespace
@@ -81,7 +94,13 @@ void setup_gpus(CLI::App& app, Context& ctx) {
         "List a host's GPUs from libvirt's node devices (PCI display and 3D controllers):\n"
         "address, vendor and product, driver in use, IOMMU group (+N: other members that go\n"
         "with it), NUMA node, mediated-device types with free instances, and the domains\n"
-        "that pass each one through. Read-only; works on a remote host through its URI.\n"
+        "that pass each one through (--json also lists the mediated devices cut from each).\n"
+        "Read-only; works on a remote host through its URI.\n"
+        "A spec asks for GPUs with gpus: [{pci: \"0000:65:00.0\"}], [{vendor: nvidia, count: 2}]\n"
+        "or [{mdev_type: nvidia-593}]; forky up checks passthrough support, the device and its\n"
+        "whole IOMMU group first (forky up --print-xml shows the <hostdev> it would write).\n"
+        "A VM with GPUs forks only with gpu_fork: detach in its spec; what children get comes\n"
+        "from the GPU policy (forky fork --help, policies/gpu.yaml).\n"
         "Examples: forky gpus; forky --hosts fleet.yaml gpus --host b --json");
     sub->add_flag("--json", cmd->json, "print a JSON array instead of a table");
     sub->add_option("--host", cmd->host,

@@ -251,6 +251,8 @@ Environment:
   FORKY_HOSTS     the host inventory when --hosts is not given (default /etc/forky/hosts.yaml)
   FORKY_PLACEMENT the placement policy when --placement is not given
                   (default /etc/forky/placement.yaml; missing: the defaults)
+  FORKY_GPU_POLICY what children of a VM with GPUs get when --gpu-policy is not given
+                  (default /etc/forky/policies/gpu.yaml; missing: no GPU)
 
 Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";

@@ -4,6 +4,7 @@
 
 #include <cassert>
 #include <sstream>
+#include <stdexcept>
 
 namespace forky {
 
@@ -102,6 +103,13 @@ std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan) {
         pugi::xml_node target = add(channel, "target");
         attr(target, "type", "virtio");
         attr(target, "name", "org.qemu.guest_agent.0");
+    }
+    // GPUs passed through (gpus.hpp writes each <hostdev>).
+    for (const auto& h : plan.hostdevs) {
+        pugi::xml_document part;
+        if (!part.load_string(h.c_str()) || !part.child("hostdev"))
+            throw std::invalid_argument("not a <hostdev> element: " + h);
+        devices.append_copy(part.child("hostdev"));
     }
     // No USB controller (libvirt adds one to a 'pc' machine by default): one device less
     // to start and to carry in every memory image.

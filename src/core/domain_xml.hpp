@@ -18,6 +18,7 @@ struct DomainPlan {
     std::vector<std::string> disk_paths; // the top overlay of each spec disk, in order
     std::string console_log_path;        // empty when the console is not logged
     Lineage lineage;
+    std::vector<std::string> hostdevs; // <hostdev> elements (GPUs), as gpus.hpp writes them
 };
 
 std::string build_domain_xml(const DomainSpec& spec, const DomainPlan& plan);

@@ -332,6 +332,7 @@ std::vector<SpawnTarget> make_children(Operation& op, const ForkPoint& point,
         cl.ttl = at_point.ttl;
         cl.pool = host.options().pool;
         cl.spec = at_point.spec;
+        cl.gpu_fork_detach = at_point.gpu_fork_detach;
         cl.memory_image = point.memory_image;
         for (const auto& p : at_point.ports)
             cl.ports.push_back({p.guest, 0});

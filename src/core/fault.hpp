@@ -5,8 +5,10 @@
 // the core never reads the environment.
 // Steps of a fork: lock, memory-volume, parent-overlay, snapshot, parent-metadata,
 // child-overlay, child-console, header, restore, define, commit.
-// Of an up: up-volumes, up-define, up-start. Of a revert: revert-snapshot, revert-overlay,
-// revert-stop, revert-restore, commit. Of a squash: squash-pull, commit.
+// With GPUs: gpus-detached (a fork's, after the parent's GPUs were detached), child-gpus
+// (after child n got its GPUs). Of an up: up-gpus, up-volumes, up-define, up-start. Of a revert:
+// revert-snapshot, revert-overlay, revert-stop, revert-restore, commit. Of a squash: squash-pull,
+// commit.
 #pragma once
 
 #include "cancel.hpp"

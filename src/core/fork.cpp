@@ -6,6 +6,8 @@
 #include "ship.hpp"
 #include "vm.hpp"
 
+#include <libvirt/libvirt.h>
+
 #include <memory>
 
 namespace forky {
@@ -101,6 +103,29 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     else if (!ref)
         throw NotFoundError("No VM named '" + parent + "' on '" + host.options().uri + "'");
 
+    // GPUs: the parent's, and what the policy gives each child here, picked under the
+    // host's GPU lock (held until the children name theirs) before anything changes.
+    ChildGpuPlan gpus;
+    std::shared_ptr<GpuDevices> devices;
+    if (dom) {
+        const std::string xml =
+            domain_xml(dom.get(), ref ? static_cast<unsigned>(VIR_DOMAIN_XML_INACTIVE) : 0);
+        if (!domain_gpus(xml).empty()) {
+            if (!ref)
+                require_gpu_cut_allowed(parent, vm->lineage.gpu_fork_detach, domain_gpus(xml),
+                                        "a fork");
+            if (o.gpu_policy.children != GpuPolicy::Children::none && !o.elsewhere.empty())
+                throw ConflictError("VM '" + parent +
+                                    "' has GPUs and the GPU policy gives its children some: "
+                                    "children on other hosts cannot have GPUs yet; fork it on "
+                                    "its own host");
+            devices = gpu_devices(host, o.ctx);
+            if (o.gpu_policy.children != GpuPolicy::Children::none)
+                op.hold(lock_gpus(host, o.ctx.cancel));
+            gpus = plan_child_gpus(host, *devices, xml, o.gpu_policy, count_here);
+        }
+    }
+
     ForkResult result;
     result.parent = parent;
     SpawnRequest request;
@@ -121,7 +146,8 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     } else {
         FreezeRequest fr;
         fr.kind = ForkPoint::Kind::fork;
-        fr.cold = o.cold;
+        // A VFIO device's state cannot be saved: the cut is cold, with the GPUs detached.
+        fr.cold = o.cold || !gpus.parent.empty();
         fr.keep_paused = o.keep_paused;
         fr.extra_bytes = count_here * bytes_per_child;
         freeze_plan = plan_freeze(*vm, pool, fr);
@@ -160,11 +186,19 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
                                     count_here > 0 ? &spawn_plan : nullptr));
 
     if (freeze_plan) {
+        std::optional<GpusDetached> detached;
+        if (!gpus.parent.empty())
+            detached.emplace(devices, dom.get(), parent, gpus.parent, &op.lock());
+        op.step("gpus-detached");
         FreezeResult frozen = freeze(op, *vm, *freeze_plan);
         point = frozen.point;
         result.parent_downtime_ms = frozen.paused_ms;
         result.parent_left_paused = frozen.left_paused;
         result.snapshot_ms = frozen.ms;
+        if (detached) {
+            detached->reattach();
+            result.parent_gpus_detached = static_cast<unsigned>(gpus.parent.size());
+        }
     } else if (own_prefix) {
         // Names are never handed out twice: the VM remembers the last one.
         Lineage lineage = vm->lineage;
@@ -176,16 +210,44 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     const auto t_children = Clock::now();
     if (count_here > 0) {
         std::vector<SpawnTarget> targets = make_children(op, point, at_point, spawn_plan);
+        // Mediated devices first: their removal is undone after the children's.
+        for (const auto& child : gpus.children)
+            for (const auto& g : child)
+                if (g.kind == GpuAssignment::Kind::mdev) {
+                    op.lock().record_mdev(g.mdev_uuid);
+                    devices->create_mdev(g.address, g.mdev_type, g.mdev_uuid);
+                    op.on_undo("mediated device " + g.mdev_uuid,
+                               [devices, uuid = g.mdev_uuid] { devices->remove_mdev(uuid); });
+                }
         SpawnOptions so;
         so.paused = o.children_paused;
         so.set_clock = ref.has_value(); // a stored fork point's clock is as old as it is
         SpawnResult spawned = spawn(op, point, std::move(targets), so);
         result.children = spawned.started;
+        // Each child's GPUs, plugged in as it runs (the guest sees them arrive).
+        for (std::size_t i = 0; i < spawned.started.size() && i < gpus.children.size(); ++i) {
+            std::vector<std::string> got;
+            if (!gpus.children[i].empty()) {
+                const std::string& name = spawned.started[i];
+                DomainPtr child = host.domain(name);
+                Lineage lineage = require_forky_vm(child.get(), name, "not giving it a GPU");
+                for (const auto& g : gpus.children[i]) {
+                    devices->attach(child.get(), hostdev_xml(g), /*persistent=*/true);
+                    if (g.kind == GpuAssignment::Kind::mdev)
+                        lineage.mdevs.push_back(g.mdev_uuid);
+                    got.push_back(describe(g));
+                }
+                write_lineage(child.get(), name, lineage);
+                op.step("child-gpus", static_cast<unsigned>(i + 1));
+            }
+            result.child_gpus.push_back(std::move(got));
+        }
         result.child_hosts.assign(spawned.started.size(), o.host_name);
         result.clock_not_set = spawned.clock_not_set;
         result.memory_image_bytes = spawned.memory_image_bytes;
         result.header_bytes = spawned.header_bytes;
     }
+    result.child_gpus.resize(result.children.size());
     for (auto& e : elsewhere) {
         ShipStats stats;
         const ForkPoint copy =
@@ -216,6 +278,7 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         for (const auto& c : spawned.started) {
             result.children.push_back(c);
             result.child_hosts.push_back(e.target->name);
+            result.child_gpus.emplace_back();
         }
         result.clock_not_set.insert(result.clock_not_set.end(), spawned.clock_not_set.begin(),
                                     spawned.clock_not_set.end());

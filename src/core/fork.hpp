@@ -5,6 +5,7 @@
 #pragma once
 
 #include "fork_point.hpp"
+#include "gpus.hpp"
 #include "operation.hpp"
 
 #include <chrono>
@@ -42,6 +43,10 @@ struct ForkOptions {
     // Names of VMs on the fleet's other hosts: no child gets one (names are unique in the
     // fleet, so every command can find a VM by its name).
     std::set<std::string> names_elsewhere;
+    // What each child gets in place of the parent's GPUs (policies/gpu.yaml). A parent with
+    // GPUs forks only if its spec said `gpu_fork: detach`: cold, its GPUs detached for the
+    // cut and attached again afterwards.
+    GpuPolicy gpu_policy;
 };
 
 struct ForkResult {
@@ -68,6 +73,9 @@ struct ForkResult {
     unsigned volumes_shipped = 0;
     unsigned volumes_reused = 0;
     double ship_ms = 0;
+    // Per child (as `children`): the GPUs it got ("0000:65:00.0", "mdev nvidia-593 on ...").
+    std::vector<std::vector<std::string>> child_gpus;
+    unsigned parent_gpus_detached = 0; // detached for the cut and attached again
 };
 
 // A fork point named on the command line: "VM@NAME".

@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "fork_point.hpp"
+#include "gpus.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "ship.hpp"
@@ -97,6 +98,55 @@ std::optional<std::string> resume_paused_parent(Host& host, const Journal& j, bo
     if (!dry_run)
         lv_check(virDomainResume(d.get()), "Failed to resume VM '" + j.vm + "'");
     return j.vm;
+}
+
+// The GPUs a killed fork detached from its parent for the cut: those its definition names
+// and the running domain lacks are attached again.
+void reattach_gpus(Host& host, const Journal& j, bool dry_run, GcResult& result) {
+    try {
+        DomainPtr d = host.find_domain(j.vm);
+        if (!d || domain_uuid(d.get()) != j.detached || !read_lineage(d.get()) ||
+            !domain_is_active(d.get()))
+            return;
+        const auto live = domain_gpus(domain_xml(d.get()));
+        auto devices = libvirt_gpu_devices(host);
+        for (const auto& g : domain_gpus(domain_xml(d.get(), VIR_DOMAIN_XML_INACTIVE))) {
+            if (std::find(live.begin(), live.end(), g) != live.end())
+                continue;
+            if (!dry_run)
+                devices->attach(d.get(), hostdev_xml(g), /*persistent=*/false);
+            result.reattached_gpus.push_back(j.vm + ": " + describe(g));
+        }
+    } catch (const NotFoundError&) {
+        // removed meanwhile
+    } catch (const Error& e) {
+        result.problems.push_back("VM '" + j.vm + "' lost its GPUs to a killed fork and they " +
+                                  "could not be attached again: " + e.what());
+    }
+}
+
+// Mediated devices a dead operation made: removed unless a domain holds one.
+void remove_mdevs(Host& host, const Journal& j, bool dry_run, GcResult& result) {
+    try {
+        const GpuInventory inv = read_inventory(host);
+        auto devices = libvirt_gpu_devices(host);
+        for (const auto& uuid : j.mdevs) {
+            bool exists = false, held = false;
+            for (const auto& m : inv.mdevs)
+                if (m.uuid == uuid) {
+                    exists = true;
+                    held = !m.held_by.empty();
+                }
+            if (!exists || held)
+                continue;
+            if (!dry_run)
+                devices->remove_mdev(uuid);
+            result.removed_mdevs.push_back(uuid);
+        }
+    } catch (const Error& e) {
+        result.problems.push_back("The mediated devices of a dead operation on '" + j.vm +
+                                  "' could not be removed: " + e.what());
+    }
 }
 
 } // namespace
@@ -196,6 +246,10 @@ GcResult collect_garbage(Host& host, const GcOptions& o) {
                 // removed meanwhile (a concurrent gc or rm): nothing left to do
             }
         }
+        if (!j.detached.empty() && !j.reattached)
+            reattach_gpus(host, j, o.dry_run, result);
+        if (!j.mdevs.empty())
+            remove_mdevs(host, j, o.dry_run, result);
         if (!j.paused.empty() && !j.resumed) {
             try {
                 if (auto resumed = resume_paused_parent(host, j, o.dry_run))

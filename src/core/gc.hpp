@@ -24,6 +24,9 @@ struct GcOptions {
 struct GcResult {
     std::vector<std::string> removed_domains; // half-made children of dead operations
     std::vector<std::string> resumed_domains; // parents a killed cold fork left paused
+    // GPUs a killed fork left detached from its parent, attached again: "VM: 0000:65:00.0"
+    std::vector<std::string> reattached_gpus;
+    std::vector<std::string> removed_mdevs;   // mediated devices a dead operation made
     std::vector<std::string> deleted_volumes; // by this run (not by a concurrent one)
     std::vector<std::string> released_locks;  // journals of dead operations
     std::vector<std::string> busy;            // live operations left alone

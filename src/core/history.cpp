@@ -1,5 +1,7 @@
 #include "history.hpp"
 
+#include "gpus.hpp"
+
 #include "child_xml.hpp"
 #include "engine.hpp"
 #include "errors.hpp"
@@ -126,12 +128,20 @@ SnapshotResult vm_snapshot(Host& host, const std::string& vm, const std::string&
     const PoolFacts pool = pool_facts(host);
     dom = host.domain(vm);
     const VmFacts facts = vm_facts(host, dom.get(), pool);
+    const std::vector<GpuAssignment> gpus = domain_gpus(domain_xml(dom.get()));
+    require_gpu_cut_allowed(vm, facts.lineage.gpu_fork_detach, gpus, "a snapshot");
     FreezeRequest request;
     request.kind = ForkPoint::Kind::snapshot;
     request.name = name;
+    request.cold = !gpus.empty(); // with its GPUs detached (a VFIO device cannot be saved)
     const FreezePlan plan = plan_freeze(facts, pool, request);
     op.lock().reserve(journal_bytes(op.lock().journal(), &plan, nullptr));
+    std::optional<GpusDetached> detached;
+    if (!gpus.empty())
+        detached.emplace(gpu_devices(host, o.ctx), dom.get(), vm, gpus, &op.lock());
     FreezeResult frozen = freeze(op, facts, plan);
+    if (detached)
+        detached->reattach();
     op.step("commit");
     op.commit();
     return {frozen.point, frozen.paused_ms, frozen.ms};
@@ -207,6 +217,11 @@ RevertResult vm_revert(Host& host, const std::string& vm, const std::string& sna
     PoolFacts pool = pool_facts(host);
     dom = host.domain(vm);
     VmFacts facts = vm_facts(host, dom.get(), pool);
+    if (!domain_gpus(domain_xml(dom.get())).empty())
+        throw ConflictError("VM '" + vm +
+                            "' has GPUs passed through: forky cannot revert it yet (its state "
+                            "would be cut and restored without them); stop it, or remove the "
+                            "GPUs first");
     RevertResult result;
     result.to = find_fork_point(pool.fork_points, {vm, snap}, facts.uuid);
     const ForkPoint& to = result.to;

@@ -98,6 +98,10 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
     }
     if (!l.genid.empty())
         w.text(root, "genid", l.genid);
+    if (l.gpu_fork_detach)
+        w.text(root, "gpu-fork", "detach");
+    for (const auto& m : l.mdevs)
+        w.text(root, "mdev", m);
     std::ostringstream out;
     doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
     return out.str();
@@ -142,6 +146,10 @@ Lineage lineage_from_xml(std::string_view xml) {
     l.forks = child_local(root, "forks").text().as_uint();
     l.children_made = child_local(root, "children-made").text().as_uint();
     l.genid = child_local(root, "genid").text().get();
+    l.gpu_fork_detach = std::string_view(child_local(root, "gpu-fork").text().get()) == "detach";
+    for (pugi::xml_node c : root.children())
+        if (local_name(c) == "mdev")
+            l.mdevs.emplace_back(c.text().get());
     return l;
 }
 

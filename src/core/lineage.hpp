@@ -66,6 +66,13 @@ struct Lineage {
     // migration stream).
     std::string genid;
 
+    // GPUs: whether a fork or snapshot may detach the VM's passed-through devices for
+    // the cut and attach them again afterwards (the spec's `gpu_fork: detach`; the guest
+    // sees an unplug and a plug), and the mediated devices forky created for this VM (by
+    // UUID), which go when it is removed.
+    bool gpu_fork_detach = false;
+    std::vector<std::string> mdevs;
+
     bool operator==(const Lineage&) const = default;
 
     const OwnedVolume* console_volume() const;

@@ -13,15 +13,20 @@
 
 #include <chrono>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 namespace forky {
 
-// What every operation is run with: Ctrl-C and the test seam.
+class GpuDevices;
+
+// What every operation is run with: Ctrl-C and the test seams.
 struct OpContext {
     CancelToken cancel;
     Faults faults;
+    // Device changes for GPU passthrough (gpus.hpp); null: libvirt's.
+    std::shared_ptr<GpuDevices> gpu_devices;
 };
 
 class Operation {

@@ -6,6 +6,7 @@
 
 #include "yaml_reader.hpp"
 
+#include <cstdio>
 #include <fstream>
 #include <set>
 
@@ -51,6 +52,94 @@ SpecFile spec_file(const YamlReader& r, const YAML::Node& node, const std::strin
     return {r.existing_file(node, key), ref_of(node, key)};
 }
 
+// PCI vendor ids by the names a spec may use.
+std::optional<std::string> vendor_id(const std::string& v) {
+    if (v == "nvidia")
+        return "0x10de";
+    if (v == "amd")
+        return "0x1002";
+    if (v == "intel")
+        return "0x8086";
+    if (v.size() == 6 && v.compare(0, 2, "0x") == 0 &&
+        v.find_first_not_of("0123456789abcdef", 2) == std::string::npos)
+        return v;
+    return std::nullopt;
+}
+
+bool valid_mdev_type(const std::string& t) {
+    return !t.empty() && t.size() <= 64 &&
+           t.find_first_not_of(
+               "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-") ==
+               std::string::npos;
+}
+
+unsigned gpu_count(const YamlReader& r, const YAML::Node& n, const std::string& key) {
+    const std::string text = r.scalar(n, key);
+    unsigned c = 0;
+    try {
+        c = n.as<unsigned>();
+    } catch (const YAML::Exception&) {
+        r.fail(n, key, "expected a whole number, got '" + text + "'");
+    }
+    if (c == 0 || c > 16)
+        r.fail(n, key, "must be between 1 and 16");
+    return c;
+}
+
+std::vector<GpuSpec> parse_gpus(const YamlReader& r, const YAML::Node& gpus) {
+    if (!gpus.IsSequence())
+        r.fail(gpus, "gpus",
+               "expected a list, e.g. [{pci: \"0000:65:00.0\"}], [{vendor: nvidia, count: 2}] "
+               "or [{mdev_type: nvidia-593}]");
+    std::vector<GpuSpec> out;
+    std::set<std::string> addresses;
+    for (std::size_t i = 0; i < gpus.size(); ++i) {
+        YAML::Node g = gpus[i];
+        const std::string key = "gpus[" + std::to_string(i) + "]";
+        r.require_map(g, key);
+        r.only_keys(g, key, {"pci", "vendor", "count", "mdev_type"});
+        GpuSpec gpu;
+        gpu.ref = ref_of(g, key);
+        const int kinds = int(g["pci"].IsDefined()) + int(g["vendor"].IsDefined()) +
+                          int(g["mdev_type"].IsDefined());
+        if (kinds != 1)
+            r.fail(g, key, "give exactly one of pci, vendor or mdev_type");
+        if (YAML::Node pci = g["pci"]; pci.IsDefined()) {
+            gpu.kind = GpuSpec::Kind::pci;
+            const std::string text = r.scalar(pci, key + ".pci");
+            auto a = canonical_pci_address(text);
+            if (!a)
+                r.fail(pci, key + ".pci",
+                       "'" + text + "' is not a PCI address (DDDD:BB:SS.F, e.g. 0000:65:00.0)");
+            if (g["count"].IsDefined())
+                r.fail(g["count"], key + ".count", "goes with vendor or mdev_type, not pci");
+            if (!addresses.insert(*a).second)
+                r.fail(pci, key + ".pci", *a + " is listed twice");
+            gpu.pci = *a;
+        } else if (YAML::Node vendor = g["vendor"]; vendor.IsDefined()) {
+            gpu.kind = GpuSpec::Kind::vendor;
+            gpu.vendor = r.scalar(vendor, key + ".vendor");
+            auto id = vendor_id(gpu.vendor);
+            if (!id)
+                r.fail(vendor, key + ".vendor",
+                       "must be nvidia, amd, intel or a PCI vendor id (0x10de), got '" +
+                           gpu.vendor + "'");
+            gpu.vendor_id = *id;
+        } else {
+            YAML::Node type = g["mdev_type"];
+            gpu.kind = GpuSpec::Kind::mdev;
+            gpu.mdev_type = r.scalar(type, key + ".mdev_type");
+            if (!valid_mdev_type(gpu.mdev_type))
+                r.fail(type, key + ".mdev_type",
+                       "'" + gpu.mdev_type + "' is not a mediated device type (e.g. nvidia-593)");
+        }
+        if (YAML::Node count = g["count"]; count.IsDefined())
+            gpu.count = gpu_count(r, count, key + ".count");
+        out.push_back(std::move(gpu));
+    }
+    return out;
+}
+
 bool valid_target(const std::string& t) {
     if (t.size() < 3 || t.size() > 4 || t.compare(0, 2, "vd") != 0)
         return false;
@@ -70,7 +159,7 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
                         ": a domain spec is a YAML mapping (name, memory, ...)");
     r.only_keys(root, "",
                 {"name", "memory", "vcpus", "accel", "boot", "disks", "console", "network", "ports",
-                 "ttl", "guest_agent"});
+                 "ttl", "guest_agent", "gpus", "gpu_fork"});
 
     DomainSpec spec;
     spec.source = r.file();
@@ -219,6 +308,18 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
         }
     }
 
+    if (YAML::Node gpus = root["gpus"]; gpus.IsDefined())
+        spec.gpus = parse_gpus(r, gpus);
+    if (YAML::Node fork = root["gpu_fork"]; fork.IsDefined()) {
+        const std::string f = r.scalar(fork, "gpu_fork");
+        if (f == "detach")
+            spec.gpu_fork = GpuFork::detach;
+        else if (f == "refuse")
+            spec.gpu_fork = GpuFork::refuse;
+        else
+            r.fail(fork, "gpu_fork", "must be refuse or detach, got '" + f + "'");
+    }
+
     if (YAML::Node ttl = root["ttl"]; ttl.IsDefined()) {
         auto seconds = parse_duration(r.scalar(ttl, "ttl"), &why);
         if (!seconds)
@@ -228,6 +329,30 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
         spec.ttl = *seconds;
     }
     return spec;
+}
+
+std::optional<std::string> canonical_pci_address(const std::string& text) {
+    unsigned domain = 0, bus = 0, slot = 0, function = 0;
+    char tail = 0;
+    auto hex = [](const std::string& t) {
+        return t.find_first_not_of("0123456789abcdefABCDEF:.") == std::string::npos;
+    };
+    if (!hex(text))
+        return std::nullopt;
+    if (std::sscanf(text.c_str(), "%4x:%2x:%2x.%1x%c", &domain, &bus, &slot, &function, &tail) ==
+            4 &&
+        text.size() == 12) {
+    } else if (std::sscanf(text.c_str(), "%2x:%2x.%1x%c", &bus, &slot, &function, &tail) == 3 &&
+               text.size() == 7) {
+        domain = 0;
+    } else {
+        return std::nullopt;
+    }
+    if (slot > 0x1f || function > 7)
+        return std::nullopt;
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "%04x:%02x:%02x.%x", domain, bus, slot, function);
+    return std::string(buf);
 }
 
 DomainSpec load_spec(const fs::path& file) {

@@ -53,6 +53,26 @@ struct DiskSpec {
     std::string target; // vda, vdb, ...
 };
 
+// A GPU a spec asks for (`gpus:`), one of
+//   {pci: "0000:65:00.0"}        that PCI function (a GPU, or another member of its group)
+//   {vendor: nvidia, count: 2}   any free GPUs of that vendor (nvidia, amd, intel, 0x10de)
+//   {mdev_type: nvidia-593}      a new mediated device of that type (count: N for several)
+struct GpuSpec {
+    enum class Kind { pci, vendor, mdev };
+    Kind kind = Kind::pci;
+    std::string pci;       // canonical "0000:65:00.0"
+    std::string vendor_id; // "0x10de"
+    std::string vendor;    // as written, for messages
+    std::string mdev_type;
+    unsigned count = 1;
+    SpecRef ref;
+};
+
+// What a fork or snapshot of a VM with a passed-through GPU does: QEMU cannot save a VFIO
+// device's state, so the cut needs the devices detached first (the guest sees an unplug,
+// then a plug), which only the spec's author can allow.
+enum class GpuFork { refuse, detach };
+
 struct DomainSpec {
     std::filesystem::path source; // the spec file, absolute
     std::string name;
@@ -68,7 +88,12 @@ struct DomainSpec {
     // A virtio channel for the QEMU guest agent (qemu-guest-agent in the guest), through
     // which forky sets a child's clock after a start from a stored fork point.
     bool guest_agent = false;
+    std::vector<GpuSpec> gpus;
+    GpuFork gpu_fork = GpuFork::refuse;
 };
+
+// "0000:65:00.0" for "0000:65:00.0" or "65:00.0" (any case); nullopt for anything else.
+std::optional<std::string> canonical_pci_address(const std::string& text);
 
 // Reads a spec file: a regular file of at most 1 MiB (see yaml_reader.hpp).
 DomainSpec load_spec(const std::filesystem::path& file);

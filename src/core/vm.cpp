@@ -7,6 +7,7 @@
 #include "errors.hpp"
 #include "fork_point.hpp"
 #include "gc.hpp"
+#include "gpus.hpp"
 #include "images.hpp"
 #include "log.hpp"
 #include "names.hpp"
@@ -128,7 +129,34 @@ Lineage new_vm_lineage(Host& host, const DomainSpec& spec, const std::string& op
     lineage.genid = random_uuid();
     for (unsigned port : spec.ports)
         lineage.ports.push_back({port, 0}); // the host side is known once it runs
+    lineage.gpu_fork_detach = spec.gpu_fork == GpuFork::detach;
     return lineage;
+}
+
+// The GPUs `spec` asks for, picked on the host for VM `name`: passthrough support first
+// (libvirt's domain capabilities), then the devices, their IOMMU groups and who holds them.
+// Each mdev gets the UUID it will be made under. ConflictError before anything changes.
+std::vector<GpuAssignment> pick_spec_gpus(Host& host, const DomainSpec& spec,
+                                          const std::string& name, const std::string& domain_type,
+                                          GpuDevices& devices) {
+    const std::string where = "'" + host.options().uri + "'";
+    bool pci = false, mdev = false;
+    for (const auto& g : spec.gpus)
+        (g.kind == GpuSpec::Kind::mdev ? mdev : pci) = true;
+    require_passthrough(devices.domain_capabilities(domain_type), pci, mdev, where);
+    std::vector<GpuAssignment> picked = pick_gpus(read_inventory(host), spec.gpus, name, where);
+    for (auto& g : picked)
+        if (g.kind == GpuAssignment::Kind::mdev)
+            g.mdev_uuid = random_uuid();
+    return picked;
+}
+
+void add_gpus(DomainPlan& plan, const std::vector<GpuAssignment>& gpus) {
+    for (const auto& g : gpus) {
+        plan.hostdevs.push_back(hostdev_xml(g));
+        if (g.kind == GpuAssignment::Kind::mdev)
+            plan.lineage.mdevs.push_back(g.mdev_uuid);
+    }
 }
 
 } // namespace
@@ -155,16 +183,17 @@ std::string vm_up_xml(Host& host, const DomainSpec& given, const UpOptions& opti
         plan.console_log_path = pool_dir + "/" + console_volume_name(name);
         plan.lineage.volumes.push_back({"console", "", console_volume_name(name)});
     }
+    if (!spec.gpus.empty())
+        add_gpus(plan, pick_spec_gpus(host, spec, name, plan.domain_type,
+                                      *gpu_devices(host, options.ctx)));
     return build_domain_xml(spec, plan);
 }
 
 std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options) {
     const std::string name = options.name.empty() ? given.name : options.name;
     require_valid_name(name);
-    if (name == images_lock_name)
-        throw UsageError("'" + name +
-                         "' is forky's own (the lock of uploaded images); pick "
-                         "another name");
+    if (name == images_lock_name || name == gpus_lock_name)
+        throw UsageError("'" + name + "' is forky's own (a lock of the host's); pick another name");
     if (host.find_domain(name))
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'" + left_by_killed_operation(host, name));
@@ -175,11 +204,31 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
                         {others.begin(), others.end()});
     DomainSpec spec = check_spec_images(given, rules);
     const std::string domain_type = host.domain_type_for(spec.accel);
+    std::shared_ptr<GpuDevices> devices;
+    if (!spec.gpus.empty()) {
+        devices = gpu_devices(host, options.ctx);
+        pick_spec_gpus(host, spec, name, domain_type, *devices); // refusals before anything
+    }
     options.ctx.cancel.check("forky up");
     Operation op(host, name, "up", options.ctx, std::chrono::seconds(0));
     if (host.find_domain(name)) // made meanwhile by someone else
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
                             "'");
+    std::vector<GpuAssignment> gpus;
+    if (devices) {
+        // Picked again under the host's GPU lock, held until the domain names them.
+        op.hold(lock_gpus(host, options.ctx.cancel));
+        gpus = pick_spec_gpus(host, spec, name, domain_type, *devices);
+        for (const auto& g : gpus) {
+            if (g.kind != GpuAssignment::Kind::mdev)
+                continue;
+            op.lock().record_mdev(g.mdev_uuid); // gc's, should this process die
+            devices->create_mdev(g.address, g.mdev_type, g.mdev_uuid);
+            op.on_undo("mediated device " + g.mdev_uuid,
+                       [devices, uuid = g.mdev_uuid] { devices->remove_mdev(uuid); });
+        }
+        op.step("up-gpus");
+    }
     if (options.upload) {
         UploadStats stats;
         spec = upload_spec_files(
@@ -223,6 +272,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
         lineage.volumes.push_back({"console", "", vol_name});
     }
     plan.lineage = lineage;
+    add_gpus(plan, gpus);
     op.step("up-volumes");
 
     plan.uuid = random_uuid();
@@ -440,6 +490,15 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
 
     remove_domain(host, name);
     RemoveResult result;
+    // The mediated devices forky made for it.
+    for (const auto& uuid : lineage.mdevs) {
+        try {
+            libvirt_gpu_devices(host)->remove_mdev(uuid);
+        } catch (const Error& e) {
+            logger("vm")->warn("VM '{}' removed, its mediated device {} not: {}", name, uuid,
+                               e.what());
+        }
+    }
     for (const auto& vol_name : own) {
         StorageVolPtr vol = host.find_volume(vol_name);
         if (!vol)

@@ -146,6 +146,12 @@ std::string Journal::encode() const {
         out << "child " << name << ' ' << uuid << '\n';
     for (const auto& v : volumes)
         out << "volume " << v << '\n';
+    for (const auto& m : mdevs)
+        out << "mdev " << m << '\n';
+    if (!detached.empty())
+        out << "detached " << detached << '\n';
+    if (reattached)
+        out << "reattached\n";
     return out.str();
 }
 
@@ -193,6 +199,14 @@ Journal Journal::decode(std::string_view raw) {
             j.resumed = true;
         } else if (key == "committed") {
             j.committed = true;
+        } else if (key == "mdev") {
+            ok = f >> a && is_uuid(a);
+            if (ok)
+                j.mdevs.push_back(a);
+        } else if (key == "detached") {
+            ok = f >> j.detached && is_uuid(j.detached);
+        } else if (key == "reattached") {
+            j.reattached = true;
         } else if (key == "child") {
             ok = f >> a >> b && !name_problem(a) && is_uuid(b);
             if (ok)
@@ -386,6 +400,24 @@ void VmLock::record_volume(const std::string& name) {
     journal_.volumes.push_back(name);
     // Room for more where the operation could not know ahead (a chain shipped, images).
     reserve(journal_.encode().size() + 1);
+    write();
+}
+
+void VmLock::record_mdev(const std::string& uuid) {
+    journal_.mdevs.push_back(uuid);
+    reserve(journal_.encode().size() + 1);
+    write();
+}
+
+void VmLock::record_detached(const std::string& vm_uuid) {
+    journal_.detached = vm_uuid;
+    journal_.reattached = false;
+    reserve(journal_.encode().size() + 16);
+    write();
+}
+
+void VmLock::record_reattached() {
+    journal_.reattached = true;
     write();
 }
 

@@ -43,9 +43,12 @@ struct Journal {
     std::string op;                      // this operation's id, also in its VMs' lineage
     std::vector<std::pair<std::string, std::string>> children; // domains created: name, UUID
     std::vector<std::string> volumes;                          // volumes created
-    std::string paused;     // UUID of the VM the operation paused (a cold fork's parent)
-    bool resumed = false;   // and resumed again
-    bool committed = false; // the operation is complete: gc only releases its lock
+    std::string paused;             // UUID of the VM the operation paused (a cold fork's parent)
+    bool resumed = false;           // and resumed again
+    bool committed = false;         // the operation is complete: gc only releases its lock
+    std::vector<std::string> mdevs; // mediated devices created (UUIDs)
+    std::string detached;           // UUID of the VM whose GPUs it detached for a cut
+    bool reattached = false;        // and attached again
 
     std::string lock_volume; // where it was read from (read_journals)
     long long owner = -1;    // that volume's owner (uid), -1 when libvirt does not say
@@ -87,6 +90,9 @@ public:
     void record_volume(const std::string& name);
     void record_paused(const std::string& uuid);
     void record_resumed();
+    void record_mdev(const std::string& uuid);
+    void record_detached(const std::string& vm_uuid);
+    void record_reattached();
     // The commit point: once this is written, gc never undoes the operation (should the
     // lock outlive it). Called last, before the transaction commits in memory.
     void record_committed();

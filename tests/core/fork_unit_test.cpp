@@ -206,6 +206,8 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
     j.volumes = {"web.fp1.mem", "web-1.vda.qcow2"};
     j.paused = "77777777-2222-4333-8444-555555555555";
     j.committed = true;
+    j.mdevs = {"88888888-2222-4333-8444-555555555555"};
+    j.detached = j.paused;
 
     Journal back = Journal::decode(j.encode() + std::string(100, '\0'));
     EXPECT_EQ(back.state, Journal::State::valid) << back.problem;
@@ -214,6 +216,9 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
     EXPECT_EQ(back.children, j.children);
     EXPECT_EQ(back.volumes, j.volumes);
     EXPECT_EQ(back.paused, j.paused);
+    EXPECT_EQ(back.mdevs, j.mdevs);
+    EXPECT_EQ(back.detached, j.detached);
+    EXPECT_FALSE(back.reattached);
     EXPECT_EQ(back.op, j.op);
     EXPECT_FALSE(back.resumed);
     EXPECT_TRUE(back.committed);
@@ -221,6 +226,8 @@ TEST(Journal, RoundTripsAndKnowsItsHolder) {
     back.holder_start += 1; // the pid was reused by another process
     EXPECT_FALSE(back.holder_alive());
     EXPECT_EQ(Journal::decode(std::string(64, '\0')).state, Journal::State::blank);
+    // A planted entry that names no UUID is malformed, never acted on.
+    EXPECT_EQ(Journal::decode(j.encode() + "mdev ../../x\n").state, Journal::State::malformed);
 }
 
 TEST(Journal, AHostOfTheSameNameIsAnotherHost) {

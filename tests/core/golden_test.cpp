@@ -1,6 +1,7 @@
 // Golden tests: tests/data/golden/<case>.yaml -> the domain XML in <case>.xml.
 // FORKY_REGENERATE_GOLDEN=1 rewrites the expected files (review the diff, then commit).
 #include "domain_xml.hpp"
+#include "gpus.hpp"
 #include "spec.hpp"
 
 #include <gtest/gtest.h>
@@ -42,6 +43,22 @@ std::string render(const fs::path& yaml) {
     if (spec.console == ConsoleMode::log) {
         plan.console_log_path = "/var/lib/forky/" + spec.name + ".console.log";
         plan.lineage.volumes.push_back({"console", "", spec.name + ".console.log"});
+    }
+    // GPUs as up picks them; mdevs under fixed UUIDs.
+    plan.lineage.gpu_fork_detach = spec.gpu_fork == GpuFork::detach;
+    for (std::size_t i = 0; i < spec.gpus.size(); ++i) {
+        const GpuSpec& g = spec.gpus[i];
+        GpuAssignment a;
+        if (g.kind == GpuSpec::Kind::pci) {
+            a.address = g.pci;
+        } else {
+            a.kind = GpuAssignment::Kind::mdev;
+            a.address = "0000:65:00.0";
+            a.mdev_type = g.mdev_type;
+            a.mdev_uuid = "11111111-0000-4000-8000-00000000000" + std::to_string(i);
+            plan.lineage.mdevs.push_back(a.mdev_uuid);
+        }
+        plan.hostdevs.push_back(hostdev_xml(a));
     }
     // Checkout-independent: absolute paths into tests/data read @DATA@.
     return replace_all(build_domain_xml(spec, plan),

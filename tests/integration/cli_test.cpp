@@ -178,3 +178,40 @@ TEST(Cli, LogsFollowStreamsUntilTheVmIsRemoved) {
     EXPECT_NE(r.out.find(later), std::string::npos)
         << "follow did not stream what came after it started";
 }
+
+// A spec with a GPU on this machine (no IOMMU, no VFIO: libvirt's domain capabilities list
+// no PCI backend): refused before anything is made, by up and --print-xml alike; the
+// inventory comes from the real libvirtd's node devices.
+TEST(Cli, GpusNeedPassthroughAndTheRefusalComesFirst) {
+    const auto domains_before = domain_names();
+    const auto files_before = pool_files();
+    // The kernel beside the spec: a folder allowed for images by default.
+    const fs::path images = test_dir();
+    fs::copy_file(source_dir() / "domains/images/vmlinuz", images / "vmlinuz",
+                  fs::copy_options::skip_existing);
+    const fs::path spec = test_dir() / "gpu.yaml";
+    std::ofstream(spec) << "name: it-gpu\nmemory: 256MiB\naccel: tcg\nboot:\n  kernel: "
+                        << (images / "vmlinuz").string()
+                        << "\ngpus:\n  - vendor: nvidia\ngpu_fork: detach\n";
+    for (const std::vector<std::string>& args :
+         {std::vector<std::string>{"up", "-f", spec.string()},
+          std::vector<std::string>{"up", "-f", spec.string(), "--print-xml"}}) {
+        CommandResult r = run_forky(args);
+        EXPECT_EQ(r.rc, 5) << r.all();
+        EXPECT_NE(r.err.find("cannot pass devices through: libvirt's domain capabilities list no "
+                             "VFIO PCI backend"),
+                  std::string::npos)
+            << r.err;
+    }
+    EXPECT_EQ(domain_names(), domains_before);
+    EXPECT_EQ(pool_files(), files_before);
+    // A bad GPU entry is a spec error with file, line and key.
+    std::ofstream(spec) << "name: it-gpu\nmemory: 256MiB\nboot:\n  kernel: "
+                        << (images / "vmlinuz").string() << "\ngpus:\n  - pci: 0000:zz:00.0\n";
+    CommandResult bad = run_forky({"up", "-f", spec.string()});
+    EXPECT_EQ(bad.rc, 3) << bad.all();
+    EXPECT_NE(bad.err.find(spec.string() + ":6: key 'gpus[0].pci'"), std::string::npos) << bad.err;
+    CommandResult gpus = run_forky({"gpus", "--json"});
+    EXPECT_EQ(gpus.rc, 0) << gpus.all();
+    EXPECT_EQ(gpus.out.substr(0, 1), "[") << gpus.out;
+}
