@@ -79,18 +79,19 @@ void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
 
 // --gpu-policy, else $FORKY_GPU_POLICY (each must exist), else /etc/forky/policies/gpu.yaml
 // when there is one, else none: children get no GPU.
-GpuPolicy gpu_policy(const ForkCommand& cmd) {
-    std::string file = cmd.gpu_policy;
+GpuPolicy gpu_policy(const std::string& named) {
+    std::string file = named;
     if (file.empty())
         if (const char* env = std::getenv("FORKY_GPU_POLICY"); env && *env)
             file = env;
+    std::error_code ec;
     if (!file.empty()) {
-        if (!std::filesystem::exists(file))
-            throw NotFoundError("No GPU policy at '" + file +
-                                "' (named by --gpu-policy or FORKY_GPU_POLICY)");
-        return load_gpu_policy(file);
+        if (!std::filesystem::exists(file, ec) && !ec)
+            throw NotFoundError("No GPU policy at " + forky::quoted(file) +
+                                " (named by --gpu-policy or FORKY_GPU_POLICY)");
+        return load_gpu_policy(file); // a file it cannot read is a SpecError, with the reason
     }
-    if (std::filesystem::exists(default_gpu_policy_file))
+    if (std::filesystem::exists(default_gpu_policy_file, ec))
         return load_gpu_policy(default_gpu_policy_file);
     return {};
 }
@@ -110,7 +111,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     place_children(cmd, ctx, host, o.host_name, o);
     o.names_elsewhere = ctx.names_elsewhere(o.host_name);
     o.progress = progress_line("shipping");
-    o.gpu_policy = gpu_policy(cmd);
+    o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
     ForkResult r = vm_fork(host, cmd.parent, o);
     if (cmd.json) {
         print_json({{"parent", r.parent},

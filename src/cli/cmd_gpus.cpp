@@ -70,9 +70,16 @@ void run_gpus(const GpusCommand& cmd, Context& ctx) {
     std::printf("%-13s %-34s %-9s %-6s %-5s %-18s %s\n", "ADDRESS", "PRODUCT", "DRIVER", "GROUP",
                 "NUMA", "MDEV TYPES", "HELD BY");
     for (const auto& g : gpus) {
+        // A GPU passed through whole has no slices to give.
         std::vector<std::string> types;
-        for (const auto& m : g.mdev_types)
-            types.push_back(m.id + "(" + std::to_string(m.available) + ")");
+        if (g.held_by.empty())
+            for (const auto& m : g.mdev_types)
+                types.push_back(m.id + "(" + std::to_string(m.available) + ")");
+        std::vector<std::string> holders = g.held_by;
+        for (const auto& m : inv.mdevs)
+            if (m.parent == g.address)
+                for (const auto& h : m.held_by)
+                    holders.push_back(h + "(mdev)");
         std::string group = g.iommu_group ? std::to_string(*g.iommu_group) : "-";
         if (!g.group_members.empty())
             group += "+" + std::to_string(g.group_members.size());
@@ -81,7 +88,7 @@ void run_gpus(const GpusCommand& cmd, Context& ctx) {
             (g.vendor_id == "0x10de" ? "NVIDIA " + g.product : g.product).substr(0, 34).c_str(),
             g.driver.empty() ? "-" : g.driver.c_str(), group.c_str(),
             g.numa_node ? std::to_string(*g.numa_node).c_str() : "-", joined(types).c_str(),
-            joined(g.held_by).c_str());
+            joined(holders).c_str());
     }
 }
 

@@ -114,15 +114,16 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
             if (!ref)
                 require_gpu_cut_allowed(parent, vm->lineage.gpu_fork_detach, domain_gpus(xml),
                                         "a fork");
-            if (o.gpu_policy.children != GpuPolicy::Children::none && !o.elsewhere.empty())
+            const GpuPolicy policy = o.load_gpu_policy ? o.load_gpu_policy() : o.gpu_policy;
+            if (policy.children != GpuPolicy::Children::none && !o.elsewhere.empty())
                 throw ConflictError("VM '" + parent +
                                     "' has GPUs and the GPU policy gives its children some: "
                                     "children on other hosts cannot have GPUs yet; fork it on "
                                     "its own host");
             devices = gpu_devices(host, o.ctx);
-            if (o.gpu_policy.children != GpuPolicy::Children::none)
+            if (policy.children != GpuPolicy::Children::none)
                 op.hold(lock_gpus(host, o.ctx.cancel));
-            gpus = plan_child_gpus(host, *devices, xml, o.gpu_policy, count_here);
+            gpus = plan_child_gpus(host, *devices, xml, policy, count_here);
         }
     }
 

@@ -9,6 +9,7 @@
 #include "operation.hpp"
 
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <set>
 #include <string>
@@ -47,6 +48,9 @@ struct ForkOptions {
     // GPUs forks only if its spec said `gpu_fork: detach`: cold, its GPUs detached for the
     // cut and attached again afterwards.
     GpuPolicy gpu_policy;
+    // Reads the policy (instead of gpu_policy) only for a parent with GPUs, so a bad policy
+    // file never stands in the way of other forks.
+    std::function<GpuPolicy()> load_gpu_policy;
 };
 
 struct ForkResult {

@@ -104,6 +104,12 @@ struct Taken {
         else
             ++mdevs[{a.address, a.mdev_type}];
     }
+    bool sliced(const std::string& gpu) const {
+        for (const auto& [k, n] : mdevs)
+            if (k.first == gpu && n > 0)
+                return true;
+        return false;
+    }
 };
 
 bool held_by_other(const std::vector<std::string>& held_by, const std::string& self) {
@@ -111,9 +117,21 @@ bool held_by_other(const std::vector<std::string>& held_by, const std::string& s
                        [&](const std::string& h) { return h != self; });
 }
 
+// The other functions of `address`'s IOMMU group.
+std::vector<std::string> group_others(const GpuInventory& inv, const std::string& address) {
+    std::vector<std::string> out;
+    auto f = inv.functions.find(address);
+    if (f == inv.functions.end() || !f->second.iommu_group)
+        return out;
+    for (const auto& [other, g] : inv.functions)
+        if (other != address && g.iommu_group == f->second.iommu_group)
+            out.push_back(other);
+    return out;
+}
+
 // Why the function at `address` cannot be passed through to `self` now, or empty:
-// missing, held by another domain, taken by this pick, or its IOMMU group has a member that
-// is not free (not in `along`: the functions the same domain gets).
+// missing, held by another domain, taken by this pick (whole or sliced), or its IOMMU group
+// has a member that is not free (not in `along`: the functions the same domain gets).
 std::string not_free(const GpuInventory& inv, const std::string& address, const std::string& self,
                      const Taken& taken, const std::set<std::string>& along) {
     auto f = inv.functions.find(address);
@@ -122,27 +140,52 @@ std::string not_free(const GpuInventory& inv, const std::string& address, const 
     if (held_by_other(f->second.held_by, self))
         return address + " is held by " + quoted_list(f->second.held_by);
     if (taken.functions.count(address))
-        return address + " goes to another child of this fork";
+        return address + " is taken already by another part of the same request";
+    if (taken.sliced(address))
+        return address + " is to be sliced into a mediated device by the same request";
     for (const auto& m : inv.mdevs)
         if (m.parent == address)
             return address + " is sliced into mediated devices (" + m.uuid + ")";
     if (!f->second.iommu_group)
         return address + " is in no IOMMU group (no IOMMU on the host?)";
-    for (const auto& [other, g] : inv.functions) {
-        if (other == address || g.iommu_group != f->second.iommu_group || along.count(other))
+    for (const auto& other : group_others(inv, address)) {
+        if (along.count(other))
             continue;
+        const PciFunction& g = inv.functions.at(other);
         const std::string group =
             "IOMMU group " + std::to_string(*f->second.iommu_group) + " of " + address + " has ";
         if (held_by_other(g.held_by, self))
             return group + other + ", held by " + quoted_list(g.held_by);
         if (taken.functions.count(other))
-            return group + other + ", which goes to another child of this fork";
+            return group + other + ", taken already by another part of the same request";
         if (!vfio_friendly(g.driver) && !is_bridge(g.pci_class))
             return group + other + " bound to the host's driver '" + g.driver +
                    "': pass it through too (gpus: [{pci: " + address + "}, {pci: " + other +
                    "}]) or bind it to vfio-pci";
     }
     return {};
+}
+
+// For picks forky makes on its own (vendor:, a policy's children): a GPU the host's own
+// driver drives may be in use there (a display, CUDA on the host); only GPUs set aside for
+// guests (vfio-pci, pci-stub, or no driver) are taken.
+std::string not_set_aside(const Gpu& g) {
+    if (vfio_friendly(g.driver))
+        return {};
+    return g.address + " is bound to the host's driver '" + g.driver +
+           "' (bind it to vfio-pci to share it, or name it with pci:)";
+}
+
+// The members of a GPU's group that go with it to the same domain: its other functions
+// (audio, USB-C) that are not bridges and not held; what not_free then checks.
+std::set<std::string> with_companions(const GpuInventory& inv, const std::string& address) {
+    std::set<std::string> out{address};
+    for (const auto& other : group_others(inv, address)) {
+        const PciFunction& g = inv.functions.at(other);
+        if (!is_bridge(g.pci_class) && g.held_by.empty())
+            out.insert(other);
+    }
+    return out;
 }
 
 unsigned mdev_free(const Gpu& g, const std::string& type, const Taken& taken) {
@@ -155,7 +198,8 @@ unsigned mdev_free(const Gpu& g, const std::string& type, const Taken& taken) {
     return 0;
 }
 
-// A new mdev of `type` on any GPU that offers one, or why none does.
+// A new mdev of `type` on any GPU that offers one, or why none does. A GPU passed through
+// whole (to a domain, or by the same request) has no slices to give.
 std::optional<GpuAssignment> pick_mdev(const GpuInventory& inv, const std::string& type,
                                        const std::string& self, const Taken& taken,
                                        std::string& why) {
@@ -168,6 +212,10 @@ std::optional<GpuAssignment> pick_mdev(const GpuInventory& inv, const std::strin
             continue;
         if (held_by_other(g.held_by, self)) {
             full.push_back(g.address + " is passed through whole to " + quoted_list(g.held_by));
+            continue;
+        }
+        if (taken.functions.count(g.address)) {
+            full.push_back(g.address + " is passed through whole by the same request");
             continue;
         }
         if (mdev_free(g, type, taken) == 0) {
@@ -307,18 +355,6 @@ std::vector<GpuAssignment> domain_gpus(std::string_view domain_xml, const GpuInv
     return out;
 }
 
-std::string strip_hostdevs(std::string_view domain_xml) {
-    pugi::xml_document doc;
-    if (!load(doc, domain_xml))
-        throw Error("Malformed domain XML");
-    pugi::xml_node devices = doc.child("domain").child("devices");
-    while (pugi::xml_node h = devices.child("hostdev"))
-        devices.remove_child(h);
-    std::ostringstream out;
-    doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
-    return out.str();
-}
-
 std::string describe(const GpuAssignment& a) {
     if (a.kind == GpuAssignment::Kind::pci)
         return a.address;
@@ -388,63 +424,81 @@ std::vector<GpuAssignment> pick_gpus(const GpuInventory& inv, const std::vector<
     Taken taken;
     for (const auto& r : reserved)
         taken.add(r);
-    // Functions the spec names go together: one may be in the other's group.
+    // Functions the spec names go together: one may be in the other's group. A function
+    // that is no GPU is allowed only beside a GPU of its group (its audio function, say).
     std::set<std::string> along;
     for (const auto& w : wanted)
         if (w.kind == GpuSpec::Kind::pci)
             along.insert(w.pci);
+    for (const auto& w : wanted) {
+        if (w.kind != GpuSpec::Kind::pci || inv.functions.count(w.pci) == 0 || inv.gpu(w.pci))
+            continue;
+        bool beside_gpu = false;
+        for (const auto& other : group_others(inv, w.pci))
+            beside_gpu = beside_gpu || (along.count(other) && inv.gpu(other));
+        if (!beside_gpu)
+            throw ConflictError("Cannot pass " + w.pci + " through on " + where +
+                                ": it is no GPU (PCI class " + inv.functions.at(w.pci).pci_class +
+                                "), and no GPU of its IOMMU group is named beside it");
+    }
     std::vector<GpuAssignment> out;
     auto take = [&](GpuAssignment a) {
         taken.add(a);
         out.push_back(std::move(a));
     };
+    // Whole devices first (named, then any of a vendor), slices last: a GPU is never both.
     for (const auto& w : wanted) {
-        switch (w.kind) {
-        case GpuSpec::Kind::pci: {
-            if (const std::string why = not_free(inv, w.pci, self, taken, along); !why.empty())
-                throw ConflictError(
-                    "Cannot pass " + w.pci + " through on " + where + ": " + why +
-                    (why.rfind("there is no", 0) == 0 ? " ('forky gpus' lists them)" : ""));
-            take({GpuAssignment::Kind::pci, w.pci, "", ""});
-            break;
+        if (w.kind != GpuSpec::Kind::pci)
+            continue;
+        if (const std::string why = not_free(inv, w.pci, self, taken, along); !why.empty())
+            throw ConflictError(
+                "Cannot pass " + w.pci + " through on " + where + ": " + why +
+                (why.rfind("there is no", 0) == 0 ? " ('forky gpus' lists them)" : ""));
+        take({GpuAssignment::Kind::pci, w.pci, "", ""});
+    }
+    for (const auto& w : wanted) {
+        if (w.kind != GpuSpec::Kind::vendor)
+            continue;
+        std::vector<std::string> why_not;
+        unsigned got = 0, seen = 0;
+        for (const auto& g : inv.gpus) {
+            if (got == w.count)
+                break;
+            if (g.vendor_id != w.vendor_id || along.count(g.address))
+                continue;
+            ++seen;
+            std::set<std::string> with = along;
+            with.insert(g.address);
+            std::string why = not_set_aside(g);
+            if (why.empty())
+                why = not_free(inv, g.address, self, taken, with);
+            if (!why.empty()) {
+                why_not.push_back(why);
+                continue;
+            }
+            take({GpuAssignment::Kind::pci, g.address, "", ""});
+            ++got;
         }
-        case GpuSpec::Kind::vendor: {
-            std::vector<std::string> why_not;
-            unsigned got = 0, seen = 0;
-            for (const auto& g : inv.gpus) {
-                if (got == w.count)
-                    break;
-                if (g.vendor_id != w.vendor_id || along.count(g.address))
-                    continue;
-                ++seen;
-                std::set<std::string> with = along;
-                with.insert(g.address);
-                if (std::string why = not_free(inv, g.address, self, taken, with); !why.empty()) {
-                    why_not.push_back(why);
-                    continue;
-                }
-                take({GpuAssignment::Kind::pci, g.address, "", ""});
-                ++got;
-            }
-            if (got < w.count) {
-                std::string msg = "Needs " + std::to_string(w.count) + " free " + w.vendor +
-                                  " GPU" + (w.count == 1 ? "" : "s") + " on " + where + ", found " +
-                                  std::to_string(got) + " (of " + std::to_string(seen) + ")";
-                for (const auto& y : why_not)
-                    msg += "; " + y;
-                throw ConflictError(msg);
-            }
-            break;
+        if (got < w.count) {
+            std::string msg = "Needs " + std::to_string(w.count) + " free " + w.vendor + " GPU" +
+                              (w.count == 1 ? "" : "s") + " on " + where + ", found " +
+                              std::to_string(got) + " (of " + std::to_string(seen) + ")";
+            for (const auto& y : why_not)
+                msg += "; " + y;
+            throw ConflictError(msg);
         }
-        case GpuSpec::Kind::mdev:
-            for (unsigned i = 0; i < w.count; ++i) {
-                std::string why;
-                auto a = pick_mdev(inv, w.mdev_type, self, taken, why);
-                if (!a)
-                    throw ConflictError("Cannot make a mediated device on " + where + ": " + why);
-                take(*a);
-            }
-            break;
+    }
+    for (const auto& w : wanted) {
+        if (w.kind != GpuSpec::Kind::mdev)
+            continue;
+        for (unsigned i = 0; i < w.count; ++i) {
+            std::string why;
+            Taken with_named = taken;
+            with_named.functions.insert(along.begin(), along.end());
+            auto a = pick_mdev(inv, w.mdev_type, self, with_named, why);
+            if (!a)
+                throw ConflictError("Cannot make a mediated device on " + where + ": " + why);
+            take(*a);
         }
     }
     return out;
@@ -454,47 +508,69 @@ std::vector<std::vector<GpuAssignment>>
 pick_child_gpus(const GpuInventory& inv, const std::vector<GpuAssignment>& parent_gpus,
                 const GpuPolicy& policy, unsigned count, const std::string& where) {
     std::vector<std::vector<GpuAssignment>> out(count);
-    if (policy.children == GpuPolicy::Children::none || parent_gpus.empty())
+    // The parent's GPUs proper: its mdevs and the GPUs it holds whole; the other functions
+    // it holds (a GPU's audio function) are companions, which go with a GPU.
+    std::vector<GpuAssignment> primary;
+    for (const auto& pg : parent_gpus)
+        if (pg.kind == GpuAssignment::Kind::mdev || inv.gpu(pg.address))
+            primary.push_back(pg);
+    if (policy.children == GpuPolicy::Children::none || primary.empty())
         return out;
     const std::string rule =
         " (GPU policy " + (policy.source.empty() ? std::string("default") : policy.source) +
         ": children: " +
         (policy.children == GpuPolicy::Children::exclusive ? "exclusive" : "mdev") + ")";
+    const std::string needed = std::to_string(count * primary.size());
     Taken taken;
-    std::vector<GpuAssignment> all;
+    unsigned given = 0;
     for (unsigned child = 0; child < count; ++child) {
-        for (const auto& pg : parent_gpus) {
-            // The whole GPU the parent's device is, or is a slice of.
+        for (const auto& pg : primary) {
+            if (pg.kind == GpuAssignment::Kind::mdev && pg.mdev_type.empty())
+                throw ConflictError("The parent's mediated device " + pg.mdev_uuid +
+                                    " is not among the node devices of " + where +
+                                    ": its type is unknown, so its children cannot get one" + rule);
             const Gpu* model = inv.gpu(pg.address);
             if (policy.children == GpuPolicy::Children::exclusive) {
                 if (model == nullptr)
                     throw ConflictError("The parent's GPU " + describe(pg) +
                                         " is not among the GPUs of " + where +
                                         ": no model to match" + rule);
-                std::optional<GpuAssignment> found;
+                std::vector<std::string> found;
                 std::vector<std::string> why_not;
                 for (const auto& g : inv.gpus) {
                     if (g.vendor_id != model->vendor_id || g.product_id != model->product_id)
                         continue;
-                    if (std::string why = not_free(inv, g.address, "", taken, {g.address});
-                        !why.empty()) {
+                    const std::set<std::string> along = with_companions(inv, g.address);
+                    std::string why = not_set_aside(g);
+                    if (why.empty())
+                        why = not_free(inv, g.address, "", taken, along);
+                    for (const auto& c : along)
+                        if (why.empty() && c != g.address && taken.functions.count(c))
+                            why = g.address + "'s " + c + " goes to another child";
+                    if (!why.empty()) {
                         why_not.push_back(why);
                         continue;
                     }
-                    found = GpuAssignment{GpuAssignment::Kind::pci, g.address, "", ""};
+                    found.assign(along.begin(), along.end());
+                    // The GPU first, then the functions that go with it.
+                    std::stable_partition(found.begin(), found.end(),
+                                          [&](const std::string& a) { return a == g.address; });
                     break;
                 }
-                if (!found) {
+                if (found.empty()) {
                     std::string msg = "Not enough free GPUs like " + pg.address + " (" +
                                       model_of(*model) + ") on " + where + ": the fork needs " +
-                                      std::to_string(count * parent_gpus.size()) + ", " +
-                                      std::to_string(taken.functions.size()) + " free" + rule;
+                                      needed + ", " + std::to_string(given) + " free" + rule;
                     for (const auto& y : why_not)
                         msg += "; " + y;
                     throw ConflictError(msg);
                 }
-                taken.add(*found);
-                out[child].push_back(*found);
+                for (const auto& f : found) {
+                    GpuAssignment a{GpuAssignment::Kind::pci, f, "", ""};
+                    taken.add(a);
+                    out[child].push_back(a);
+                }
+                ++given;
             } else {
                 const std::string type =
                     pg.kind == GpuAssignment::Kind::mdev ? pg.mdev_type : policy.mdev_type;
@@ -505,17 +581,13 @@ pick_child_gpus(const GpuInventory& inv, const std::vector<GpuAssignment>& paren
                                         rule);
                 std::string why;
                 auto a = pick_mdev(inv, type, "", taken, why);
-                if (!a) {
-                    unsigned made = 0;
-                    for (const auto& [k, n] : taken.mdevs)
-                        made += n;
+                if (!a)
                     throw ConflictError("Not enough mediated devices of type '" + type + "' on " +
-                                        where + ": the fork needs " +
-                                        std::to_string(count * parent_gpus.size()) + ", " +
-                                        std::to_string(made) + " can be made; " + why + rule);
-                }
+                                        where + ": the fork needs " + needed + ", " +
+                                        std::to_string(given) + " can be made; " + why + rule);
                 taken.add(*a);
                 out[child].push_back(*a);
+                ++given;
             }
         }
     }

@@ -84,10 +84,6 @@ std::string hostdev_xml(const GpuAssignment& a);
 std::vector<GpuAssignment> domain_gpus(std::string_view domain_xml,
                                        const GpuInventory* inventory = nullptr);
 
-// The domain XML without its <hostdev> elements (a child's, restored from an image cut
-// while they were detached).
-std::string strip_hostdevs(std::string_view domain_xml);
-
 // Whether the host can pass devices through, from libvirt's domain capabilities
 // (virConnectGetDomainCapabilities): PCI functions need VFIO among the PCI backends (no
 // IOMMU or no vfio module: none listed), mdevs need 'mdev' among the host device kinds.

@@ -219,9 +219,9 @@ RevertResult vm_revert(Host& host, const std::string& vm, const std::string& sna
     VmFacts facts = vm_facts(host, dom.get(), pool);
     if (!domain_gpus(domain_xml(dom.get())).empty())
         throw ConflictError("VM '" + vm +
-                            "' has GPUs passed through: forky cannot revert it yet (its state "
-                            "would be cut and restored without them); stop it, or remove the "
-                            "GPUs first");
+                            "' has GPUs passed through: forky cannot revert such a VM yet (its "
+                            "state would be restored without them); 'forky fork " +
+                            vm + "@" + snap + "' starts a child from that snapshot instead");
     RevertResult result;
     result.to = find_fork_point(pool.fork_points, {vm, snap}, facts.uuid);
     const ForkPoint& to = result.to;

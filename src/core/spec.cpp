@@ -110,7 +110,8 @@ std::vector<GpuSpec> parse_gpus(const YamlReader& r, const YAML::Node& gpus) {
             auto a = canonical_pci_address(text);
             if (!a)
                 r.fail(pci, key + ".pci",
-                       "'" + text + "' is not a PCI address (DDDD:BB:SS.F, e.g. 0000:65:00.0)");
+                       forky::quoted(text) +
+                           " is not a PCI address (DDDD:BB:SS.F, e.g. 0000:65:00.0)");
             if (g["count"].IsDefined())
                 r.fail(g["count"], key + ".count", "goes with vendor or mdev_type, not pci");
             if (!addresses.insert(*a).second)
@@ -122,8 +123,8 @@ std::vector<GpuSpec> parse_gpus(const YamlReader& r, const YAML::Node& gpus) {
             auto id = vendor_id(gpu.vendor);
             if (!id)
                 r.fail(vendor, key + ".vendor",
-                       "must be nvidia, amd, intel or a PCI vendor id (0x10de), got '" +
-                           gpu.vendor + "'");
+                       "must be nvidia, amd, intel or a PCI vendor id (0x10de), got " +
+                           forky::quoted(gpu.vendor));
             gpu.vendor_id = *id;
         } else {
             YAML::Node type = g["mdev_type"];
@@ -131,7 +132,8 @@ std::vector<GpuSpec> parse_gpus(const YamlReader& r, const YAML::Node& gpus) {
             gpu.mdev_type = r.scalar(type, key + ".mdev_type");
             if (!valid_mdev_type(gpu.mdev_type))
                 r.fail(type, key + ".mdev_type",
-                       "'" + gpu.mdev_type + "' is not a mediated device type (e.g. nvidia-593)");
+                       forky::quoted(gpu.mdev_type) +
+                           " is not a mediated device type (e.g. nvidia-593)");
         }
         if (YAML::Node count = g["count"]; count.IsDefined())
             gpu.count = gpu_count(r, count, key + ".count");

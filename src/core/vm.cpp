@@ -490,13 +490,25 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
 
     remove_domain(host, name);
     RemoveResult result;
-    // The mediated devices forky made for it.
-    for (const auto& uuid : lineage.mdevs) {
+    // The mediated devices forky made for it, unless another domain holds one now.
+    if (!lineage.mdevs.empty()) {
         try {
-            libvirt_gpu_devices(host)->remove_mdev(uuid);
+            const GpuInventory inv = read_inventory(host);
+            for (const auto& uuid : lineage.mdevs) {
+                auto m = std::find_if(inv.mdevs.begin(), inv.mdevs.end(),
+                                      [&](const Mdev& x) { return x.uuid == uuid; });
+                if (m == inv.mdevs.end())
+                    continue; // gone already
+                if (!m->held_by.empty()) {
+                    logger("vm")->warn("VM '{}' removed; its mediated device {} is left: '{}' "
+                                       "holds it now",
+                                       name, uuid, m->held_by.front());
+                    continue;
+                }
+                libvirt_gpu_devices(host)->remove_mdev(uuid);
+            }
         } catch (const Error& e) {
-            logger("vm")->warn("VM '{}' removed, its mediated device {} not: {}", name, uuid,
-                               e.what());
+            logger("vm")->warn("VM '{}' removed, its mediated devices not: {}", name, e.what());
         }
     }
     for (const auto& vol_name : own) {

@@ -71,7 +71,12 @@ void refuse_duplicates(const YamlReader& r, const YAML::Node& node, const std::s
 YAML::Node YamlReader::load(const std::string& text) const {
     YAML::Node root;
     try {
-        root = YAML::Load(text);
+        std::vector<YAML::Node> docs = YAML::LoadAll(text);
+        if (docs.size() > 1)
+            throw SpecError(file_.string() + ':' + std::to_string(docs[1].Mark().line + 1) +
+                            ": a second YAML document ('---'): one document per file");
+        if (!docs.empty())
+            root = docs.front();
     } catch (const YAML::Exception& e) {
         std::ostringstream out;
         out << file_.string() << ':' << e.mark.line + 1 << ": invalid YAML: " << e.msg;
