@@ -175,6 +175,10 @@ Background start_forky(const std::vector<std::string>& args, const Env& env) {
     return spawn(argv, env);
 }
 
+Background start_command(const std::vector<std::string>& argv, const Env& env) {
+    return spawn(argv, env);
+}
+
 CommandResult run_forky(const std::vector<std::string>& args, const Env& env) {
     Background bg = start_forky(args, env);
     return finish(bg);

@@ -47,6 +47,8 @@ struct Background {
     std::string err_file;
 };
 Background start_forky(const std::vector<std::string>& args, const Env& env = {});
+// Any command in the background (argv[0] looked up in PATH).
+Background start_command(const std::vector<std::string>& argv, const Env& env = {});
 // Waits for it; after `timeout` it is killed (SIGKILL) and the result says so (rc 137).
 CommandResult finish(Background& bg, std::chrono::seconds timeout = std::chrono::seconds(600));
 

@@ -1,0 +1,48 @@
+// forkyd's configuration, /etc/forky/forkyd.yaml (forkyd --config FILE), validated as
+// strictly as a spec: an unknown key, a key given twice, a wrong type or an impossible
+// value is an error naming the file, the line and the key.
+//
+//   connect: qemu:///system                  # the hypervisor it serves
+//   pool: forky                              # forky's storage pool there
+//   listen: [unix:///run/forky/forkyd.sock]  # and/or tcp://ADDR:PORT (TLS unless loopback)
+//   tls: {cert: FILE, key: FILE, client_ca: FILE}   # client_ca: client certificates needed
+//   policies: /etc/forky/policies
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace forky::daemon {
+
+inline constexpr const char* default_config_file = "/etc/forky/forkyd.yaml";
+inline constexpr const char* default_socket = "unix:///run/forky/forkyd.sock";
+
+struct Listen {
+    enum class Kind { unix_socket, tcp };
+    Kind kind = Kind::unix_socket;
+    std::string address; // unix: the socket's path; tcp: "ADDR:PORT"
+    bool loopback = false;
+    std::string grpc_uri() const; // "unix:/path" or "ADDR:PORT"
+};
+
+struct Tls {
+    std::filesystem::path cert, key, client_ca; // client_ca empty: no client certificates
+};
+
+struct DaemonConfig {
+    std::filesystem::path source;
+    std::string connect = "qemu:///system";
+    std::string pool = "forky";
+    std::string pool_dir; // empty: forky's default for a new pool
+    std::vector<Listen> listen;
+    std::optional<Tls> tls;
+    std::filesystem::path policies = "/etc/forky/policies";
+};
+
+// Reads and checks `file` (it must exist).
+DaemonConfig load_daemon_config(const std::filesystem::path& file);
+DaemonConfig parse_daemon_config(const std::string& text, const std::filesystem::path& file);
+
+} // namespace forky::daemon

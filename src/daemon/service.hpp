@@ -1,0 +1,63 @@
+// The forky.v1.Forky service: each call runs the core operation the CLI runs, on a libvirt
+// connection of its own (a Host is used by one thread at a time: it caches its pool and
+// libvirt's calls on one connection serialise anyway), so concurrent calls are safe and a
+// libvirtd restart costs only the calls in flight. Errors map to gRPC status codes in one
+// place (to_status), with the CLI's message and its exit code in the trailing metadata.
+#pragma once
+
+#include "daemon_config.hpp"
+#include "events.hpp"
+#include "forky/v1/forky.grpc.pb.h"
+
+#include "config.hpp"
+#include "errors.hpp"
+#include "host.hpp"
+#include "operation.hpp"
+
+#include <atomic>
+#include <functional>
+
+namespace forky::daemon {
+
+// The gRPC status for one of forky's errors, and the exit code the CLI would give.
+grpc::Status to_status(const Error& e);
+grpc::StatusCode status_code(ExitCode code);
+
+class ForkyService final : public forky::v1::Forky::Service {
+public:
+    ForkyService(DaemonConfig config, Config settings, EventHub& events,
+                 const std::atomic<bool>& stopping);
+
+    grpc::Status Up(grpc::ServerContext*, const v1::UpRequest*, v1::UpResponse*) override;
+    grpc::Status List(grpc::ServerContext*, const v1::ListRequest*, v1::ListResponse*) override;
+    grpc::Status Fork(grpc::ServerContext*, const v1::ForkRequest*, v1::ForkResponse*) override;
+    grpc::Status Snapshot(grpc::ServerContext*, const v1::SnapshotRequest*,
+                          v1::SnapshotResponse*) override;
+    grpc::Status Revert(grpc::ServerContext*, const v1::RevertRequest*,
+                        v1::RevertResponse*) override;
+    grpc::Status Remove(grpc::ServerContext*, const v1::RemoveRequest*,
+                        v1::RemoveResponse*) override;
+    grpc::Status Tree(grpc::ServerContext*, const v1::TreeRequest*, v1::TreeResponse*) override;
+    grpc::Status Gc(grpc::ServerContext*, const v1::GcRequest*, v1::GcResponse*) override;
+    grpc::Status Hosts(grpc::ServerContext*, const v1::HostsRequest*, v1::HostsResponse*) override;
+    grpc::Status Gpus(grpc::ServerContext*, const v1::GpusRequest*, v1::GpusResponse*) override;
+    grpc::Status Console(grpc::ServerContext*, const v1::ConsoleRequest*,
+                         grpc::ServerWriter<v1::ConsoleChunk>*) override;
+    grpc::Status Events(grpc::ServerContext*, const v1::EventsRequest*,
+                        grpc::ServerWriter<v1::Event>*) override;
+
+    HostOptions host_options() const;
+
+private:
+    // Runs `body` on a fresh connection; forky's errors become the status.
+    grpc::Status serve(grpc::ServerContext* ctx, const char* call,
+                       const std::function<void(Host&)>& body);
+    OpContext op_context() const;
+
+    DaemonConfig config_;
+    Config settings_;
+    EventHub& events_;
+    const std::atomic<bool>& stopping_;
+};
+
+} // namespace forky::daemon
