@@ -4,6 +4,7 @@
 #include "json_out.hpp"
 
 #include <cstdio>
+#include <ctime>
 #include <iostream>
 #include <memory>
 
@@ -23,6 +24,7 @@ struct Listed {
 void print_table(const std::vector<Listed>& listed, bool fleet);
 
 void print_vms_json(const std::vector<Listed>& listed) {
+    const std::int64_t now = std::time(nullptr);
     Json out = Json::array();
     for (const auto& [host, vm] : listed) {
         Json ports = Json::array();
@@ -51,7 +53,9 @@ void print_vms_json(const std::vector<Listed>& listed) {
                        {"ports", ports},
                        {"volumes", volumes},
                        {"host", host}, // its host in the fleet ("default": no inventory)
-                       {"parent_host", text_or_null(vm.lineage.parent_host)}});
+                       {"parent_host", text_or_null(vm.lineage.parent_host)},
+                       {"ttl_left_s", value_or_null(ttl_left(vm.lineage, now))},
+                       {"pinned", vm.lineage.pinned}});
     }
     print_json(out);
 }
@@ -95,8 +99,9 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
 void print_table(const std::vector<Listed>& listed, bool fleet) {
     if (fleet)
         std::printf("%-12s ", "HOST");
-    std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-16s %-20s %s\n", "NAME", "STATE", "ACCEL", "GEN",
-                "MEMORY", "VCPUS", "PARENT", "PORTS", "CREATED");
+    std::printf("%-24s %-10s %-5s %-4s %-8s %-5s %-16s %-20s %-20s %s\n", "NAME", "STATE", "ACCEL",
+                "GEN", "MEMORY", "VCPUS", "PARENT", "PORTS", "CREATED", "EXPIRES");
+    const std::int64_t now = std::time(nullptr);
     for (const auto& [host, vm] : listed) {
         if (fleet)
             std::printf("%-12s ", host.c_str());
@@ -111,11 +116,14 @@ void print_table(const std::vector<Listed>& listed, bool fleet) {
                                    : vm.lineage.parent_host.empty()
                                        ? vm.lineage.parent
                                        : vm.lineage.parent + "@" + vm.lineage.parent_host;
-        std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-16s %-20s %s\n", vm.name.c_str(),
+        std::string expires = vm.lineage.pinned ? "pinned" : "-";
+        if (auto left = ttl_left(vm.lineage, now))
+            expires = *left <= 0 ? "expired" : "in " + format_duration(*left);
+        std::printf("%-24s %-10s %-5s %-4u %-8s %-5u %-16s %-20s %-20s %s\n", vm.name.c_str(),
                     to_string(vm.state), vm.domain_type == "kvm" ? "kvm" : "tcg",
                     vm.lineage.generation, format_size(vm.memory_bytes).c_str(), vm.vcpus,
                     parent.c_str(), ports.empty() ? "-" : ports.c_str(),
-                    vm.lineage.created_at.c_str());
+                    vm.lineage.created_at.c_str(), expires.c_str());
     }
 }
 

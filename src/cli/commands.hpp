@@ -26,6 +26,7 @@ void setup_revert(CLI::App& app, Context& ctx);
 void setup_squash(CLI::App& app, Context& ctx);
 void setup_hosts(CLI::App& app, Context& ctx);
 void setup_gpus(CLI::App& app, Context& ctx);
+void setup_pin(CLI::App& app, Context& ctx); // pin and unpin
 
 // On stderr, after a start from a stored fork point (fork VM@SNAP, revert): the guests
 // whose clock forky could not set, and what that means.

@@ -251,6 +251,8 @@ Environment:
   FORKY_HOSTS     the host inventory when --hosts is not given (default /etc/forky/hosts.yaml)
   FORKY_PLACEMENT the placement policy when --placement is not given
                   (default /etc/forky/placement.yaml; missing: the defaults)
+  FORKY_POLICIES  the folder of ttl.yaml and quotas.yaml (default /etc/forky/policies;
+                  a file missing there: no such rule)
   FORKY_GPU_POLICY what children of a VM with GPUs get when --gpu-policy is not given
                   (default /etc/forky/policies/gpu.yaml; missing: no GPU)
 
@@ -326,6 +328,7 @@ int run(int argc, char** argv) {
     setup_bench(app, ctx);
     setup_hosts(app, ctx);
     setup_gpus(app, ctx);
+    setup_pin(app, ctx);
 
     try {
         app.parse(argc, argv);

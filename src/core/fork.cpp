@@ -20,6 +20,16 @@ double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
+// The UUID of the VM whose stored fork point `ref` names (the VM itself may be gone).
+std::string point_vm_uuid(const std::vector<ForkPoint>& points,
+                          const std::optional<PointRef>& ref) {
+    if (ref)
+        for (const auto& p : points)
+            if (p.vm == ref->vm && p.name == ref->name)
+                return p.vm_uuid;
+    return {};
+}
+
 } // namespace
 
 std::optional<PointRef> parse_point_ref(const std::string& text) {
@@ -103,6 +113,13 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     else if (!ref)
         throw NotFoundError("No VM named '" + parent + "' on '" + host.options().uri + "'");
 
+    // Quotas, before anything is made.
+    if (o.quotas.any()) {
+        const std::string uuid = vm ? vm->uuid : point_vm_uuid(pool.fork_points, ref);
+        const std::uint64_t memory = dom ? vm_info(host, parent).memory_bytes : 0;
+        check_fork_quotas(host, o.quotas, parent, uuid, memory, count_here, o.count);
+    }
+
     // GPUs: the parent's, and what the policy gives each child here, picked under the
     // host's GPU lock (held until the children name theirs) before anything changes.
     ChildGpuPlan gpus;
@@ -138,11 +155,16 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
 
     ForkPoint point;
     Lineage at_point;
+    auto children_ttl = [&o](Lineage& l) {
+        if (!l.ttl)
+            l.ttl = o.children_ttl;
+    };
     std::optional<FreezePlan> freeze_plan;
     if (ref) {
         point = find_fork_point(pool.fork_points, *ref,
                                 vm ? std::optional<std::string>(vm->uuid) : std::nullopt);
         at_point = lineage_at(host, point);
+        children_ttl(at_point);
         request.console = at_point.console_volume() != nullptr;
     } else {
         FreezeRequest fr;
@@ -154,6 +176,7 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         freeze_plan = plan_freeze(*vm, pool, fr);
         point = freeze_plan->point;
         at_point = vm->lineage;
+        children_ttl(at_point);
         request.console = at_point.console_volume() != nullptr;
     }
 

@@ -7,6 +7,7 @@
 #include "fork_point.hpp"
 #include "gpus.hpp"
 #include "operation.hpp"
+#include "policies.hpp"
 
 #include <chrono>
 #include <functional>
@@ -51,6 +52,9 @@ struct ForkOptions {
     // Reads the policy (instead of gpu_policy) only for a parent with GPUs, so a bad policy
     // file never stands in the way of other forks.
     std::function<GpuPolicy()> load_gpu_policy;
+    // policies/quotas.yaml and the children's TTL (policies/ttl.yaml; a spec's own wins).
+    QuotaPolicy quotas;
+    std::optional<std::chrono::seconds> children_ttl;
 };
 
 struct ForkResult {

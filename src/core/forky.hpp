@@ -20,6 +20,7 @@
 #include "operation.hpp"  // OpContext, Faults
 #include "placement.hpp"  // PlacementPolicy, place
 #include "plan.hpp"       // bytes_per_child
+#include "policies.hpp"   // TtlPolicy, QuotaPolicy, ttl_left
 #include "ship.hpp"       // ship_fork_point
 #include "spec.hpp"       // load_spec
 #include "tree.hpp"       // lineage_tree

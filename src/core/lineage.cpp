@@ -100,6 +100,8 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
         w.text(root, "genid", l.genid);
     if (l.gpu_fork_detach)
         w.text(root, "gpu-fork", "detach");
+    if (l.pinned)
+        w.text(root, "pinned", "yes");
     for (const auto& m : l.mdevs)
         w.text(root, "mdev", m);
     std::ostringstream out;
@@ -147,6 +149,7 @@ Lineage lineage_from_xml(std::string_view xml) {
     l.children_made = child_local(root, "children-made").text().as_uint();
     l.genid = child_local(root, "genid").text().get();
     l.gpu_fork_detach = std::string_view(child_local(root, "gpu-fork").text().get()) == "detach";
+    l.pinned = std::string_view(child_local(root, "pinned").text().get()) == "yes";
     for (pugi::xml_node c : root.children())
         if (local_name(c) == "mdev")
             l.mdevs.emplace_back(c.text().get());

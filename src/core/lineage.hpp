@@ -71,6 +71,8 @@ struct Lineage {
     // sees an unplug and a plug), and the mediated devices forky created for this VM (by
     // UUID), which go when it is removed.
     bool gpu_fork_detach = false;
+    // Kept past its TTL (forky pin): the reaper leaves it alone.
+    bool pinned = false;
     std::vector<std::string> mdevs;
 
     bool operator==(const Lineage&) const = default;

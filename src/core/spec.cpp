@@ -322,14 +322,8 @@ DomainSpec parse_spec(const std::string& text, const fs::path& file) {
             r.fail(fork, "gpu_fork", "must be refuse or detach, got '" + f + "'");
     }
 
-    if (YAML::Node ttl = root["ttl"]; ttl.IsDefined()) {
-        auto seconds = parse_duration(r.scalar(ttl, "ttl"), &why);
-        if (!seconds)
-            r.fail(ttl, "ttl", why);
-        if (seconds->count() == 0)
-            r.fail(ttl, "ttl", "must be longer than 0s");
-        spec.ttl = *seconds;
-    }
+    if (YAML::Node ttl = root["ttl"]; ttl.IsDefined())
+        spec.ttl = r.duration(ttl, "ttl");
     return spec;
 }
 

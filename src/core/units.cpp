@@ -126,4 +126,20 @@ std::string format_size(std::uint64_t bytes) {
     return buf;
 }
 
+std::string format_duration(std::int64_t s) {
+    char buf[32];
+    if (s < 60)
+        std::snprintf(buf, sizeof buf, "%llds", static_cast<long long>(s));
+    else if (s < 3600)
+        std::snprintf(buf, sizeof buf, "%lldm%02llds", static_cast<long long>(s / 60),
+                      static_cast<long long>(s % 60));
+    else if (s < 86400)
+        std::snprintf(buf, sizeof buf, "%lldh%02lldm", static_cast<long long>(s / 3600),
+                      static_cast<long long>(s % 3600 / 60));
+    else
+        std::snprintf(buf, sizeof buf, "%lldd%02lldh", static_cast<long long>(s / 86400),
+                      static_cast<long long>(s % 86400 / 3600));
+    return buf;
+}
+
 } // namespace forky

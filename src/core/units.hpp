@@ -21,4 +21,7 @@ std::optional<std::chrono::seconds> parse_duration(std::string_view text,
 // "256MiB", "1.5GiB": the largest binary unit that keeps one decimal.
 std::string format_size(std::uint64_t bytes);
 
+// "45s", "12m05s", "3h20m", "2d04h" for a number of seconds.
+std::string format_duration(std::int64_t seconds);
+
 } // namespace forky

@@ -532,6 +532,22 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
     return result;
 }
 
+bool vm_pin(Host& host, const std::string& name, bool pinned, const CancelToken& cancel) {
+    require_valid_name(name);
+    host.pool();
+    require_forky_vm(host.domain(name).get(), name, pinned ? "not pinning" : "not unpinning");
+    VmLock lock =
+        VmLock::acquire(host, name, pinned ? "pin" : "unpin", std::chrono::seconds(120), cancel);
+    DomainPtr dom = host.domain(name);
+    Lineage lineage = require_forky_vm(dom.get(), name, pinned ? "not pinning" : "not unpinning");
+    require_same_pool(host, name, lineage);
+    if (lineage.pinned == pinned)
+        return false;
+    lineage.pinned = pinned;
+    write_lineage(dom.get(), name, lineage);
+    return true;
+}
+
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset) {
     VmInfo info = vm_info(host, name);
     require_same_pool(host, name, info.lineage);

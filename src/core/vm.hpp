@@ -84,6 +84,10 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force = false,
 // ("not stopping": virsh stops it, forky does not).
 Lineage require_forky_vm(virDomainPtr dom, const std::string& name, const std::string& what);
 
+// Pins a VM (`pinned`: it outlives its TTL; forkyd's reaper leaves it) or unpins it, under
+// its lock. Returns whether anything changed.
+bool vm_pin(Host& host, const std::string& name, bool pinned, const CancelToken& cancel = {});
+
 // The console log from `offset` on. Throws ConflictError when the VM has no log.
 VolumeChunk vm_console(Host& host, const std::string& name, std::uint64_t offset);
 

@@ -2,6 +2,7 @@
 
 #include "errors.hpp"
 #include "names.hpp"
+#include "units.hpp"
 
 #include <fstream>
 #include <map>
@@ -85,6 +86,16 @@ YAML::Node YamlReader::load(const std::string& text) const {
     std::size_t visited = 0;
     refuse_duplicates(*this, root, "", 0, visited);
     return root;
+}
+
+std::chrono::seconds YamlReader::duration(const YAML::Node& node, const std::string& key) const {
+    std::string why;
+    auto s = parse_duration(scalar(node, key), &why);
+    if (!s)
+        fail(node, key, why);
+    if (s->count() == 0)
+        fail(node, key, "must be longer than 0s");
+    return *s;
 }
 
 std::string YamlReader::where(int line, const std::string& key) const {

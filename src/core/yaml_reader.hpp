@@ -5,6 +5,7 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <initializer_list>
@@ -37,6 +38,8 @@ public:
     void only_keys(const YAML::Node& map, const std::string& where,
                    std::initializer_list<const char*> known) const;
     std::string scalar(const YAML::Node& node, const std::string& key) const;
+    // A duration longer than 0s ("90s", "15m", "2h", "1d").
+    std::chrono::seconds duration(const YAML::Node& node, const std::string& key) const;
     YAML::Node required(const YAML::Node& map, const char* name, const std::string& key) const;
     // A path relative to the file's folder made absolute (not resolved: links stay).
     std::filesystem::path path(const YAML::Node& node, const std::string& key) const;

@@ -3,6 +3,7 @@
 #include "config.hpp"
 #include "errors.hpp"
 #include "names.hpp"
+#include "units.hpp"
 #include "yaml_reader.hpp"
 
 #include <arpa/inet.h>
@@ -12,6 +13,13 @@
 namespace forky::daemon {
 
 namespace fs = std::filesystem;
+
+std::string DaemonConfig::source_dirs() const {
+    std::string out;
+    for (const auto& d : spec_dirs)
+        out += (out.empty() ? "" : ", ") + d.string();
+    return out;
+}
 
 std::string Listen::grpc_uri() const {
     return kind == Kind::unix_socket ? "unix:" + address : address;
@@ -61,7 +69,9 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
     if (!root.IsMap())
         throw SpecError(r.file().string() +
                         ": forkyd's configuration is a YAML mapping (connect, pool, listen, ...)");
-    r.only_keys(root, "", {"connect", "hosts", "pool", "pool_dir", "listen", "tls", "policies"});
+    r.only_keys(root, "",
+                {"connect", "hosts", "pool", "pool_dir", "listen", "tls", "policies", "reap_every",
+                 "spec_dirs"});
     DaemonConfig c;
     c.source = r.file();
     if (YAML::Node h = root["hosts"]; h.IsDefined())
@@ -127,6 +137,23 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
                        "loopback");
     if (YAML::Node n = root["policies"]; n.IsDefined())
         c.policies = r.path(n, "policies");
+    if (YAML::Node n = root["spec_dirs"]; n.IsDefined()) {
+        if (!n.IsSequence() || n.size() == 0)
+            r.fail(n, "spec_dirs", "expected a list of folders, e.g. [/etc/forky/domains]");
+        c.spec_dirs.clear();
+        for (std::size_t i = 0; i < n.size(); ++i) {
+            const std::string key = "spec_dirs[" + std::to_string(i) + "]";
+            const fs::path d = r.scalar(n[i], key);
+            if (!d.is_absolute())
+                r.fail(n[i], key, "must be an absolute path");
+            c.spec_dirs.push_back(d.lexically_normal());
+        }
+    }
+    if (YAML::Node n = root["reap_every"]; n.IsDefined()) {
+        c.reap_every = r.duration(n, "reap_every");
+        if (c.reap_every.count() > 86400)
+            r.fail(n, "reap_every", "must be at most 1d");
+    }
     return c;
 }
 

@@ -6,9 +6,12 @@
 //   pool: forky                              # forky's storage pool there
 //   listen: [unix:///run/forky/forkyd.sock]  # and/or tcp://ADDR:PORT (TLS unless loopback)
 //   tls: {cert: FILE, key: FILE, client_ca: FILE}   # client_ca: client certificates needed
-//   policies: /etc/forky/policies
+//   policies: /etc/forky/policies           # ttl.yaml, quotas.yaml, gpu.yaml
+//   reap_every: 30s                          # the TTL reaper's round
+//   spec_dirs: [/etc/forky/domains]          # where Up takes specs from
 #pragma once
 
+#include <chrono>
 #include <filesystem>
 #include <optional>
 #include <string>
@@ -39,6 +42,11 @@ struct DaemonConfig {
     std::vector<Listen> listen;
     std::optional<Tls> tls;
     std::filesystem::path policies = "/etc/forky/policies";
+    // How often the reaper looks for VMs past their TTL.
+    std::chrono::seconds reap_every{30};
+    // Where Up may take specs from (forkyd reads them as root).
+    std::vector<std::filesystem::path> spec_dirs{"/etc/forky/domains"};
+    std::string source_dirs() const; // "a, b" for messages
 };
 
 // Reads and checks `file` (it must exist).

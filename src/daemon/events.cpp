@@ -28,8 +28,19 @@ void EventHub::publish(const forky::v1::Event& e) {
     std::lock_guard lock(m_);
     for (auto& s : subs_) {
         std::lock_guard sl(s->m);
-        if (s->queue.size() < 10000) // a client that stopped reading loses the oldest
-            s->queue.push_back(e);
+        // A client that stopped reading loses the oldest, and is told so once.
+        if (s->queue.size() >= 10000) {
+            s->queue.pop_front();
+            if (!s->overflowed) {
+                forky::v1::Event lost;
+                lost.set_kind("lost");
+                lost.set_detail("events were dropped: this client fell behind");
+                lost.set_at(utc_now_rfc3339());
+                s->queue.push_back(lost);
+                s->overflowed = true;
+            }
+        }
+        s->queue.push_back(e);
         s->cv.notify_all();
     }
 }
@@ -208,8 +219,14 @@ void EventSource::watch() {
             log->warn("Cannot listen to libvirt's domain events on '{}'", uri_);
             clear_libvirt_error();
         } else {
-            if (lost_before)
+            if (lost_before) {
                 log->warn("Reconnected to libvirt at '{}'; domain events flow again", uri_);
+                forky::v1::Event back;
+                back.set_kind("reconnected");
+                back.set_detail("libvirt was away: events of that time are missing");
+                back.set_at(utc_now_rfc3339());
+                hub_.publish(back);
+            }
             connected_ = true;
         }
         while (!stop_ && !closed && id >= 0)

@@ -25,6 +25,7 @@ public:
         std::condition_variable cv;
         std::deque<forky::v1::Event> queue;
         bool closed = false;
+        bool overflowed = false;
     };
 
     std::shared_ptr<Subscription> subscribe();

@@ -12,21 +12,32 @@
 #include "host.hpp"
 #include "log.hpp"
 
+#include "safe_path.hpp"
+#include "yaml_reader.hpp"
+
 #include <CLI/CLI.hpp>
+#include <fcntl.h>
 #include <grp.h>
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/resource_quota.h>
 #include <grpcpp/security/server_credentials.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
+#include <mutex>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -36,36 +47,68 @@ using namespace forky::daemon;
 
 namespace {
 
-std::string read_pem(const fs::path& p) {
-    std::ifstream in(p);
-    std::ostringstream s;
-    s << in.rdbuf();
-    return s.str();
-}
-
-// The socket's folder: made root's (group forky may enter) when missing; one that others
-// can write is refused (anyone could swap the socket under a client).
-void prepare_socket_dir(const fs::path& socket, gid_t group) {
+// A socket's path, checked without changing anything (what --check can say): short enough
+// for a socket, in a folder only forkyd's user can write (made root's, 0750, when missing),
+// every folder on the way changeable only by root (or sticky), nothing but a socket there.
+void check_socket_path(const fs::path& socket) {
+    if (socket.string().size() > 100)
+        throw SpecError("The socket path '" + socket.string() +
+                        "' is too long (at most 100 characters)");
+    fs::path existing = socket.parent_path();
+    while (!existing.empty() && existing != existing.root_path() && !fs::exists(existing))
+        existing = existing.parent_path();
+    if (auto why = others_could_change(existing))
+        throw SpecError("The socket's folder '" + socket.parent_path().string() +
+                        "' is not safe: " + *why);
     const fs::path dir = socket.parent_path();
     struct stat st {};
-    if (::lstat(dir.c_str(), &st) != 0) {
-        fs::create_directories(dir);
-        ::chmod(dir.c_str(), 0750);
-        if (::chown(dir.c_str(), 0, group) != 0)
-            throw Error("Cannot give '" + dir.string() + "' to group forky");
-        return;
-    }
-    if (!S_ISDIR(st.st_mode))
-        throw ConflictError("The socket's folder '" + dir.string() + "' is not a folder");
-    if (st.st_uid != ::geteuid() || (st.st_mode & 0022) != 0)
-        throw ConflictError("The socket's folder '" + dir.string() +
+    if (::lstat(dir.c_str(), &st) == 0) {
+        if (!S_ISDIR(st.st_mode))
+            throw SpecError("The socket's folder '" + dir.string() + "' is not a folder");
+        if (st.st_uid != ::geteuid() || (st.st_mode & 0022) != 0)
+            throw SpecError("The socket's folder '" + dir.string() +
                             "' may be written by others than forkyd's user: refused (make it "
                             "root's, mode 0750 or 0755)");
+    }
     if (::lstat(socket.c_str(), &st) == 0 && !S_ISSOCK(st.st_mode))
-        throw ConflictError("'" + socket.string() + "' exists and is no socket: refused");
+        throw SpecError("'" + socket.string() + "' exists and is no socket: refused");
+}
+
+void prepare_socket_dir(const fs::path& socket, gid_t group) {
+    check_socket_path(socket);
+    const fs::path dir = socket.parent_path();
+    if (!fs::exists(dir)) {
+        fs::create_directories(dir);
+        ::chmod(dir.c_str(), 0750);
+        if (::lchown(dir.c_str(), 0, group) != 0)
+            throw Error("Cannot give '" + dir.string() + "' to group forky");
+    }
+}
+
+// One forkyd per socket: an exclusive lock on SOCKET.lock, held while it runs. Another
+// forkyd's socket is never taken over (and then removed under it).
+int lock_socket(const fs::path& socket) {
+    const fs::path lock = socket.string() + ".lock";
+    const int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw ConflictError("Cannot open '" + lock.string() + "': " + std::strerror(errno));
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0)
+        throw ConflictError("Another forkyd serves '" + socket.string() + "' (it holds '" +
+                            lock.string() + "'): not taking its socket");
+    return fd;
+}
+
+// The PEM files of tls:, read and checked (not empty, of the right kind).
+std::string read_pem(const fs::path& p, const char* kind) {
+    const std::string text = read_small_file(p, 1 << 20);
+    if (text.find(std::string("-----BEGIN ")) == std::string::npos ||
+        text.find(kind) == std::string::npos)
+        throw SpecError("'" + p.string() + "' holds no PEM " + kind);
+    return text;
 }
 
 std::atomic<bool> stopping{false};
+std::atomic<bool> stopped_cleanly{false};
 
 } // namespace
 
@@ -81,7 +124,9 @@ int main(int argc, char** argv) {
         "group forky, mode 0660: a caller who cannot open it never reaches forky), and\n"
         "on TCP only with TLS (or on loopback). Server reflection is on: grpcurl -plaintext\n"
         "-unix /run/forky/forkyd.sock list. Runs in the foreground; systemd Type=notify.\n"
-        "Exit codes: 0 ok, 2 usage, 3 bad configuration, 6 libvirt unreachable."};
+        "Exit codes: 0 ok, 2 usage, 3 bad configuration (file, line, key; unsafe socket\n"
+        "folder, bad TLS files), 5 another forkyd serves the socket or an address is in use,\n"
+        "6 libvirt unreachable."};
     app.add_option("--config", config_file, "configuration file")->capture_default_str();
     app.add_flag("--check", check, "validate the configuration and exit");
     app.add_flag("-v,--verbose", verbose, "log every call");
@@ -100,20 +145,40 @@ int main(int argc, char** argv) {
     try {
         DaemonConfig config = load_daemon_config(config_file);
         const Config settings = load_config(default_config_path);
+        std::set<std::string> seen;
+        for (const auto& l : config.listen) {
+            if (!seen.insert(l.grpc_uri()).second)
+                throw SpecError(config.source.string() + ": '" + l.address +
+                                "' is listed twice under listen");
+            if (l.kind == Listen::Kind::unix_socket)
+                check_socket_path(l.address);
+        }
+        std::string tls_key, tls_cert, tls_ca;
+        if (config.tls) {
+            tls_key = read_pem(config.tls->key, "PRIVATE KEY");
+            tls_cert = read_pem(config.tls->cert, "CERTIFICATE");
+            if (!config.tls->client_ca.empty())
+                tls_ca = read_pem(config.tls->client_ca, "CERTIFICATE");
+        }
+        for (const auto& l : config.listen)
+            if (l.kind == Listen::Kind::tcp && (!config.tls || config.tls->client_ca.empty()))
+                log->warn("{} takes calls from {} without a client certificate: whoever can "
+                          "reach it can do what forky can (give tls.client_ca to require one)",
+                          l.address, l.loopback ? "every local user" : "anyone on the network");
         if (check) {
             std::cout << "forkyd: " << config.source.string() << " is valid (connect "
                       << config.connect << ", pool " << config.pool << ", " << config.listen.size()
                       << " listener(s))\n";
             return 0;
         }
-        // Signals are taken by one thread (sigwait), never by the gRPC or libvirt threads.
-        sigset_t signals;
-        sigemptyset(&signals);
-        sigaddset(&signals, SIGTERM);
-        sigaddset(&signals, SIGINT);
-        pthread_sigmask(SIG_BLOCK, &signals, nullptr);
         ::signal(SIGPIPE, SIG_IGN);
-
+        std::vector<int> socket_locks;
+        for (const auto& l : config.listen)
+            if (l.kind == Listen::Kind::unix_socket) {
+                check_socket_path(l.address);
+                if (fs::exists(fs::path(l.address).parent_path()))
+                    socket_locks.push_back(lock_socket(l.address));
+            }
         init_event_loop();
         sd_notify(0, "STATUS=Connecting to libvirt");
         EventHub hub;
@@ -124,6 +189,13 @@ int main(int argc, char** argv) {
             Host host(h);
             host.pool(); // libvirt answers, and the pool is there
         }
+        // From here on signals are taken by one thread (sigwait), never by the gRPC or
+        // libvirt threads. (Before, SIGTERM simply ends a forkyd that made nothing yet.)
+        sigset_t signals;
+        sigemptyset(&signals);
+        sigaddset(&signals, SIGTERM);
+        sigaddset(&signals, SIGINT);
+        pthread_sigmask(SIG_BLOCK, &signals, nullptr);
         EventSource events(config.connect, hub);
         if (!events.wait_connected(10000))
             log->warn("libvirt's domain events are not flowing yet from '{}'", config.connect);
@@ -136,17 +208,19 @@ int main(int argc, char** argv) {
         grpc::ServerBuilder builder;
         for (const auto& l : config.listen) {
             if (l.kind == Listen::Kind::unix_socket) {
+                const bool had_dir = fs::exists(fs::path(l.address).parent_path());
                 prepare_socket_dir(l.address, gid);
+                if (!had_dir)
+                    socket_locks.push_back(lock_socket(l.address));
                 builder.AddListeningPort(l.grpc_uri(), grpc::InsecureServerCredentials());
             } else if (config.tls) {
                 grpc::SslServerCredentialsOptions ssl(
                     config.tls->client_ca.empty()
                         ? GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE
                         : GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY);
-                ssl.pem_key_cert_pairs.push_back(
-                    {read_pem(config.tls->key), read_pem(config.tls->cert)});
+                ssl.pem_key_cert_pairs.push_back({tls_key, tls_cert});
                 if (!config.tls->client_ca.empty())
-                    ssl.pem_root_certs = read_pem(config.tls->client_ca);
+                    ssl.pem_root_certs = tls_ca;
                 builder.AddListeningPort(l.grpc_uri(), grpc::SslServerCredentials(ssl));
             } else {
                 builder.AddListeningPort(l.grpc_uri(),
@@ -154,19 +228,30 @@ int main(int argc, char** argv) {
             }
         }
         builder.RegisterService(&served);
+        // No second server on the same TCP port (SO_REUSEPORT would let one in), and a
+        // bounded number of threads however many streams are open.
+        builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+        grpc::ResourceQuota quota("forkyd");
+        quota.SetMaxThreads(128);
+        builder.SetResourceQuota(quota);
         // The socket appears with mode 0660 (0600 without the group): never readable by
         // all, not even for a moment.
         const mode_t old_umask = ::umask(forky_group ? 0117 : 0177);
         std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
         ::umask(old_umask);
         if (!server)
-            throw LibvirtError("forkyd could not listen on its addresses (in use? see above)", 0,
-                               0);
+            throw ConflictError("forkyd could not listen on its addresses (in use? see above)");
+        // The sockets as made (0660 or 0600 by the umask): their group, without following
+        // a link; then checked to be what forkyd made. Their identity, to remove only them.
+        std::map<std::string, ino_t> made;
         for (const auto& l : config.listen)
             if (l.kind == Listen::Kind::unix_socket) {
-                if (::chown(l.address.c_str(), 0, gid) != 0 ||
-                    ::chmod(l.address.c_str(), forky_group ? 0660 : 0600) != 0)
-                    throw Error("Cannot set the owner and mode of '" + l.address + "'");
+                struct stat st {};
+                if (::lchown(l.address.c_str(), 0, gid) != 0 ||
+                    ::lstat(l.address.c_str(), &st) != 0 || !S_ISSOCK(st.st_mode) ||
+                    (st.st_mode & 0007) != 0)
+                    throw ConflictError("The socket '" + l.address + "' is not as forkyd made it");
+                made[l.address] = st.st_ino;
             }
         std::string where;
         for (const auto& l : config.listen)
@@ -176,17 +261,50 @@ int main(int argc, char** argv) {
         std::cerr << "forkyd: serving " << config.connect << " (pool " << config.pool << ") on "
                   << where << std::endl;
 
+        // The TTL reaper, a round every reap_every.
+        std::thread reaper([&] {
+            while (!stopping) {
+                for (int i = 0; i < config.reap_every.count() * 10 && !stopping; ++i)
+                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+                if (stopping)
+                    break;
+                try {
+                    served.reap();
+                } catch (const Error& e) {
+                    log->warn("The reaper's round failed: {}", e.what());
+                }
+            }
+        });
+
         int sig = 0;
         sigwait(&signals, &sig);
         stopping = true;
         sd_notify(0, "STOPPING=1\nSTATUS=Stopping: calls in flight finish or roll back");
         std::cerr << "forkyd: stopping (signal " << sig << ")" << std::endl;
         hub.close_all();
-        server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(60));
+        served.cancel_streams(); // a client that stopped reading holds nothing up
+        // A call stuck in libvirt (a hung libvirtd) cannot be waited for for ever: after
+        // the deadline forkyd goes without it (its operation's journal is gc's).
+        std::thread watchdog([&] {
+            for (int i = 0; i < 900 && !stopped_cleanly; ++i)
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            if (!stopped_cleanly) {
+                std::cerr << "forkyd: calls still in libvirt after 90 s; exiting without them "
+                             "('forky gc' undoes what they leave)"
+                          << std::endl;
+                std::_Exit(1);
+            }
+        });
+        server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
         server->Wait();
-        for (const auto& l : config.listen)
-            if (l.kind == Listen::Kind::unix_socket)
-                ::unlink(l.address.c_str());
+        reaper.join();
+        stopped_cleanly = true;
+        watchdog.join();
+        for (const auto& [path, ino] : made) {
+            struct stat st {};
+            if (::lstat(path.c_str(), &st) == 0 && st.st_ino == ino)
+                ::unlink(path.c_str());
+        }
         std::cerr << "forkyd: stopped" << std::endl;
         return 0;
     } catch (const Error& e) {

@@ -7,11 +7,16 @@
 #include "hosts.hpp"
 #include "log.hpp"
 #include "names.hpp"
+#include "policies.hpp"
+#include "safe_path.hpp"
 #include "spec.hpp"
 #include "tree.hpp"
+#include "units.hpp"
 #include "vm.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <ctime>
 #include <thread>
 
 namespace forky::daemon {
@@ -129,10 +134,26 @@ void add_all(Field* field, const std::vector<std::string>& items) {
 grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req,
                               v1::UpResponse* out) {
     return serve(ctx, "Up", [&](Host& host) {
-        if (req->spec_path().empty())
-            throw UsageError("Up needs spec_path: a spec file on forkyd's host");
+        const std::filesystem::path spec_path = req->spec_path();
+        if (spec_path.empty() || !spec_path.is_absolute())
+            throw UsageError("Up needs spec_path: the absolute path of a spec file on forkyd's "
+                             "host, in one of its spec_dirs");
+        // Only specs where the administrator keeps them: forkyd reads as root, and never
+        // a file a caller merely names (its error messages would quote it).
+        const PathWalk walk = walk_path(spec_path);
+        bool allowed = false;
+        for (const auto& dir : config_.spec_dirs) {
+            const PathWalk d = walk_path(dir);
+            const auto rel = walk.resolved.lexically_relative(d.resolved);
+            allowed = allowed || (d.exists && !rel.empty() && *rel.begin() != "..");
+        }
+        if (!allowed)
+            throw UsageError("'" + spec_path.string() + "' is not in one of forkyd's spec_dirs (" +
+                             config_.source_dirs() + ")");
+        if (walk.problem)
+            throw SpecError("Spec '" + spec_path.string() + "' is not safe: " + *walk.problem);
         host.pool(); // made when forkyd started
-        const DomainSpec spec = load_spec(req->spec_path());
+        const DomainSpec spec = load_spec(spec_path);
         UpOptions o;
         o.name = req->name();
         o.start = !req->no_start();
@@ -163,9 +184,14 @@ grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest*
         o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
         o.ctx = op_context();
         o.host_name = "default";
-        const std::filesystem::path policy = config_.policies / "gpu.yaml";
-        if (std::filesystem::exists(policy))
-            o.gpu_policy = load_gpu_policy(policy);
+        o.load_gpu_policy = [this] {
+            const std::filesystem::path policy = config_.policies / "gpu.yaml";
+            std::error_code ec;
+            return std::filesystem::exists(policy, ec) || ec ? load_gpu_policy(policy)
+                                                             : GpuPolicy{};
+        };
+        o.quotas = load_quota_policy(config_.policies);
+        o.children_ttl = load_ttl_policy(config_.policies).children;
         const ForkResult r = vm_fork(host, req->source(), o);
         out->set_parent(r.parent);
         out->set_fork_point(r.fork_point);
@@ -325,8 +351,27 @@ grpc::Status ForkyService::Gpus(grpc::ServerContext* ctx, const v1::GpusRequest*
     });
 }
 
+ForkyService::StreamScope::StreamScope(ForkyService& s, grpc::ServerContext* ctx) : s(s), ctx(ctx) {
+    std::lock_guard lock(s.streams_m_);
+    s.streams_.insert(ctx);
+    if (s.stopping_)
+        ctx->TryCancel();
+}
+
+ForkyService::StreamScope::~StreamScope() {
+    std::lock_guard lock(s.streams_m_);
+    s.streams_.erase(ctx);
+}
+
+void ForkyService::cancel_streams() {
+    std::lock_guard lock(streams_m_);
+    for (auto* ctx : streams_)
+        ctx->TryCancel();
+}
+
 grpc::Status ForkyService::Console(grpc::ServerContext* ctx, const v1::ConsoleRequest* req,
                                    grpc::ServerWriter<v1::ConsoleChunk>* writer) {
+    StreamScope scope(*this, ctx);
     return serve(ctx, "Console", [&](Host& host) {
         require_valid_name(req->vm());
         std::uint64_t offset = req->offset();
@@ -364,6 +409,7 @@ grpc::Status ForkyService::Console(grpc::ServerContext* ctx, const v1::ConsoleRe
 
 grpc::Status ForkyService::Events(grpc::ServerContext* ctx, const v1::EventsRequest*,
                                   grpc::ServerWriter<v1::Event>* writer) {
+    StreamScope scope(*this, ctx);
     auto sub = events_.subscribe();
     // Headers now, so a client knows it is subscribed before any event comes.
     writer->SendInitialMetadata();
@@ -386,6 +432,36 @@ grpc::Status ForkyService::Events(grpc::ServerContext* ctx, const v1::EventsRequ
     }
     events_.unsubscribe(sub);
     return grpc::Status::OK;
+}
+
+std::vector<std::string> ForkyService::reap() {
+    auto log = logger("forkyd");
+    std::vector<std::string> reaped;
+    Host host(host_options());
+    const std::int64_t now = std::time(nullptr);
+    std::vector<VmInfo> expired;
+    for (auto& vm : vm_list(host))
+        if (auto left = ttl_left(vm.lineage, now); left && *left <= 0)
+            expired.push_back(std::move(vm));
+    // Children before their parents: the deepest generation first.
+    std::sort(expired.begin(), expired.end(), [](const VmInfo& a, const VmInfo& b) {
+        return a.lineage.generation > b.lineage.generation;
+    });
+    for (const auto& vm : expired) {
+        if (stopping_)
+            break;
+        try {
+            vm_remove(host, vm.name, /*force=*/true, CancelToken(&stopping_));
+            log->warn("Reaped VM '{}': its TTL of {} ran out", vm.name,
+                      format_duration(vm.lineage.ttl->count()));
+            reaped.push_back(vm.name);
+        } catch (const NotFoundError&) {
+            // removed meanwhile
+        } catch (const Error& e) {
+            log->warn("Could not reap VM '{}': {}", vm.name, e.what());
+        }
+    }
+    return reaped;
 }
 
 } // namespace forky::daemon

@@ -16,6 +16,10 @@
 
 #include <atomic>
 #include <functional>
+#include <mutex>
+#include <set>
+#include <string>
+#include <vector>
 
 namespace forky::daemon {
 
@@ -48,11 +52,27 @@ public:
 
     HostOptions host_options() const;
 
+    // One round of the TTL reaper: every VM past its TTL and not pinned is removed (with
+    // what only it used); returns their names.
+    std::vector<std::string> reap();
+
+    // Cancels every Console and Events stream in flight (SIGTERM).
+    void cancel_streams();
+
 private:
     // Runs `body` on a fresh connection; forky's errors become the status.
     grpc::Status serve(grpc::ServerContext* ctx, const char* call,
                        const std::function<void(Host&)>& body);
     OpContext op_context() const;
+    // Registers a stream's context while it runs.
+    struct StreamScope {
+        ForkyService& s;
+        grpc::ServerContext* ctx;
+        StreamScope(ForkyService& s, grpc::ServerContext* ctx);
+        ~StreamScope();
+    };
+    std::mutex streams_m_;
+    std::set<grpc::ServerContext*> streams_;
 
     DaemonConfig config_;
     Config settings_;

@@ -71,7 +71,8 @@ fs::path write_config(const fs::path& socket, const std::string& extra = "") {
     const fs::path file = test_dir() / "forkyd.yaml";
     std::ofstream(file) << "connect: " << libvirt_uri()
                         << "\npool: forky-it\npool_dir: " << pool_dir().string()
-                        << "\nlisten: [unix://" << socket.string() << "]\n"
+                        << "\nlisten: [unix://" << socket.string() << "]\nspec_dirs: ["
+                        << (source_dir() / "domains").string() << "]\n"
                         << extra;
     ::chmod(file.c_str(), 0600);
     return file;
@@ -105,7 +106,12 @@ TEST(Daemon, ConfigurationIsCheckedStrictly) {
     CommandResult plain =
         run({FORKYD_BINARY, "--config", write_config(socket, "tls_typo: 1\n").string(), "--check"});
     EXPECT_EQ(plain.rc, 3) << plain.all();
-    EXPECT_NE(plain.err.find("forkyd.yaml:5: key 'tls_typo'"), std::string::npos) << plain.err;
+    EXPECT_NE(plain.err.find("forkyd.yaml:6: key 'tls_typo'"), std::string::npos) << plain.err;
+    // A socket straight in a folder everyone writes (/tmp) is refused by --check already.
+    CommandResult tmp =
+        run({FORKYD_BINARY, "--config", write_config("/tmp/forkyd-it.sock").string(), "--check"});
+    EXPECT_EQ(tmp.rc, 3) << tmp.all();
+    EXPECT_NE(tmp.err.find("may be written by others"), std::string::npos) << tmp.err;
     // Plain TCP off loopback is refused; on loopback it is allowed.
     const fs::path tcp = test_dir() / "forkyd.yaml";
     std::ofstream(tcp) << "connect: " << libvirt_uri()
@@ -181,6 +187,19 @@ TEST(Daemon, APythonClientUpsForksListsFollowsAndRemoves) {
     ::kill(events.pid, SIGTERM);
     finish(events, std::chrono::seconds(30));
 
+    // A second forkyd never takes the socket of the first.
+    CommandResult second = run({FORKYD_BINARY, "--config", (test_dir() / "forkyd.yaml").string()});
+    EXPECT_EQ(second.rc, 5) << second.all();
+    EXPECT_NE(second.err.find("Another forkyd serves"), std::string::npos) << second.err;
+    // Up takes specs only from spec_dirs: never a file a caller merely names.
+    CommandResult shadow = call(socket, {"up", "/etc/shadow"});
+    EXPECT_EQ(shadow.rc, 1);
+    EXPECT_NE(shadow.out.find("error INVALID_ARGUMENT exit 2: '/etc/shadow' is not in one of "
+                              "forkyd's spec_dirs"),
+              std::string::npos)
+        << shadow.all();
+    EXPECT_EQ(shadow.out.find("root:"), std::string::npos) << shadow.all();
+
     // Errors carry the CLI's message and exit code.
     CommandResult unknown = call(socket, {"rm", "no-such-vm"});
     EXPECT_EQ(unknown.rc, 1);
@@ -207,4 +226,54 @@ TEST(Daemon, APythonClientUpsForksListsFollowsAndRemoves) {
     EXPECT_EQ(stopped.rc, 0) << stopped.all();
     EXPECT_NE(stopped.err.find("forkyd: stopped"), std::string::npos) << stopped.err;
     EXPECT_FALSE(fs::exists(socket));
+}
+
+// Policies: a quota refuses a fork before anything is made (the CLI's fork, as forkyd's);
+// children get the TTL of policies/ttl.yaml, shown by ls; forkyd's reaper removes the
+// expired ones and leaves the pinned one and the parent (no TTL of its own).
+TEST(Daemon, QuotasRefuseAndTheReaperRemovesExpiredChildrenButNotPinnedOnes) {
+    const fs::path policies = test_dir() / "policies";
+    fs::create_directories(policies);
+    std::ofstream(policies / "quotas.yaml") << "max_children_per_parent: 2\n";
+    std::ofstream(policies / "ttl.yaml") << "children: 4s\n";
+    const Env env{"FORKY_POLICIES=" + policies.string()};
+    up_tiny("it-r");
+    const auto before = domain_names();
+    CommandResult over = run_forky({"fork", "it-r", "--count", "3"}, env);
+    EXPECT_EQ(over.rc, 5) << over.all();
+    EXPECT_NE(over.err.find("Quota 'max_children_per_parent' (" +
+                            (policies / "quotas.yaml").string() +
+                            "): 'it-r' has 0 children; 3 more would make 3, over 2"),
+              std::string::npos)
+        << over.err;
+    EXPECT_EQ(domain_names(), before);
+    CommandResult fork = run_forky({"fork", "it-r", "--count", "2"}, env);
+    ASSERT_EQ(fork.rc, 0) << fork.all();
+    ASSERT_EQ(run_forky({"pin", "it-r-2"}).rc, 0);
+    CommandResult ls = run_forky({"ls"});
+    EXPECT_NE(ls.out.find("pinned"), std::string::npos) << ls.out;
+    CommandResult json = run_forky({"ls", "--json"});
+    EXPECT_NE(json.out.find("\"pinned\":true"), std::string::npos) << json.out;
+    EXPECT_TRUE(contains(json.out, "\"ttl_left_s\":")) << json.out;
+    CommandResult third = run_forky({"fork", "it-r"}, env);
+    EXPECT_EQ(third.rc, 5) << third.all();
+
+    PublicDir run_dir;
+    const fs::path socket = run_dir.path / "forkyd.sock";
+    Daemon daemon(write_config(socket, "policies: " + policies.string() + "\nreap_every: 1s\n"));
+    EXPECT_TRUE(
+        eventually([&] { return !has(domain_names(), "it-r-1"); }, std::chrono::seconds(60)))
+        << slurp_file(daemon.bg.err_file);
+    // Rounds go on; the pinned child and the parent stay.
+    std::this_thread::sleep_for(std::chrono::seconds(3));
+    EXPECT_TRUE(has(domain_names(), "it-r-2"));
+    EXPECT_TRUE(has(domain_names(), "it-r"));
+    EXPECT_NE(slurp_file(daemon.bg.err_file).find("Reaped VM 'it-r-1': its TTL of 4s ran out"),
+              std::string::npos)
+        << slurp_file(daemon.bg.err_file);
+    ASSERT_EQ(run_forky({"unpin", "it-r-2"}).rc, 0);
+    EXPECT_TRUE(
+        eventually([&] { return !has(domain_names(), "it-r-2"); }, std::chrono::seconds(60)));
+    EXPECT_EQ(daemon.stop().rc, 0);
+    remove_all({"it-r"});
 }
