@@ -9,6 +9,7 @@
 #include <libvirt/libvirt.h>
 
 #include <memory>
+#include <pugixml.hpp>
 
 namespace forky {
 
@@ -20,14 +21,20 @@ double ms_since(Clock::time_point t) {
     return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
 }
 
-// The UUID of the VM whose stored fork point `ref` names (the VM itself may be gone).
-std::string point_vm_uuid(const std::vector<ForkPoint>& points,
-                          const std::optional<PointRef>& ref) {
-    if (ref)
-        for (const auto& p : points)
-            if (p.vm == ref->vm && p.name == ref->name)
-                return p.vm_uuid;
-    return {};
+// A domain XML's memory in bytes (<memory unit='KiB'>, libvirt's default unit).
+std::uint64_t memory_of(const std::string& xml) {
+    pugi::xml_document doc;
+    doc.load_string(xml.c_str());
+    pugi::xml_node m = doc.child("domain").child("memory");
+    const std::string unit = m.attribute("unit").value();
+    const std::uint64_t v = m.text().as_ullong();
+    if (unit == "b" || unit == "bytes")
+        return v;
+    if (unit == "MiB" || unit == "M")
+        return v << 20;
+    if (unit == "GiB" || unit == "G")
+        return v << 30;
+    return v << 10; // KiB
 }
 
 } // namespace
@@ -113,13 +120,6 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     else if (!ref)
         throw NotFoundError("No VM named '" + parent + "' on '" + host.options().uri + "'");
 
-    // Quotas, before anything is made.
-    if (o.quotas.any()) {
-        const std::string uuid = vm ? vm->uuid : point_vm_uuid(pool.fork_points, ref);
-        const std::uint64_t memory = dom ? vm_info(host, parent).memory_bytes : 0;
-        check_fork_quotas(host, o.quotas, parent, uuid, memory, count_here, o.count);
-    }
-
     // GPUs: the parent's, and what the policy gives each child here, picked under the
     // host's GPU lock (held until the children name theirs) before anything changes.
     ChildGpuPlan gpus;
@@ -178,6 +178,17 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         at_point = vm->lineage;
         children_ttl(at_point);
         request.console = at_point.console_volume() != nullptr;
+    }
+
+    // Quotas, before anything is made, under the host's quota lock (held until the fork
+    // commits, so two forks cannot both take the last place).
+    if (o.quotas.any()) {
+        op.hold(VmLock::acquire(host, quotas_lock_name, "quotas", o.lock_wait, o.ctx.cancel));
+        const std::string uuid = vm ? vm->uuid : point.vm_uuid;
+        // Each child has the memory the VM had at the fork point (the VM may be gone).
+        const std::uint64_t memory =
+            dom ? vm_info(host, parent).memory_bytes : memory_of(read_header(host, point).xml);
+        check_fork_quotas(host, o.quotas, parent, uuid, memory, count_here, o.count);
     }
 
     // Names first, on every host: each child's own lock where it will run. Children on

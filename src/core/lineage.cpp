@@ -129,8 +129,17 @@ Lineage lineage_from_xml(std::string_view xml) {
     l.fork_point_id = child_local(root, "fork-point-id").text().get();
     l.created_at = child_local(root, "created-at").text().get();
     l.operation = child_local(root, "operation").text().get();
-    if (pugi::xml_node ttl = child_local(root, "ttl"))
-        l.ttl = std::chrono::seconds(ttl.text().as_llong());
+    if (pugi::xml_node ttl = child_local(root, "ttl")) {
+        // Only a whole number of seconds, 1 to 100 years: anything else (edited by hand)
+        // is no TTL, never one that has run out.
+        const std::string text = ttl.text().get();
+        if (!text.empty() && text.size() <= 10 &&
+            text.find_first_not_of("0123456789") == std::string::npos) {
+            const long long s = std::stoll(text);
+            if (s > 0 && s <= 100LL * 366 * 86400)
+                l.ttl = std::chrono::seconds(s);
+        }
+    }
     l.pool = child_local(root, "pool").text().get();
     for (pugi::xml_node c : root.children()) {
         if (local_name(c) == "volume")

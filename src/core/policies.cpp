@@ -1,6 +1,8 @@
 #include "policies.hpp"
 
+#include "config.hpp"
 #include "errors.hpp"
+#include "lineage.hpp"
 #include "names.hpp"
 #include "units.hpp"
 #include "vm.hpp"
@@ -20,6 +22,8 @@ namespace {
 YAML::Node policy_root(const YamlReader& r, const std::string& text, const char* what,
                        std::initializer_list<const char*> keys) {
     YAML::Node root = r.load(text);
+    if (root.IsNull() || !root.IsDefined())
+        return YAML::Node(YAML::NodeType::Map); // an empty file: no rules
     if (!root.IsMap())
         throw SpecError(r.file().string() + ": " + what + " is a YAML mapping");
     r.only_keys(root, "", keys);
@@ -28,22 +32,20 @@ YAML::Node policy_root(const YamlReader& r, const std::string& text, const char*
 
 unsigned whole(const YamlReader& r, const YAML::Node& n, const std::string& key) {
     const std::string text = r.scalar(n, key);
-    unsigned v = 0;
-    try {
-        v = n.as<unsigned>();
-    } catch (const YAML::Exception&) {
+    // Decimal digits only: YAML would read 010 as 8 and 0x10 as 16.
+    if (text.empty() || text.size() > 6 ||
+        text.find_first_not_of("0123456789") != std::string::npos)
         r.fail(n, key, "expected a whole number, got " + forky::quoted(text));
-    }
+    const unsigned v = static_cast<unsigned>(std::stoul(text));
     if (v == 0 || v > 100000)
         r.fail(n, key, "must be between 1 and 100000");
     return v;
 }
 
-std::optional<std::string> read_if_there(const fs::path& file) {
-    std::error_code ec;
-    if (fs::symlink_status(file, ec).type() == fs::file_type::not_found)
-        return std::nullopt; // anything else (a link, no access) is read_small_file's to judge
-    return read_small_file(file);
+// A policy decides what forks may do: like forky's settings, nobody but root (or the user
+// running forky) may have written it or a folder on its way. Missing: no rule.
+std::optional<std::string> read_if_there(const fs::path& file, const char* what) {
+    return read_trusted_file(file, /*required=*/false, what, "");
 }
 
 std::uint64_t read_number(const char* path) {
@@ -94,13 +96,13 @@ QuotaPolicy parse_quota_policy(const std::string& text, const fs::path& file) {
 
 TtlPolicy load_ttl_policy(const fs::path& dir) {
     const fs::path file = dir / "ttl.yaml";
-    auto text = read_if_there(file);
+    auto text = read_if_there(file, "the TTL policy");
     return text ? parse_ttl_policy(*text, file) : TtlPolicy{};
 }
 
 QuotaPolicy load_quota_policy(const fs::path& dir) {
     const fs::path file = dir / "quotas.yaml";
-    auto text = read_if_there(file);
+    auto text = read_if_there(file, "the quota policy");
     return text ? parse_quota_policy(*text, file) : QuotaPolicy{};
 }
 
@@ -109,8 +111,11 @@ std::optional<std::int64_t> ttl_left(const Lineage& lineage, std::int64_t now) {
         return std::nullopt;
     auto created = parse_rfc3339(lineage.created_at);
     if (!created)
-        return std::nullopt;
-    return *created + lineage.ttl->count() - now;
+        return std::nullopt; // no valid creation time: it cannot be said to have run out
+    // TTLs are at most 100 years (lineage_from_xml), creation times within what
+    // parse_rfc3339 reads: no overflow; a creation time in the future counts from now.
+    const std::int64_t start = std::min(*created, now);
+    return start + static_cast<std::int64_t>(lineage.ttl->count()) - now;
 }
 
 std::uint64_t ksm_saved_bytes() {
@@ -124,7 +129,25 @@ void check_fork_quotas(Host& host, const QuotaPolicy& q, const std::string& pare
     if (!q.any())
         return;
     unsigned count = count_total;
-    const std::vector<VmInfo> vms = vm_list(host);
+    // Every domain of the host (not only this pool's): forky's by their lineage.
+    struct Seen {
+        bool active;
+        std::uint64_t memory;
+        std::optional<Lineage> lineage;
+    };
+    std::vector<Seen> vms;
+    for (const auto& d : host.domains()) {
+        try {
+            virDomainInfo info{};
+            if (virDomainGetInfo(d.get(), &info) < 0) {
+                clear_libvirt_error();
+                continue; // gone meanwhile
+            }
+            vms.push_back(
+                {info.state != VIR_DOMAIN_SHUTOFF, info.maxMem * 1024ULL, read_lineage(d.get())});
+        } catch (const NotFoundError&) {
+        }
+    }
     auto refuse = [&](const std::string& rule, const std::string& figures) {
         throw ConflictError("Quota '" + rule + "' (" + q.source + "): " + figures +
                             "; nothing was made");
@@ -132,12 +155,12 @@ void check_fork_quotas(Host& host, const QuotaPolicy& q, const std::string& pare
     if (q.max_children_per_parent) {
         unsigned children = 0;
         for (const auto& vm : vms)
-            if (vm.lineage.parent_uuid == parent_uuid)
+            if (vm.lineage && vm.lineage->parent_uuid == parent_uuid)
                 ++children;
         if (children + count > *q.max_children_per_parent)
             refuse("max_children_per_parent", "'" + parent + "' has " + std::to_string(children) +
-                                                  " children; " + std::to_string(count) +
-                                                  " more would make " +
+                                                  (children == 1 ? " child; " : " children; ") +
+                                                  std::to_string(count) + " more would make " +
                                                   std::to_string(children + count) + ", over " +
                                                   std::to_string(*q.max_children_per_parent));
     }
@@ -145,7 +168,7 @@ void check_fork_quotas(Host& host, const QuotaPolicy& q, const std::string& pare
         count = count_here;
         unsigned forks = 0;
         for (const auto& vm : vms)
-            if (vm.lineage.generation > 0 && vm.state != VmState::shut_off)
+            if (vm.lineage && vm.lineage->generation > 0 && vm.active)
                 ++forks;
         if (forks + count > *q.max_forks_per_host)
             refuse("max_forks_per_host",
@@ -161,13 +184,13 @@ void check_fork_quotas(Host& host, const QuotaPolicy& q, const std::string& pare
         const std::uint64_t host_bytes = static_cast<std::uint64_t>(info.memory) * 1024;
         std::uint64_t used = 0;
         for (const auto& vm : vms)
-            if (vm.state != VmState::shut_off)
-                used += vm.memory_bytes;
+            if (vm.active)
+                used += vm.memory;
         const std::uint64_t saved = host.is_local() ? ksm_saved_bytes() : 0;
         const std::uint64_t after = used + child_memory * count;
         const double ceiling = static_cast<double>(host_bytes) * *q.memory_overcommit;
         if (static_cast<double>(after) - static_cast<double>(saved) > ceiling)
-            refuse("memory_overcommit", "forky's running VMs have " + format_size(used) + ", " +
+            refuse("memory_overcommit", "the running VMs have " + format_size(used) + ", " +
                                             std::to_string(count) + " more of " +
                                             format_size(child_memory) + " would make " +
                                             format_size(after) + " (less " + format_size(saved) +

@@ -25,6 +25,8 @@
 namespace forky {
 
 inline constexpr const char* default_policies_dir = "/etc/forky/policies";
+// Held by a fork from its quota check to its commit: no two forks take the last place.
+inline constexpr const char* quotas_lock_name = "forky-quotas";
 
 struct TtlPolicy {
     std::optional<std::chrono::seconds> children;

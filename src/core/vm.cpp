@@ -13,6 +13,7 @@
 #include "names.hpp"
 #include "network.hpp"
 #include "operation.hpp"
+#include "policies.hpp"
 #include "transaction.hpp"
 #include "vm_lock.hpp"
 
@@ -192,7 +193,7 @@ std::string vm_up_xml(Host& host, const DomainSpec& given, const UpOptions& opti
 std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options) {
     const std::string name = options.name.empty() ? given.name : options.name;
     require_valid_name(name);
-    if (name == images_lock_name || name == gpus_lock_name)
+    if (name == images_lock_name || name == gpus_lock_name || name == quotas_lock_name)
         throw UsageError("'" + name + "' is forky's own (a lock of the host's); pick another name");
     if (host.find_domain(name))
         throw ConflictError("A VM named '" + name + "' already exists on '" + host.options().uri +
@@ -450,7 +451,32 @@ std::map<std::string, std::string> needed_paths(Host& host, const std::vector<Vo
 
 } // namespace
 
+namespace {
+
+std::optional<RemoveResult> remove_vm(Host& host, const std::string& name, bool force,
+                                      const CancelToken& cancel,
+                                      const std::function<bool(const Lineage&)>& still,
+                                      std::chrono::milliseconds lock_wait);
+
+} // namespace
+
 RemoveResult vm_remove(Host& host, const std::string& name, bool force, const CancelToken& cancel) {
+    return *remove_vm(host, name, force, cancel, {}, std::chrono::seconds(120));
+}
+
+std::optional<RemoveResult> vm_remove_if(Host& host, const std::string& name,
+                                         const std::function<bool(const Lineage&)>& still,
+                                         std::chrono::milliseconds lock_wait,
+                                         const CancelToken& cancel) {
+    return remove_vm(host, name, /*force=*/true, cancel, still, lock_wait);
+}
+
+namespace {
+
+std::optional<RemoveResult> remove_vm(Host& host, const std::string& name, bool force,
+                                      const CancelToken& cancel,
+                                      const std::function<bool(const Lineage&)>& still,
+                                      std::chrono::milliseconds lock_wait) {
     host.pool();
     DomainPtr dom = host.find_domain(name);
     if (!dom) {
@@ -466,10 +492,12 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
     require_forky_vm(dom.get(), name, "not removing");
     // An operation that is making this VM (a fork restoring it) holds its lock until the
     // VM is whole; what it leaves, if anything, is what gets removed.
-    VmLock lock = VmLock::acquire(host, name, "rm", std::chrono::seconds(120), cancel);
+    VmLock lock = VmLock::acquire(host, name, "rm", lock_wait, cancel);
     dom = host.domain(name);
     Lineage lineage = require_forky_vm(dom.get(), name, "not removing");
     require_same_pool(host, name, lineage);
+    if (still && !still(lineage))
+        return std::nullopt;
     if (!force && domain_is_active(dom.get()))
         throw ConflictError("VM '" + name + "' is " + to_string(domain_state(dom.get())) +
                             "; stop it first or use --force");
@@ -531,6 +559,8 @@ RemoveResult vm_remove(Host& host, const std::string& name, bool force, const Ca
         result.deleted.push_back(std::move(v));
     return result;
 }
+
+} // namespace
 
 bool vm_pin(Host& host, const std::string& name, bool pinned, const CancelToken& cancel) {
     require_valid_name(name);

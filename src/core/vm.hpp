@@ -10,6 +10,7 @@
 
 #include <chrono>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
@@ -79,6 +80,14 @@ struct RemoveResult {
 // the VM (a fork that is still making it, say) to end first.
 RemoveResult vm_remove(Host& host, const std::string& name, bool force = false,
                        const CancelToken& cancel = {});
+
+// vm_remove of a running or stopped VM, only if `still` holds for its lineage read under its
+// lock (the reaper: still expired, not pinned meanwhile), waiting at most `lock_wait` for
+// the lock. nullopt when `still` said no; ConflictError when the VM is busy.
+std::optional<RemoveResult> vm_remove_if(Host& host, const std::string& name,
+                                         const std::function<bool(const Lineage&)>& still,
+                                         std::chrono::milliseconds lock_wait,
+                                         const CancelToken& cancel = {});
 
 // The lineage of a domain forky made; ConflictError "...; <what> it" for any other domain
 // ("not stopping": virsh stops it, forky does not).

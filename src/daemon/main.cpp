@@ -9,8 +9,10 @@
 
 #include "config.hpp"
 #include "errors.hpp"
+#include "gpus.hpp"
 #include "host.hpp"
 #include "log.hpp"
+#include "policies.hpp"
 
 #include "safe_path.hpp"
 #include "yaml_reader.hpp"
@@ -63,6 +65,9 @@ void check_socket_path(const fs::path& socket) {
     const fs::path dir = socket.parent_path();
     struct stat st {};
     if (::lstat(dir.c_str(), &st) == 0) {
+        if (S_ISLNK(st.st_mode))
+            throw SpecError("The socket's folder '" + dir.string() +
+                            "' is a symbolic link: name the folder itself");
         if (!S_ISDIR(st.st_mode))
             throw SpecError("The socket's folder '" + dir.string() + "' is not a folder");
         if (st.st_uid != ::geteuid() || (st.st_mode & 0022) != 0)
@@ -165,6 +170,16 @@ int main(int argc, char** argv) {
                 log->warn("{} takes calls from {} without a client certificate: whoever can "
                           "reach it can do what forky can (give tls.client_ca to require one)",
                           l.address, l.loopback ? "every local user" : "anyone on the network");
+        // The policies forks will be held to: read now, so a broken one stops forkyd here
+        // (and --check says so), not every fork later.
+        std::error_code ec;
+        if (!fs::is_directory(config.policies, ec))
+            log->warn("The policies folder '{}' does not exist: no quotas, no TTL for children",
+                      config.policies.string());
+        load_quota_policy(config.policies);
+        load_ttl_policy(config.policies);
+        if (fs::exists(config.policies / "gpu.yaml", ec))
+            load_gpu_policy(config.policies / "gpu.yaml");
         if (check) {
             std::cout << "forkyd: " << config.source.string() << " is valid (connect "
                       << config.connect << ", pool " << config.pool << ", " << config.listen.size()
@@ -172,12 +187,12 @@ int main(int argc, char** argv) {
             return 0;
         }
         ::signal(SIGPIPE, SIG_IGN);
-        std::vector<int> socket_locks;
+        std::map<std::string, int> socket_locks; // held until forkyd exits
         for (const auto& l : config.listen)
             if (l.kind == Listen::Kind::unix_socket) {
                 check_socket_path(l.address);
                 if (fs::exists(fs::path(l.address).parent_path()))
-                    socket_locks.push_back(lock_socket(l.address));
+                    socket_locks[l.address] = lock_socket(l.address);
             }
         init_event_loop();
         sd_notify(0, "STATUS=Connecting to libvirt");
@@ -208,10 +223,9 @@ int main(int argc, char** argv) {
         grpc::ServerBuilder builder;
         for (const auto& l : config.listen) {
             if (l.kind == Listen::Kind::unix_socket) {
-                const bool had_dir = fs::exists(fs::path(l.address).parent_path());
                 prepare_socket_dir(l.address, gid);
-                if (!had_dir)
-                    socket_locks.push_back(lock_socket(l.address));
+                if (!socket_locks.count(l.address))
+                    socket_locks[l.address] = lock_socket(l.address);
                 builder.AddListeningPort(l.grpc_uri(), grpc::InsecureServerCredentials());
             } else if (config.tls) {
                 grpc::SslServerCredentialsOptions ssl(

@@ -153,7 +153,8 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
         if (walk.problem)
             throw SpecError("Spec '" + spec_path.string() + "' is not safe: " + *walk.problem);
         host.pool(); // made when forkyd started
-        const DomainSpec spec = load_spec(spec_path);
+        // Read where the walk led: relative paths in it are the real file's folder's.
+        const DomainSpec spec = load_spec(walk.resolved);
         UpOptions o;
         o.name = req->name();
         o.start = !req->no_start();
@@ -438,11 +439,15 @@ std::vector<std::string> ForkyService::reap() {
     auto log = logger("forkyd");
     std::vector<std::string> reaped;
     Host host(host_options());
-    const std::int64_t now = std::time(nullptr);
     std::vector<VmInfo> expired;
-    for (auto& vm : vm_list(host))
+    for (auto& vm : vm_list(host)) {
+        const std::int64_t now = std::time(nullptr);
         if (auto left = ttl_left(vm.lineage, now); left && *left <= 0)
             expired.push_back(std::move(vm));
+        else if (vm.lineage.ttl && !vm.lineage.pinned && !left)
+            warn_once(vm.name, "VM '" + vm.name + "' has a TTL but no valid creation time (" +
+                                   forky::quoted(vm.lineage.created_at) + "): not reaped");
+    }
     // Children before their parents: the deepest generation first.
     std::sort(expired.begin(), expired.end(), [](const VmInfo& a, const VmInfo& b) {
         return a.lineage.generation > b.lineage.generation;
@@ -450,18 +455,38 @@ std::vector<std::string> ForkyService::reap() {
     for (const auto& vm : expired) {
         if (stopping_)
             break;
+        // Under the VM's lock, expired still and not pinned meanwhile; a VM another
+        // operation holds now is left for a later round.
+        auto still = [](const Lineage& l) {
+            auto left = ttl_left(l, std::time(nullptr));
+            return left && *left <= 0;
+        };
         try {
-            vm_remove(host, vm.name, /*force=*/true, CancelToken(&stopping_));
-            log->warn("Reaped VM '{}': its TTL of {} ran out", vm.name,
-                      format_duration(vm.lineage.ttl->count()));
-            reaped.push_back(vm.name);
+            if (vm_remove_if(host, vm.name, still, std::chrono::milliseconds(0),
+                             CancelToken(&stopping_))) {
+                log->warn("Reaped VM '{}': its TTL of {} ran out", vm.name,
+                          format_duration(vm.lineage.ttl->count()));
+                reaped.push_back(vm.name);
+            }
         } catch (const NotFoundError&) {
             // removed meanwhile
+        } catch (const InterruptedError&) {
+            break; // stopping
+        } catch (const ConflictError& e) {
+            warn_once(vm.name, "Not reaping VM '" + vm.name + "' now: " + e.what());
         } catch (const Error& e) {
-            log->warn("Could not reap VM '{}': {}", vm.name, e.what());
+            warn_once(vm.name, "Could not reap VM '" + vm.name + "': " + e.what());
         }
     }
     return reaped;
+}
+
+void ForkyService::warn_once(const std::string& vm, const std::string& message) {
+    std::lock_guard lock(streams_m_);
+    if (warned_[vm] == message)
+        return;
+    warned_[vm] = message;
+    logger("forkyd")->warn("{}", message);
 }
 
 } // namespace forky::daemon

@@ -16,6 +16,7 @@
 
 #include <atomic>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -73,6 +74,9 @@ private:
     };
     std::mutex streams_m_;
     std::set<grpc::ServerContext*> streams_;
+    // The reaper's warnings, each said once per VM (not every round).
+    void warn_once(const std::string& vm, const std::string& message);
+    std::map<std::string, std::string> warned_;
 
     DaemonConfig config_;
     Config settings_;

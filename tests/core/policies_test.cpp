@@ -132,8 +132,58 @@ TEST(Policies, AForkBreakingAQuotaIsRefusedWithTheRuleAndFigures) {
     EXPECT_NO_THROW(check_fork_quotas(host, q, "web", parent_uuid, 1 << 20, 4, 4));
     EXPECT_NE(error_of([&] {
                   check_fork_quotas(host, q, "web", parent_uuid, host_bytes / 2, 4, 4);
-              }).find("Quota 'memory_overcommit' (quotas.yaml): forky's running VMs have 768MiB"),
+              }).find("Quota 'memory_overcommit' (quotas.yaml): the running VMs have 768MiB"),
               std::string::npos)
         << error_of([&] { check_fork_quotas(host, q, "web", parent_uuid, host_bytes / 2, 4, 4); });
+    fs::remove(node);
+}
+
+TEST(Policies, HandEditedTtlsNeverExpireAtOnceAndNumbersAreDecimal) {
+    // A TTL that does not parse is no TTL (never "0s, ran out").
+    for (const char* bad : {"forever", "", "-5", "0", "99999999999999"}) {
+        const Lineage l = lineage_from_xml(std::string("<lineage><generation>1</generation><ttl>") +
+                                           bad + "</ttl></lineage>");
+        EXPECT_FALSE(l.ttl) << bad;
+    }
+    // A creation time in the future counts from now, without overflow.
+    Lineage l;
+    l.created_at = "2099-01-01T00:00:00Z";
+    l.ttl = std::chrono::seconds(100LL * 365 * 86400);
+    EXPECT_EQ(ttl_left(l, 1800000000), l.ttl->count());
+    // Decimal, as written: 010 is ten (YAML would say 8), 0x10 is refused.
+    EXPECT_EQ(
+        parse_quota_policy("max_children_per_parent: 010\n", "q.yaml").max_children_per_parent,
+        10u);
+    EXPECT_NE(error_of([] {
+                  parse_quota_policy("max_children_per_parent: 0x10\n", "q.yaml");
+              }).find("expected a whole number"),
+              std::string::npos);
+    EXPECT_FALSE(parse_quota_policy("", "q.yaml").any());
+    EXPECT_FALSE(parse_ttl_policy("# nothing yet\n", "ttl.yaml").children);
+}
+
+TEST(Policies, TheReapersRemovalLooksAgainUnderTheLock) {
+    const fs::path node =
+        fs::temp_directory_path() / ("forky-reap-node-" + std::to_string(::getpid()) + ".xml");
+    std::ofstream(node) << "<node/>\n";
+    HostOptions o;
+    o.uri = "test://" + node.string();
+    o.pool_dir = "/var/lib/forky-unit-test";
+    o.create_pool = true;
+    Host host(o);
+    UpOptions up;
+    up.image_dirs = {FORKY_TEST_DATA};
+    up.name = "kept";
+    vm_up(host, load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml"), up);
+    // Pinned meanwhile: the condition, read under the lock, says no; nothing is removed.
+    EXPECT_FALSE(vm_remove_if(
+        host, "kept", [](const Lineage&) { return false; }, std::chrono::milliseconds(0)));
+    EXPECT_TRUE(host.find_domain("kept"));
+    EXPECT_TRUE(vm_pin(host, "kept", true));
+    EXPECT_TRUE(read_lineage(host.domain("kept").get())->pinned);
+    EXPECT_FALSE(vm_pin(host, "kept", true)); // already
+    EXPECT_TRUE(vm_remove_if(
+        host, "kept", [](const Lineage&) { return true; }, std::chrono::milliseconds(0)));
+    EXPECT_FALSE(host.find_domain("kept"));
     fs::remove(node);
 }
