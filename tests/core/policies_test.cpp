@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <optional>
 
 namespace fs = std::filesystem;
 using namespace forky;
@@ -23,6 +24,30 @@ std::string error_of(const std::function<void()>& f) {
     }
     return "(accepted)";
 }
+
+// A fresh test-driver hypervisor with forky's pool, and the tiny spec's VM `name` up on it.
+struct TinyOnTestDriver {
+    fs::path node;
+    std::optional<Host> host;
+    TinyOnTestDriver(const char* tag, const std::string& name) {
+        node = fs::temp_directory_path() /
+               ("forky-" + std::string(tag) + "-node-" + std::to_string(::getpid()) + ".xml");
+        std::ofstream(node) << "<node/>\n";
+        HostOptions o;
+        o.uri = "test://" + node.string();
+        o.pool_dir = "/var/lib/forky-unit-test";
+        o.create_pool = true;
+        host.emplace(o);
+        up(name);
+    }
+    void up(const std::string& name) {
+        UpOptions o;
+        o.image_dirs = {FORKY_TEST_DATA};
+        o.name = name;
+        vm_up(*host, load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml"), o);
+    }
+    ~TinyOnTestDriver() { fs::remove(node); }
+};
 
 } // namespace
 
@@ -84,24 +109,13 @@ TEST(Policies, TtlLeftCountsFromCreationAndPinnedNeverExpires) {
 }
 
 TEST(Policies, AForkBreakingAQuotaIsRefusedWithTheRuleAndFigures) {
-    const fs::path node =
-        fs::temp_directory_path() / ("forky-quota-node-" + std::to_string(::getpid()) + ".xml");
-    std::ofstream(node) << "<node/>\n";
-    HostOptions o;
-    o.uri = "test://" + node.string();
-    o.pool_dir = "/var/lib/forky-unit-test";
-    o.create_pool = true;
-    Host host(o);
-    UpOptions up;
-    up.image_dirs = {FORKY_TEST_DATA};
-    const DomainSpec spec = load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml");
-    up.name = "web";
-    vm_up(host, spec, up);
+    TinyOnTestDriver t("quota", "web");
+    Host& host = *t.host;
+    const HostOptions& o = host.options();
     const std::string parent_uuid = domain_uuid(host.domain("web").get());
     // Two children of web, as a fork would have made them.
     for (const char* child : {"web-1", "web-2"}) {
-        up.name = child;
-        vm_up(host, spec, up);
+        t.up(child);
         DomainPtr d = host.domain(child);
         Lineage l = *read_lineage(d.get());
         l.parent = "web";
@@ -135,7 +149,6 @@ TEST(Policies, AForkBreakingAQuotaIsRefusedWithTheRuleAndFigures) {
               }).find("Quota 'memory_overcommit' (quotas.yaml): the running VMs have 768MiB"),
               std::string::npos)
         << error_of([&] { check_fork_quotas(host, q, "web", parent_uuid, host_bytes / 2, 4, 4); });
-    fs::remove(node);
 }
 
 TEST(Policies, HandEditedTtlsNeverExpireAtOnceAndNumbersAreDecimal) {
@@ -163,18 +176,8 @@ TEST(Policies, HandEditedTtlsNeverExpireAtOnceAndNumbersAreDecimal) {
 }
 
 TEST(Policies, TheReapersRemovalLooksAgainUnderTheLock) {
-    const fs::path node =
-        fs::temp_directory_path() / ("forky-reap-node-" + std::to_string(::getpid()) + ".xml");
-    std::ofstream(node) << "<node/>\n";
-    HostOptions o;
-    o.uri = "test://" + node.string();
-    o.pool_dir = "/var/lib/forky-unit-test";
-    o.create_pool = true;
-    Host host(o);
-    UpOptions up;
-    up.image_dirs = {FORKY_TEST_DATA};
-    up.name = "kept";
-    vm_up(host, load_spec(fs::path(FORKY_TEST_DATA) / "golden" / "tiny.yaml"), up);
+    TinyOnTestDriver t("reap", "kept");
+    Host& host = *t.host;
     // Pinned meanwhile: the condition, read under the lock, says no; nothing is removed.
     EXPECT_FALSE(vm_remove_if(
         host, "kept", [](const Lineage&) { return false; }, std::chrono::milliseconds(0)));
@@ -185,5 +188,4 @@ TEST(Policies, TheReapersRemovalLooksAgainUnderTheLock) {
     EXPECT_TRUE(vm_remove_if(
         host, "kept", [](const Lineage&) { return true; }, std::chrono::milliseconds(0)));
     EXPECT_FALSE(host.find_domain("kept"));
-    fs::remove(node);
 }
