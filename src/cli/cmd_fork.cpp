@@ -5,7 +5,6 @@
 
 #include <chrono>
 #include <cstdio>
-#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <map>
@@ -79,16 +78,8 @@ void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
 
 // --gpu-policy, else $FORKY_GPU_POLICY (each must exist), else /etc/forky/policies/gpu.yaml
 // when there is one, else none: children get no GPU.
-std::string env_or_default(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return v && *v ? v : fallback;
-}
-
 GpuPolicy gpu_policy(const std::string& named) {
-    std::string file = named;
-    if (file.empty())
-        if (const char* env = std::getenv("FORKY_GPU_POLICY"); env && *env)
-            file = env;
+    const std::string file = named.empty() ? env_or("FORKY_GPU_POLICY", "") : named;
     std::error_code ec;
     if (!file.empty()) {
         if (!std::filesystem::exists(file, ec) && !ec)
@@ -117,7 +108,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.names_elsewhere = ctx.names_elsewhere(o.host_name);
     o.progress = progress_line("shipping");
     o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
-    const std::string policies = env_or_default("FORKY_POLICIES", default_policies_dir);
+    const std::string policies = env_or("FORKY_POLICIES", default_policies_dir);
     o.quotas = load_quota_policy(policies);
     o.children_ttl = load_ttl_policy(policies).children;
     ForkResult r = vm_fork(host, cmd.parent, o);

@@ -32,4 +32,7 @@ void setup_pin(CLI::App& app, Context& ctx); // pin and unpin
 // whose clock forky could not set, and what that means.
 void print_clock_notes(const std::vector<std::string>& clock_not_set);
 
+// The environment variable `name`, or `fallback` when it is unset or empty.
+const char* env_or(const char* name, const char* fallback);
+
 } // namespace forky::cli

@@ -230,6 +230,11 @@ OpContext Context::op_context() const {
     return ctx;
 }
 
+const char* env_or(const char* name, const char* fallback) {
+    const char* v = std::getenv(name);
+    return (v != nullptr && *v != '\0') ? v : fallback;
+}
+
 namespace {
 
 constexpr const char* exit_codes_help = R"(Exit codes:
@@ -258,11 +263,6 @@ Environment:
 
 Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";
-
-const char* env_or(const char* name, const char* fallback) {
-    const char* v = std::getenv(name);
-    return (v != nullptr && *v != '\0') ? v : fallback;
-}
 
 int run(int argc, char** argv) {
     Context ctx;

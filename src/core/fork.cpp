@@ -127,10 +127,9 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     if (dom) {
         const std::string xml =
             domain_xml(dom.get(), ref ? static_cast<unsigned>(VIR_DOMAIN_XML_INACTIVE) : 0);
-        if (!domain_gpus(xml).empty()) {
+        if (const auto held = domain_gpus(xml); !held.empty()) {
             if (!ref)
-                require_gpu_cut_allowed(parent, vm->lineage.gpu_fork_detach, domain_gpus(xml),
-                                        "a fork");
+                require_gpu_cut_allowed(parent, vm->lineage.gpu_fork_detach, held, "a fork");
             const GpuPolicy policy = o.load_gpu_policy ? o.load_gpu_policy() : o.gpu_policy;
             if (policy.children != GpuPolicy::Children::none && !o.elsewhere.empty())
                 throw ConflictError("VM '" + parent +
@@ -248,12 +247,8 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
         // Mediated devices first: their removal is undone after the children's.
         for (const auto& child : gpus.children)
             for (const auto& g : child)
-                if (g.kind == GpuAssignment::Kind::mdev) {
-                    op.lock().record_mdev(g.mdev_uuid);
-                    devices->create_mdev(g.address, g.mdev_type, g.mdev_uuid);
-                    op.on_undo("mediated device " + g.mdev_uuid,
-                               [devices, uuid = g.mdev_uuid] { devices->remove_mdev(uuid); });
-                }
+                if (g.kind == GpuAssignment::Kind::mdev)
+                    make_mdev(op, devices, g);
         SpawnOptions so;
         so.paused = o.children_paused;
         so.set_clock = ref.has_value(); // a stored fork point's clock is as old as it is

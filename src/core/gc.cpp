@@ -128,21 +128,8 @@ void reattach_gpus(Host& host, const Journal& j, bool dry_run, GcResult& result)
 // Mediated devices a dead operation made: removed unless a domain holds one.
 void remove_mdevs(Host& host, const Journal& j, bool dry_run, GcResult& result) {
     try {
-        const GpuInventory inv = read_inventory(host);
-        auto devices = libvirt_gpu_devices(host);
-        for (const auto& uuid : j.mdevs) {
-            bool exists = false, held = false;
-            for (const auto& m : inv.mdevs)
-                if (m.uuid == uuid) {
-                    exists = true;
-                    held = !m.held_by.empty();
-                }
-            if (!exists || held)
-                continue;
-            if (!dry_run)
-                devices->remove_mdev(uuid);
-            result.removed_mdevs.push_back(uuid);
-        }
+        for (auto& uuid : remove_unheld_mdevs(host, j.mdevs, dry_run).removed)
+            result.removed_mdevs.push_back(std::move(uuid));
     } catch (const Error& e) {
         result.problems.push_back("The mediated devices of a dead operation on '" + j.vm +
                                   "' could not be removed: " + e.what());

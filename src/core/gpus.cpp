@@ -3,6 +3,7 @@
 #include "child_xml.hpp"
 #include "errors.hpp"
 #include "log.hpp"
+#include "vm.hpp"
 #include "yaml_reader.hpp"
 
 #include <libvirt/virterror.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <functional>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -64,6 +66,34 @@ std::optional<PciFunction> parse_pci_function(std::string_view xml) {
     if (!pci)
         return std::nullopt;
     return pci_function_of(dev, pci);
+}
+
+// Each node device of the host with its XML; one gone since the listing is skipped.
+// (Flags 0: the test driver refuses the capability filters virsh passes.)
+void for_each_node_device(Host& host,
+                          const std::function<void(virNodeDevicePtr, const std::string&)>& fn) {
+    virNodeDevicePtr* raw = nullptr;
+    const int n = lv_check(virConnectListAllNodeDevices(host.conn(), &raw, 0),
+                           "Failed to list the node devices of '" + host.options().uri + "'");
+    struct Free {
+        virNodeDevicePtr* raw;
+        int n;
+        ~Free() {
+            for (int i = 0; i < n; ++i)
+                virNodeDeviceFree(raw[i]);
+            std::free(raw);
+        }
+    } release{raw, n};
+    for (int i = 0; i < n; ++i) {
+        char* xml = virNodeDeviceGetXMLDesc(raw[i], 0);
+        if (xml == nullptr) {
+            clear_libvirt_error(); // gone since the listing
+            continue;
+        }
+        const std::string text = xml;
+        std::free(xml);
+        fn(raw[i], text);
+    }
 }
 
 void add_holder(std::vector<std::string>& held_by, const std::string& name) {
@@ -631,25 +661,13 @@ GpuPolicy load_gpu_policy(const std::filesystem::path& file) {
 }
 
 GpuInventory read_inventory(Host& host) {
-    virNodeDevicePtr* raw = nullptr;
-    // Flags 0: the test driver refuses the capability filters virsh passes.
-    const int n = lv_check(virConnectListAllNodeDevices(host.conn(), &raw, 0),
-                           "Failed to list the node devices of '" + host.options().uri + "'");
     GpuInventory inv;
-    for (int i = 0; i < n; ++i) {
-        char* xml = virNodeDeviceGetXMLDesc(raw[i], 0);
-        virNodeDeviceFree(raw[i]);
-        if (xml == nullptr) {
-            clear_libvirt_error(); // gone since the listing
-            continue;
-        }
-        const std::string text = xml;
-        std::free(xml);
+    for_each_node_device(host, [&](virNodeDevicePtr, const std::string& text) {
         std::optional<Gpu> g;
         try {
             g = parse_gpu_device(text);
         } catch (const Error&) {
-            continue;
+            return;
         }
         if (g)
             inv.gpus.push_back(std::move(*g));
@@ -657,8 +675,7 @@ GpuInventory read_inventory(Host& host) {
             inv.functions[f->address] = std::move(*f);
         else if (auto m = parse_mdev_device(text))
             inv.mdevs.push_back(std::move(*m));
-    }
-    std::free(raw);
+    });
     for (const auto& d : host.domains()) {
         try {
             const std::string name = domain_name(d.get());
@@ -727,32 +744,11 @@ public:
     }
 
     void remove_mdev(const std::string& uuid) override {
-        virNodeDevicePtr* raw = nullptr;
-        const int n = lv_check(virConnectListAllNodeDevices(host_.conn(), &raw, 0),
-                               "Failed to list the node devices of '" + host_.options().uri + "'");
-        std::string error;
-        for (int i = 0; i < n; ++i) {
-            if (error.empty()) {
-                char* xml = virNodeDeviceGetXMLDesc(raw[i], 0);
-                if (xml == nullptr) {
-                    clear_libvirt_error();
-                } else {
-                    auto m = parse_mdev_device(xml);
-                    std::free(xml);
-                    if (m && m->uuid == uuid && virNodeDeviceDestroy(raw[i]) < 0) {
-                        try {
-                            throw_libvirt_error("Failed to remove mediated device " + uuid);
-                        } catch (const Error& e) {
-                            error = e.what();
-                        }
-                    }
-                }
-            }
-            virNodeDeviceFree(raw[i]);
-        }
-        std::free(raw);
-        if (!error.empty())
-            throw ConflictError(error);
+        for_each_node_device(host_, [&](virNodeDevicePtr dev, const std::string& xml) {
+            auto m = parse_mdev_device(xml);
+            if (m && m->uuid == uuid)
+                lv_check(virNodeDeviceDestroy(dev), "Failed to remove mediated device " + uuid);
+        });
     }
 
     void attach(virDomainPtr dom, const std::string& hostdev, bool persistent) override {
@@ -809,9 +805,7 @@ GpusDetached::GpusDetached(std::shared_ptr<GpuDevices> devices, virDomainPtr dom
     : devices_(std::move(devices)), dom_(dom), name_(std::move(name)), gpus_(std::move(gpus)),
       journal_(journal) {
     if (journal_ && !gpus_.empty()) {
-        char uuid[VIR_UUID_STRING_BUFLEN] = {};
-        lv_check(virDomainGetUUIDString(dom_, uuid), "Failed to read the UUID of '" + name_ + "'");
-        journal_->record_detached(uuid);
+        journal_->record_detached(domain_uuid(dom_));
     }
     try {
         for (; detached_ < gpus_.size(); ++detached_)
@@ -898,6 +892,35 @@ ChildGpuPlan plan_child_gpus(Host& host, GpuDevices& devices, std::string_view p
             if (g.kind == GpuAssignment::Kind::mdev)
                 g.mdev_uuid = random_uuid();
     return plan;
+}
+
+void make_mdev(Operation& op, const std::shared_ptr<GpuDevices>& devices, const GpuAssignment& a) {
+    op.lock().record_mdev(a.mdev_uuid); // gc's, should this process die
+    devices->create_mdev(a.address, a.mdev_type, a.mdev_uuid);
+    op.on_undo("mediated device " + a.mdev_uuid,
+               [devices, uuid = a.mdev_uuid] { devices->remove_mdev(uuid); });
+}
+
+MdevRemoval remove_unheld_mdevs(Host& host, const std::vector<std::string>& uuids, bool dry_run) {
+    MdevRemoval out;
+    if (uuids.empty())
+        return out;
+    const GpuInventory inv = read_inventory(host);
+    auto devices = libvirt_gpu_devices(host);
+    for (const auto& uuid : uuids) {
+        auto m = std::find_if(inv.mdevs.begin(), inv.mdevs.end(),
+                              [&](const Mdev& x) { return x.uuid == uuid; });
+        if (m == inv.mdevs.end())
+            continue; // gone already
+        if (!m->held_by.empty()) {
+            out.held.emplace_back(uuid, m->held_by.front());
+            continue;
+        }
+        if (!dry_run)
+            devices->remove_mdev(uuid);
+        out.removed.push_back(uuid);
+    }
+    return out;
 }
 
 } // namespace forky

@@ -187,6 +187,19 @@ private:
 void require_gpu_cut_allowed(const std::string& vm, bool allowed,
                              const std::vector<GpuAssignment>& gpus, const std::string& what);
 
+// A new mdev for `a` (its parent GPU, type and UUID) made within `op`: journalled first (gc
+// removes it should the process die), made, and removed again if the operation fails.
+void make_mdev(Operation& op, const std::shared_ptr<GpuDevices>& devices, const GpuAssignment& a);
+
+// Removes the mdevs of `uuids` that still exist and that no domain holds (`dry_run`: only
+// says which it would); `held` lists the others, each with a domain holding it.
+struct MdevRemoval {
+    std::vector<std::string> removed;
+    std::vector<std::pair<std::string, std::string>> held; // uuid, a domain holding it
+};
+MdevRemoval remove_unheld_mdevs(Host& host, const std::vector<std::string>& uuids,
+                                bool dry_run = false);
+
 // Holds the host's GPU lock from a pick until the domains that got the devices name them
 // in their XML (and `held_by` shows it), so concurrent ups and forks never pick the same
 // device: a lock volume in the pool, as the VMs' own.

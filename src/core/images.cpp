@@ -18,8 +18,6 @@ namespace forky {
 
 namespace fs = std::filesystem;
 
-namespace {
-
 bool is_under(const fs::path& file, const fs::path& dir) {
     auto f = file.begin();
     for (auto d = dir.begin(); d != dir.end(); ++d, ++f) {
@@ -30,6 +28,8 @@ bool is_under(const fs::path& file, const fs::path& dir) {
     }
     return true;
 }
+
+namespace {
 
 std::string join(const std::vector<fs::path>& dirs) {
     std::string out;

@@ -38,6 +38,9 @@ struct ImageRules {
 // Folders forky never reads images from.
 const std::vector<std::filesystem::path>& forbidden_image_dirs();
 
+// Whether `file` is `dir` or lies under it, component by component (both as written).
+bool is_under(const std::filesystem::path& file, const std::filesystem::path& dir);
+
 // The rules for `spec`: the administrator's `configured` folders, or, when there are
 // none, the spec's own folder and the pool's (`pool_dir`, `pool` for messages).
 // `other_pool_dirs`: the folders of the host's other storage pools.

@@ -223,10 +223,7 @@ std::string vm_up(Host& host, const DomainSpec& given, const UpOptions& options)
         for (const auto& g : gpus) {
             if (g.kind != GpuAssignment::Kind::mdev)
                 continue;
-            op.lock().record_mdev(g.mdev_uuid); // gc's, should this process die
-            devices->create_mdev(g.address, g.mdev_type, g.mdev_uuid);
-            op.on_undo("mediated device " + g.mdev_uuid,
-                       [devices, uuid = g.mdev_uuid] { devices->remove_mdev(uuid); });
+            make_mdev(op, devices, g);
         }
         op.step("up-gpus");
     }
@@ -519,25 +516,12 @@ std::optional<RemoveResult> remove_vm(Host& host, const std::string& name, bool 
     remove_domain(host, name);
     RemoveResult result;
     // The mediated devices forky made for it, unless another domain holds one now.
-    if (!lineage.mdevs.empty()) {
-        try {
-            const GpuInventory inv = read_inventory(host);
-            for (const auto& uuid : lineage.mdevs) {
-                auto m = std::find_if(inv.mdevs.begin(), inv.mdevs.end(),
-                                      [&](const Mdev& x) { return x.uuid == uuid; });
-                if (m == inv.mdevs.end())
-                    continue; // gone already
-                if (!m->held_by.empty()) {
-                    logger("vm")->warn("VM '{}' removed; its mediated device {} is left: '{}' "
-                                       "holds it now",
-                                       name, uuid, m->held_by.front());
-                    continue;
-                }
-                libvirt_gpu_devices(host)->remove_mdev(uuid);
-            }
-        } catch (const Error& e) {
-            logger("vm")->warn("VM '{}' removed, its mediated devices not: {}", name, e.what());
-        }
+    try {
+        for (const auto& [uuid, holder] : remove_unheld_mdevs(host, lineage.mdevs).held)
+            logger("vm")->warn("VM '{}' removed; its mediated device {} is left: '{}' holds it now",
+                               name, uuid, holder);
+    } catch (const Error& e) {
+        logger("vm")->warn("VM '{}' removed, its mediated devices not: {}", name, e.what());
     }
     for (const auto& vol_name : own) {
         StorageVolPtr vol = host.find_volume(vol_name);

@@ -5,6 +5,7 @@
 #include "gpus.hpp"
 #include "history.hpp"
 #include "hosts.hpp"
+#include "images.hpp"
 #include "log.hpp"
 #include "names.hpp"
 #include "policies.hpp"
@@ -144,8 +145,7 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
         bool allowed = false;
         for (const auto& dir : config_.spec_dirs) {
             const PathWalk d = walk_path(dir);
-            const auto rel = walk.resolved.lexically_relative(d.resolved);
-            allowed = allowed || (d.exists && !rel.empty() && *rel.begin() != "..");
+            allowed = allowed || (d.exists && is_under(walk.resolved, d.resolved));
         }
         if (!allowed)
             throw UsageError("'" + spec_path.string() + "' is not in one of forkyd's spec_dirs (" +

@@ -684,9 +684,11 @@ TEST(GpuPick, AGpuIsNeverBothWholeAndSlicedAndOnlyGpusArePassedThrough) {
                              "gpus: [{mdev_type: nvidia-593, count: 2}, {pci: 65:00.0}]\n"}) {
         auto picked = pick_gpus(inv, want(spec), "me", "'h'");
         ASSERT_EQ(picked.size(), 3u) << spec;
-        for (const auto& p : picked)
-            if (p.kind == GpuAssignment::Kind::mdev)
+        for (const auto& p : picked) {
+            if (p.kind == GpuAssignment::Kind::mdev) {
                 EXPECT_NE(p.address, "0000:65:00.0") << spec << ": sliced the GPU it passes whole";
+            }
+        }
     }
     // All three H100s whole, and a slice: nothing left to slice.
     EXPECT_THROW(pick_gpus(inv,
