@@ -2,7 +2,10 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -30,6 +33,64 @@ std::string kib(std::uint64_t bytes) {
     return buf;
 }
 
+// forky ls's listing, through libvirt (a connection of its own each time, as every forky
+// command opens) against forkyd's API (--server): the median of 20 of each.
+struct ApiRoundTrip {
+    unsigned vms = 0;
+    double direct_ms = 0;
+    double api_ms = 0;
+};
+
+ApiRoundTrip measure_api(Context& ctx) {
+    using Clock = std::chrono::steady_clock;
+    const auto median = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+    };
+    ApiRoundTrip a;
+    Remote remote(ctx.options.server, ctx.cancel());
+    remote.list(); // the channel connected
+    std::vector<double> direct, api;
+    for (int i = 0; i < 20; ++i) {
+        auto t0 = Clock::now();
+        HostOptions h = ctx.host().options();
+        h.create_pool = false;
+        Host fresh(h);
+        a.vms = static_cast<unsigned>(vm_list(fresh).size());
+        direct.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        t0 = Clock::now();
+        remote.list();
+        api.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+    }
+    a.direct_ms = median(direct);
+    a.api_ms = median(api);
+    return a;
+}
+
+void print_api(const ApiRoundTrip& a) {
+    std::printf("\nlisting %u VM(s), median of 20\n\n", a.vms);
+    std::printf("%-44s %9.1f ms   1.00\n", "through libvirt (forky ls, new connection)",
+                a.direct_ms);
+    std::printf("%-44s %9.1f ms   %.2f x libvirt\n", "through forkyd's API (forky --server ls)",
+                a.api_ms, a.api_ms / a.direct_ms);
+}
+
+Json api_json(const ApiRoundTrip& a) {
+    return {{"vms", a.vms}, {"direct_ms", a.direct_ms}, {"api_ms", a.api_ms}};
+}
+
+Json ksm_json(const BenchReport& r) {
+    if (!r.ksm)
+        return Json(nullptr);
+    const KsmRound& k = *r.ksm;
+    return {{"children", k.count},
+            {"settle_ms", static_cast<std::uint64_t>(k.settle_ms)},
+            {"full_scans", k.full_scans},
+            {"saved_bytes", k.saved_bytes},
+            {"children_pss_bytes", k.children_pss_bytes},
+            {"children_rss_bytes", k.children_rss_bytes}};
+}
+
 Json report_json(const BenchReport& r) {
     Json rounds = Json::array();
     for (const auto& x : r.rounds)
@@ -51,7 +112,9 @@ Json report_json(const BenchReport& r) {
                  {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
                  {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
                  {"fork_from_snapshot_ms", static_cast<std::uint64_t>(r.fork_from_snapshot_ms)},
-                 {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)}});
+                 {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)},
+                 {"ksm", ksm_json(r)},
+                 {"ksm_skipped", text_or_null(r.ksm_skipped)}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -110,6 +173,19 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
                     static_cast<double>(x.children_rss_bytes) /
                         static_cast<double>(r.parent_rss_bytes ? r.parent_rss_bytes : 1));
     }
+    if (r.ksm) {
+        const KsmRound& k = *r.ksm;
+        std::string label = "memory: " + std::to_string(k.count) + " children after KSM (PSS)";
+        std::printf("%-44s %12s   %.2f x one guest (< 2)\n", label.c_str(),
+                    mib(k.children_pss_bytes).c_str(),
+                    static_cast<double>(k.children_pss_bytes) /
+                        static_cast<double>(r.parent_rss_bytes ? r.parent_rss_bytes : 1));
+        std::printf("%-44s %12s   settled in %.0f s, %llu full scans\n", "KSM saved (whole host)",
+                    mib(k.saved_bytes).c_str(), k.settle_ms / 1000,
+                    static_cast<unsigned long long>(k.full_scans));
+    } else if (!r.ksm_skipped.empty()) {
+        std::printf("%-44s %12s   %s\n", "memory after KSM", "-", r.ksm_skipped.c_str());
+    }
 }
 
 void print_cross_host(const CrossHostReport& x) {
@@ -153,12 +229,22 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
     if (!ctx.fleet_mode()) {
         BenchReport r = run_bench(ctx.host(), spec, o);
-        if (cmd.json)
-            print_json(report_json(r));
-        else
-            print_table(spec, r);
+        std::optional<ApiRoundTrip> api;
+        if (!ctx.options.server.empty())
+            api = measure_api(ctx);
+        if (cmd.json) {
+            Json j = report_json(r);
+            j["api_list"] = api ? api_json(*api) : Json(nullptr);
+            print_json(j);
+            return;
+        }
+        print_table(spec, r);
+        if (api)
+            print_api(*api);
         return;
     }
+    if (!ctx.options.server.empty())
+        throw UsageError("forky bench --server compares listings on one host, not a fleet");
     // A fleet: the usual figures on its first host, then forks from it to the second.
     const auto& hosts = ctx.inventory().hosts;
     if (hosts.size() < 2)
@@ -194,8 +280,14 @@ void setup_bench(CLI::App& app, Context& ctx) {
         "and forks from there to its second host are compared with a fork on the same\n"
         "host: the first fork of a fork point (all shipped) and a later one (its copy\n"
         "there), with MiB shipped and the rate.\n"
+        "After the largest round KSM is turned on (a local hypervisor; the settings it found\n"
+        "are put back) until its savings settle, and the children's memory is measured\n"
+        "again (PSS: a page they share counted once).\n"
+        "With --server (forkyd serving the same host), a listing through forkyd's API is\n"
+        "timed against forky ls's own call to libvirt.\n"
         "Example: forky bench -f domains/tiny.yaml --counts 1,4,8\n"
-        "         forky --hosts fleet.yaml bench -f domains/tiny.yaml --counts 1");
+        "         forky --hosts fleet.yaml bench -f domains/tiny.yaml --counts 1\n"
+        "         forky --server unix:///run/forky/forkyd.sock bench -f domains/tiny.yaml");
     sub->add_option("-f,--file", cmd->spec_file, "YAML domain spec of the guest")->required();
     sub->add_option("--name", cmd->name, "name of the benchmark VM")->capture_default_str();
     sub->add_option("--counts", cmd->counts, "numbers of children to fork, one round each")

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <chrono>
 #include <cstdio>
@@ -102,16 +103,27 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     // Ctrl-C: finish the step at hand, undo, exit 130.
     o.ctx = ctx.op_context();
-    const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
-    Host& host = ctx.host_of(ref ? ref->vm : cmd.parent, &o.host_name);
-    place_children(cmd, ctx, host, o.host_name, o);
-    o.names_elsewhere = ctx.names_elsewhere(o.host_name);
-    o.progress = progress_line("shipping");
-    o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
-    const std::string policies = env_or("FORKY_POLICIES", default_policies_dir);
-    o.quotas = load_quota_policy(policies);
-    o.children_ttl = load_ttl_policy(policies).children;
-    ForkResult r = vm_fork(host, cmd.parent, o);
+    ForkResult r;
+    if (Remote* remote = ctx.remote()) {
+        // forkyd's policies (quotas, TTL, GPUs) apply; children stay on its host.
+        if (!cmd.host.empty() || cmd.spread || !cmd.gpu_policy.empty())
+            throw UsageError(std::string(!cmd.gpu_policy.empty() ? "--gpu-policy"
+                                                                 : "--host and "
+                                                                   "--spread") +
+                             " with --server: forkyd's own policies and host decide");
+        r = remote->fork(cmd.parent, o);
+    } else {
+        const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
+        Host& host = ctx.host_of(ref ? ref->vm : cmd.parent, &o.host_name);
+        place_children(cmd, ctx, host, o.host_name, o);
+        o.names_elsewhere = ctx.names_elsewhere(o.host_name);
+        o.progress = progress_line("shipping");
+        o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
+        const std::string policies = env_or("FORKY_POLICIES", default_policies_dir);
+        o.quotas = load_quota_policy(policies);
+        o.children_ttl = load_ttl_policy(policies).children;
+        r = vm_fork(host, cmd.parent, o);
+    }
     if (cmd.json) {
         print_json({{"parent", r.parent},
                     {"fork_point", r.fork_point},

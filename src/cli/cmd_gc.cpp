@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <iostream>
 #include <memory>
@@ -39,6 +40,16 @@ void print_result(const GcCommand& cmd, const GcResult& r);
 void run_gc(const GcCommand& cmd, Context& ctx) {
     GcOptions o;
     o.dry_run = cmd.dry_run;
+    if (Remote* remote = ctx.remote()) {
+        if (!cmd.host.empty())
+            throw UsageError("--host with --server: forkyd collects the host it serves");
+        GcResult r = remote->gc(cmd.dry_run);
+        if (cmd.json)
+            print_json(result_json(cmd, r));
+        else
+            print_result(cmd, r);
+        return;
+    }
     if (!ctx.fleet_mode()) {
         if (!cmd.host.empty())
             throw UsageError("--host names a host of the inventory, and there is none ('forky "

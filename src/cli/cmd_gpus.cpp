@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -33,11 +34,15 @@ Json existing_mdevs(const GpuInventory& inv, const std::string& address) {
 }
 
 void run_gpus(const GpusCommand& cmd, Context& ctx) {
-    Host& host =
-        cmd.host.empty()
-            ? (ctx.fleet_mode() ? ctx.host_named(ctx.inventory().hosts.front().name) : ctx.host())
-            : ctx.host_named(ctx.require_host(cmd.host));
-    const GpuInventory inv = read_inventory(host);
+    Remote* remote = ctx.remote();
+    if (remote && !cmd.host.empty())
+        throw UsageError("--host with --server: forkyd lists the GPUs of the host it serves");
+    Host* host =
+        remote ? nullptr
+        : cmd.host.empty()
+            ? (ctx.fleet_mode() ? &ctx.host_named(ctx.inventory().hosts.front().name) : &ctx.host())
+            : &ctx.host_named(ctx.require_host(cmd.host));
+    const GpuInventory inv = remote ? remote->gpus() : read_inventory(*host);
     const std::vector<Gpu>& gpus = inv.gpus;
     if (cmd.json) {
         Json out = Json::array();
@@ -64,7 +69,8 @@ void run_gpus(const GpusCommand& cmd, Context& ctx) {
         return;
     }
     if (gpus.empty()) {
-        std::cout << "No GPUs (PCI display or 3D controllers) on '" << host.options().uri << "'\n";
+        std::cout << "No GPUs (PCI display or 3D controllers) on '"
+                  << (remote ? remote->server() : host->options().uri) << "'\n";
         return;
     }
     std::printf("%-13s %-34s %-9s %-6s %-5s %-18s %s\n", "ADDRESS", "PRODUCT", "DRIVER", "GROUP",

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <cstdio>
 #include <memory>
@@ -23,8 +24,10 @@ std::string labels_text(const std::map<std::string, std::string>& labels) {
 }
 
 void run_hosts(const HostsCommand& cmd, Context& ctx) {
-    const Inventory& inv = ctx.inventory();
-    const auto reports = survey_hosts(inv, std::chrono::seconds(cmd.timeout_s), ctx.cancel());
+    Remote* remote = ctx.remote();
+    const auto reports =
+        remote ? remote->hosts()
+               : survey_hosts(ctx.inventory(), std::chrono::seconds(cmd.timeout_s), ctx.cancel());
     unsigned down = 0;
     for (const auto& r : reports)
         down += r.reachable ? 0 : 1;

@@ -2,6 +2,7 @@
 // works against a remote host too.
 #include "commands.hpp"
 #include "forky.hpp"
+#include "remote.hpp"
 
 #include <chrono>
 #include <iostream>
@@ -19,6 +20,19 @@ struct LogsCommand {
 
 void run_logs(const LogsCommand& cmd, Context& ctx) {
     require_valid_name(cmd.name);
+    if (Remote* remote = ctx.remote()) {
+        try {
+            remote->console(cmd.name, cmd.follow, [](const std::string& data, bool restarted) {
+                if (restarted)
+                    std::cout
+                        << "\n--- console log was truncated or rotated; reading it anew ---\n";
+                std::cout << data << std::flush;
+            });
+        } catch (const InterruptedError&) {
+            throw InterruptedError("stopped following the console of '" + cmd.name + "'");
+        }
+        return;
+    }
     Host& host = ctx.host_of(cmd.name);
     VolumeChunk chunk = vm_console(host, cmd.name, 0);
     std::cout << chunk.data << std::flush;

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <cstdio>
 #include <ctime>
@@ -63,6 +64,15 @@ void print_vms_json(const std::vector<Listed>& listed) {
 void run_ls(const LsCommand& cmd, Context& ctx) {
     // Every host of the fleet (with an inventory), else --connect's.
     std::vector<Listed> listed;
+    if (Remote* remote = ctx.remote()) { // forkyd serves one host
+        for (auto& vm : remote->list())
+            listed.push_back({"default", std::move(vm)});
+        if (cmd.json)
+            print_vms_json(listed);
+        else
+            print_table(listed, false);
+        return;
+    }
     std::vector<std::string> down;
     const bool fleet = ctx.fleet_mode();
     std::vector<std::string> names{"default"};

@@ -1,6 +1,7 @@
 // forky pin VM / forky unpin VM: keep a VM past its TTL, or let it expire again.
 #include "commands.hpp"
 #include "forky.hpp"
+#include "remote.hpp"
 
 #include <iostream>
 #include <memory>
@@ -15,7 +16,9 @@ struct PinCommand {
 
 void run_pin(const PinCommand& cmd, Context& ctx, bool pinned) {
     require_valid_name(cmd.name);
-    const bool changed = vm_pin(ctx.host_of(cmd.name), cmd.name, pinned, ctx.cancel());
+    Remote* remote = ctx.remote();
+    const bool changed = remote ? remote->pin(cmd.name, pinned)
+                                : vm_pin(ctx.host_of(cmd.name), cmd.name, pinned, ctx.cancel());
     std::cout << "VM '" << cmd.name << "' " << (changed ? "" : "was ") << (changed ? "is now " : "")
               << (pinned ? "pinned" : "unpinned") << (changed ? "" : " already") << '\n';
 }

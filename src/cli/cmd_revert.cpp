@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -43,7 +44,9 @@ void run_revert(const RevertCommand& cmd, Context& ctx) {
         throw UsageError("Which snapshot? 'forky revert VM NAME' or 'forky revert VM@NAME' "
                          "(forky snapshots " +
                          vm + " lists them)");
-    RevertResult r = vm_revert(ctx.host_of(vm), vm, snap, o);
+    Remote* remote = ctx.remote();
+    RevertResult r = remote ? remote->revert(vm, snap, cmd.discard, o.lock_wait)
+                            : vm_revert(ctx.host_of(vm), vm, snap, o);
     if (cmd.json) {
         print_json({{"vm", vm},
                     {"reverted_to", r.to.label()},

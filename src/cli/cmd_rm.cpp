@@ -2,6 +2,7 @@
 // remove snapshots (never a base image, never a layer that something else still needs).
 #include "commands.hpp"
 #include "forky.hpp"
+#include "remote.hpp"
 
 #include <iostream>
 #include <memory>
@@ -54,21 +55,36 @@ children_elsewhere(Context& ctx, Host& host, const std::string& host_name, const
     return out;
 }
 
+void print_recursive(const RecursiveRemoveResult& r) {
+    for (const auto& vm : r.removed_vms)
+        std::cout << "Removed VM '" << vm << "'\n";
+    for (const auto& p : r.removed_points)
+        std::cout << "Removed snapshot '" << p << "'\n";
+    std::cout << "Deleted " << r.deleted.size() << " volume(s)\n";
+}
+
 void run_rm(const RmCommand& cmd, Context& ctx) {
     for (const auto& name : cmd.names)
         if (!parse_point_ref(name))
             require_valid_name(name);
     HistoryOptions o;
     o.ctx = ctx.op_context();
+    Remote* remote = ctx.remote();
     for (const auto& name : cmd.names) {
         if (parse_point_ref(name)) {
             if (cmd.recursive)
                 throw UsageError("--recursive removes a VM and its family, not a snapshot ('" +
                                  name + "')");
             RemoveSnapshotResult r =
-                vm_remove_snapshot(ctx.host_of(name.substr(0, name.find('@'))), name, o);
+                remote ? remote->remove_snapshot(name)
+                       : vm_remove_snapshot(ctx.host_of(name.substr(0, name.find('@'))), name, o);
             std::cout << "Removed snapshot '" << name << "' and " << r.deleted.size()
                       << " volume(s)\n";
+            continue;
+        }
+        if (cmd.recursive && remote) {
+            RecursiveRemoveResult r = remote->remove_recursive(name);
+            print_recursive(r);
             continue;
         }
         if (cmd.recursive) {
@@ -80,15 +96,11 @@ void run_rm(const RmCommand& cmd, Context& ctx) {
                 for (const auto& vm : c.removed_vms)
                     std::cout << "Removed VM '" << vm << "' on host '" << h << "'\n";
             }
-            RecursiveRemoveResult r = vm_remove_recursive(host, name, o);
-            for (const auto& vm : r.removed_vms)
-                std::cout << "Removed VM '" << vm << "'\n";
-            for (const auto& p : r.removed_points)
-                std::cout << "Removed snapshot '" << p << "'\n";
-            std::cout << "Deleted " << r.deleted.size() << " volume(s)\n";
+            print_recursive(vm_remove_recursive(host, name, o));
             continue;
         }
-        RemoveResult r = vm_remove(ctx.host_of(name), name, cmd.force, ctx.cancel());
+        RemoveResult r = remote ? remote->remove(name, cmd.force)
+                                : vm_remove(ctx.host_of(name), name, cmd.force, ctx.cancel());
         std::cout << "Removed VM '" << name << "'";
         if (!r.deleted.empty())
             std::cout << " and " << r.deleted.size() << " volume(s)";

@@ -2,6 +2,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <cstdio>
 #include <iostream>
@@ -25,7 +26,9 @@ void run_snapshot(const SnapshotCommand& cmd, Context& ctx) {
     o.ctx = ctx.op_context();
     if (cmd.name_given && cmd.name.empty())
         throw UsageError("The snapshot's name is empty; leave it out for the default (snapN)");
-    SnapshotResult r = vm_snapshot(ctx.host_of(cmd.vm), cmd.vm, cmd.name, o);
+    Remote* remote = ctx.remote();
+    SnapshotResult r = remote ? remote->snapshot(cmd.vm, cmd.name, o.lock_wait)
+                              : vm_snapshot(ctx.host_of(cmd.vm), cmd.vm, cmd.name, o);
     if (cmd.json) {
         print_json({{"snapshot", r.point.label()},
                     {"id", r.point.id},

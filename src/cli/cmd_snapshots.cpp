@@ -24,6 +24,8 @@ std::string joined(const std::vector<std::string>& items) {
 }
 
 void run_snapshots(const SnapshotsCommand& cmd, Context& ctx) {
+    if (!ctx.options.server.empty())
+        not_served("snapshots", ctx);
     std::string host_name;
     Host& host = ctx.host_of(cmd.vm, &host_name);
     const auto list = vm_snapshots(host, cmd.vm);

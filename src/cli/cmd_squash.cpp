@@ -18,6 +18,8 @@ struct SquashCommand {
 };
 
 void run_squash(const SquashCommand& cmd, Context& ctx) {
+    if (!ctx.options.server.empty())
+        not_served("squash", ctx);
     SquashOptions o;
     if (cmd.keep >= 0)
         o.keep = static_cast<unsigned>(cmd.keep);

@@ -1,6 +1,7 @@
 // forky stop VM: ACPI shutdown, then power off after --timeout; --force powers off now.
 #include "commands.hpp"
 #include "forky.hpp"
+#include "remote.hpp"
 
 #include <iostream>
 #include <memory>
@@ -23,7 +24,9 @@ void run_stop(const StopCommand& cmd, Context& ctx) {
     options.timeout = std::chrono::seconds(cmd.timeout_s);
     options.lock_wait = std::chrono::seconds(cmd.wait_s);
     options.cancel = ctx.cancel();
-    if (vm_stop(ctx.host_of(cmd.name), cmd.name, options))
+    Remote* remote = ctx.remote();
+    if (remote ? remote->stop(cmd.name, options)
+               : vm_stop(ctx.host_of(cmd.name), cmd.name, options))
         std::cout << "Stopped VM '" << cmd.name << "'\n";
     else
         std::cout << "VM '" << cmd.name << "' was not running\n";

@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <iostream>
 #include <map>
@@ -113,7 +114,9 @@ void run_tree(const TreeCommand& cmd, Context& ctx) {
     if (cmd.json && cmd.dot)
         throw UsageError("--json and --dot: pick one");
     LineageTree t;
-    if (ctx.fleet_mode()) {
+    if (Remote* remote = ctx.remote()) {
+        t = remote->tree(cmd.vm);
+    } else if (ctx.fleet_mode()) {
         std::vector<std::pair<std::string, Host*>> hosts;
         for (const auto& h : ctx.inventory().hosts) {
             try {

@@ -1,7 +1,9 @@
 // forky up -f SPEC: create a VM from a YAML spec and start it.
 #include "commands.hpp"
 #include "forky.hpp"
+#include "remote.hpp"
 
+#include <filesystem>
 #include <iostream>
 #include <memory>
 
@@ -17,9 +19,33 @@ struct UpCommand {
     bool print_xml = false;
 };
 
+void print_up(const std::string& name, bool started, const std::string& host_name,
+              bool console_log) {
+    std::cout << (started ? "Started VM '" : "Defined VM '") << name << "'";
+    if (!host_name.empty())
+        std::cout << " on host '" << host_name << "'";
+    if (console_log)
+        std::cout << "; its console: forky logs " << name;
+    std::cout << '\n';
+}
+
 void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
     if (name_given && cmd.name.empty())
         throw UsageError("--name is empty; leave it out to use the spec's name");
+    if (Remote* remote = ctx.remote()) {
+        // forkyd reads the spec itself, from its spec_dirs, with its own settings.
+        if (cmd.print_xml || !cmd.host.empty())
+            throw UsageError(std::string(cmd.print_xml ? "--print-xml" : "--host") +
+                             " is not served through forkyd; run it on the host, without "
+                             "--server");
+        const VmInfo vm = remote->up(std::filesystem::absolute(cmd.spec_file).lexically_normal(),
+                                     cmd.name, !cmd.no_start);
+        bool console_log = false;
+        for (const auto& v : vm.lineage.volumes)
+            console_log = console_log || v.role == "console";
+        print_up(vm.name, !cmd.no_start, "", console_log);
+        return;
+    }
     const Config& config = ctx.config(); // a settings problem first: it concerns every spec
     DomainSpec spec = load_spec(cmd.spec_file);
     if (cmd.print_xml) {
@@ -66,13 +92,8 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
             ctx.require_host(cmd.host); // UsageError: no inventory
         host = &ctx.host();
     }
-    std::string name = vm_up(*host, spec, options);
-    std::cout << (options.start ? "Started VM '" : "Defined VM '") << name << "'";
-    if (!host_name.empty())
-        std::cout << " on host '" << host_name << "'";
-    if (spec.console == ConsoleMode::log)
-        std::cout << "; its console: forky logs " << name;
-    std::cout << '\n';
+    const std::string name = vm_up(*host, spec, options);
+    print_up(name, options.start, host_name, spec.console == ConsoleMode::log);
 }
 
 } // namespace

@@ -27,10 +27,14 @@ void setup_squash(CLI::App& app, Context& ctx);
 void setup_hosts(CLI::App& app, Context& ctx);
 void setup_gpus(CLI::App& app, Context& ctx);
 void setup_pin(CLI::App& app, Context& ctx); // pin and unpin
+void setup_stats(CLI::App& app, Context& ctx);
 
 // On stderr, after a start from a stored fork point (fork VM@SNAP, revert): the guests
 // whose clock forky could not set, and what that means.
 void print_clock_notes(const std::vector<std::string>& clock_not_set);
+
+// Refuses (UsageError) command `what` asked through forkyd, which does not serve it.
+[[noreturn]] void not_served(const char* what, const Context& ctx);
 
 // The environment variable `name`, or `fallback` when it is unset or empty.
 const char* env_or(const char* name, const char* fallback);

@@ -5,6 +5,7 @@
 #include "forky.hpp"
 
 #include <map>
+#include <memory>
 #include <optional>
 #include <set>
 #include <string>
@@ -23,12 +24,21 @@ struct GlobalOptions {
     bool hosts_named = false;                       // by --hosts or $FORKY_HOSTS: must exist
     std::string placement = default_placement_file; // --placement, else $FORKY_PLACEMENT
     bool placement_named = false; // by --placement or $FORKY_PLACEMENT: must exist
+    std::string server;           // --server, else $FORKY_SERVER: forkyd's address; empty: libvirt
     int verbosity = 0;
 };
 
+class Remote;
+
 class Context {
 public:
+    Context();
+    ~Context();
     GlobalOptions options;
+    // forkyd's client when --server (or FORKY_SERVER) names one, else null: the command
+    // then talks to libvirt itself. Options that choose the hypervisor (--connect, --hosts,
+    // --placement) belong to forkyd's side: refused with --server.
+    Remote* remote();
     Host& host();           // connects on first use
     const Config& config(); // read on first use
     // The fleet: the host inventory if there is one, else the one host of --connect.
@@ -55,6 +65,7 @@ public:
     OpContext op_context() const;
 
 private:
+    std::unique_ptr<Remote> remote_;
     std::optional<Host> host_;
     std::optional<Config> config_;
     std::optional<Inventory> inventory_;

@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "log.hpp"
+#include "remote.hpp"
 
 #include <atomic>
 #include <unistd.h>
@@ -31,6 +32,31 @@ namespace {
 std::atomic<bool> interrupted{false};
 static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
 } // namespace
+
+Context::Context() = default;
+Context::~Context() = default;
+
+Remote* Context::remote() {
+    if (options.server.empty())
+        return nullptr;
+    const char* chooser = options.uri_named         ? "--connect"
+                          : options.hosts_named     ? "--hosts (or FORKY_HOSTS)"
+                          : options.placement_named ? "--placement (or FORKY_PLACEMENT)"
+                                                    : nullptr;
+    if (chooser != nullptr)
+        throw UsageError(std::string(chooser) +
+                         " with --server: forkyd's configuration says "
+                         "which hypervisor and pool it serves (leave out one or the other)");
+    if (!remote_)
+        remote_ = std::make_unique<Remote>(options.server, cancel());
+    return remote_.get();
+}
+
+// A command forkyd does not serve, asked through it.
+void not_served(const char* what, const Context& ctx) {
+    throw UsageError("forky " + std::string(what) + " is not served through forkyd (--server " +
+                     ctx.options.server + "); run it on the host, without --server");
+}
 
 Host& Context::host() {
     if (!host_) {
@@ -221,12 +247,7 @@ CancelToken Context::cancel() const {
 OpContext Context::op_context() const {
     OpContext ctx;
     ctx.cancel = cancel();
-    if (const char* v = std::getenv("FORKY_FAULT"))
-        ctx.faults.fail = v;
-    if (const char* v = std::getenv("FORKY_FAULT_SLEEP"))
-        ctx.faults.sleep = v;
-    if (const char* v = std::getenv("FORKY_FAULT_SLEEP_S"))
-        ctx.faults.sleep_for = std::chrono::seconds(std::strtol(v, nullptr, 10));
+    ctx.faults = faults_from_environment(); // the test seam
     return ctx;
 }
 
@@ -258,6 +279,10 @@ Environment:
                   (default /etc/forky/placement.yaml; missing: the defaults)
   FORKY_POLICIES  the folder of ttl.yaml and quotas.yaml (default /etc/forky/policies;
                   a file missing there: no such rule)
+  FORKY_SERVER    forkyd's address when --server is not given (empty: libvirt directly)
+  FORKY_SERVER_CA, FORKY_SERVER_CERT, FORKY_SERVER_KEY
+                  PEM files for --server tcp://: the CA that signed forkyd's certificate,
+                  and this client's certificate and key when forkyd asks for one
   FORKY_GPU_POLICY what children of a VM with GPUs get when --gpu-policy is not given
                   (default /etc/forky/policies/gpu.yaml; missing: no GPU)
 
@@ -275,6 +300,7 @@ int run(int argc, char** argv) {
     ctx.options.hosts_named = ctx.options.hosts != default_hosts_file;
     ctx.options.placement = env_or("FORKY_PLACEMENT", default_placement_file);
     ctx.options.placement_named = ctx.options.placement != default_placement_file;
+    ctx.options.server = env_or("FORKY_SERVER", "");
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
@@ -306,6 +332,9 @@ int run(int argc, char** argv) {
                    "the placement policy for --spread and up/fork --host")
         ->capture_default_str()
         ->each([&ctx](const std::string&) { ctx.options.placement_named = true; });
+    app.add_option("--server", ctx.options.server,
+                   "ask forkyd at this address instead of libvirt (unix:///run/forky/forkyd.sock "
+                   "or tcp://ADDR:PORT); same output and exit codes");
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug
@@ -329,6 +358,7 @@ int run(int argc, char** argv) {
     setup_hosts(app, ctx);
     setup_gpus(app, ctx);
     setup_pin(app, ctx);
+    setup_stats(app, ctx);
 
     try {
         app.parse(argc, argv);

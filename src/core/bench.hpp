@@ -20,6 +20,9 @@ struct BenchOptions {
     std::function<void(const std::string&)> progress; // one line per step
     std::vector<std::filesystem::path> image_dirs;    // as UpOptions::image_dirs
     bool upload = false;                              // as UpOptions::upload (a fleet)
+    // After the largest round: KSM on (this machine's hypervisor only) until it settles,
+    // then the children's memory again; the settings it found are put back.
+    bool ksm = true;
     OpContext ctx;
 };
 
@@ -35,6 +38,16 @@ struct BenchRound {
     std::uint64_t children_rss_bytes = 0;     // all children together
 };
 
+// The largest round's children once KSM has merged what they share.
+struct KsmRound {
+    unsigned count = 0;
+    double settle_ms = 0;                 // KSM on until its savings stopped growing
+    std::uint64_t full_scans = 0;         // KSM's passes over memory meanwhile
+    std::uint64_t saved_bytes = 0;        // the host's, pages_sharing * page size
+    std::uint64_t children_pss_bytes = 0; // the children's QEMUs, shared pages split
+    std::uint64_t children_rss_bytes = 0; // the same, each shared page counted in each
+};
+
 struct BenchReport {
     std::string domain_type;
     std::uint64_t memory_bytes = 0;
@@ -47,6 +60,8 @@ struct BenchReport {
     std::optional<std::uint64_t> snapshot_paused_ms; // the VM's pause during it
     double fork_from_snapshot_ms = 0;                // fork VM@SNAP until the child prints
     double revert_ms = 0;                            // forky revert until the VM prints again
+    std::optional<KsmRound> ksm;                     // none: no KSM here, or a remote host
+    std::string ksm_skipped;                         // why not
 };
 
 // Forks to another host of the fleet against a fork on the same host, side by side: the

@@ -3,6 +3,8 @@
 #include "errors.hpp"
 #include "log.hpp"
 
+#include <cstdlib>
+
 namespace forky {
 
 namespace {
@@ -26,6 +28,17 @@ void Faults::at(const char* step, unsigned index, const CancelToken& cancel) con
     }
     if (matches(fail, step, index))
         throw Error(std::string("Injected fault at step '") + step + "' (FORKY_FAULT)");
+}
+
+Faults faults_from_environment() {
+    Faults f;
+    if (const char* v = std::getenv("FORKY_FAULT"))
+        f.fail = v;
+    if (const char* v = std::getenv("FORKY_FAULT_SLEEP"))
+        f.sleep = v;
+    if (const char* v = std::getenv("FORKY_FAULT_SLEEP_S"))
+        f.sleep_for = std::chrono::seconds(std::strtol(v, nullptr, 10));
+    return f;
 }
 
 } // namespace forky

@@ -16,6 +16,7 @@
 #include "history.hpp"    // vm_snapshot(s), vm_revert, vm_remove_snapshot/_recursive, vm_squash
 #include "host.hpp"       // Host, HostOptions, VmState
 #include "hosts.hpp"      // Inventory, load_inventory, survey_hosts
+#include "ksm.hpp"        // read_ksm, qemu_processes, memory_stats, KsmTuner
 #include "names.hpp"      // require_valid_name, quoted
 #include "operation.hpp"  // OpContext, Faults
 #include "placement.hpp"  // PlacementPolicy, place

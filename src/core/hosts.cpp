@@ -63,19 +63,6 @@ bool known_uri(const std::string& uri) {
     return true;
 }
 
-unsigned whole_number(const YamlReader& r, const YAML::Node& node, const std::string& key,
-                      unsigned low, unsigned high) {
-    const std::string text = r.scalar(node, key);
-    if (text.empty() || text.find_first_not_of("0123456789") != std::string::npos ||
-        text.size() > 9)
-        r.fail(node, key, "expected a whole number, got '" + text + "'");
-    const unsigned long v = std::stoul(text);
-    if (v < low || v > high)
-        r.fail(node, key,
-               "must be between " + std::to_string(low) + " and " + std::to_string(high));
-    return static_cast<unsigned>(v);
-}
-
 } // namespace
 
 const HostEntry* Inventory::find(const std::string& name) const {
@@ -151,7 +138,7 @@ Inventory parse_inventory(const std::string& text, const fs::path& file) {
             }
         }
         if (YAML::Node max = h["max_forks"]; max.IsDefined())
-            e.max_forks = whole_number(r, max, at + ".max_forks", 1, 100000);
+            e.max_forks = r.whole_number(max, at + ".max_forks", 1, 100000);
         inv.hosts.push_back(std::move(e));
     }
     return inv;

@@ -30,18 +30,6 @@ YAML::Node policy_root(const YamlReader& r, const std::string& text, const char*
     return root;
 }
 
-unsigned whole(const YamlReader& r, const YAML::Node& n, const std::string& key) {
-    const std::string text = r.scalar(n, key);
-    // Decimal digits only: YAML would read 010 as 8 and 0x10 as 16.
-    if (text.empty() || text.size() > 6 ||
-        text.find_first_not_of("0123456789") != std::string::npos)
-        r.fail(n, key, "expected a whole number, got " + forky::quoted(text));
-    const unsigned v = static_cast<unsigned>(std::stoul(text));
-    if (v == 0 || v > 100000)
-        r.fail(n, key, "must be between 1 and 100000");
-    return v;
-}
-
 // A policy decides what forks may do: like forky's settings, nobody but root (or the user
 // running forky) may have written it or a folder on its way. Missing: no rule.
 std::optional<std::string> read_if_there(const fs::path& file, const char* what) {
@@ -75,9 +63,9 @@ QuotaPolicy parse_quota_policy(const std::string& text, const fs::path& file) {
     QuotaPolicy q;
     q.source = r.file().string();
     if (YAML::Node n = root["max_children_per_parent"]; n.IsDefined())
-        q.max_children_per_parent = whole(r, n, "max_children_per_parent");
+        q.max_children_per_parent = r.whole_number(n, "max_children_per_parent", 1, 100000);
     if (YAML::Node n = root["max_forks_per_host"]; n.IsDefined())
-        q.max_forks_per_host = whole(r, n, "max_forks_per_host");
+        q.max_forks_per_host = r.whole_number(n, "max_forks_per_host", 1, 100000);
     if (YAML::Node n = root["memory_overcommit"]; n.IsDefined()) {
         const std::string text = r.scalar(n, "memory_overcommit");
         double v = 0;

@@ -88,6 +88,18 @@ YAML::Node YamlReader::load(const std::string& text) const {
     return root;
 }
 
+unsigned YamlReader::whole_number(const YAML::Node& node, const std::string& key, unsigned low,
+                                  unsigned high) const {
+    const std::string text = scalar(node, key);
+    if (text.empty() || text.size() > 9 ||
+        text.find_first_not_of("0123456789") != std::string::npos)
+        fail(node, key, "expected a whole number, got " + forky::quoted(text));
+    const unsigned long v = std::stoul(text);
+    if (v < low || v > high)
+        fail(node, key, "must be between " + std::to_string(low) + " and " + std::to_string(high));
+    return static_cast<unsigned>(v);
+}
+
 std::chrono::seconds YamlReader::duration(const YAML::Node& node, const std::string& key) const {
     std::string why;
     auto s = parse_duration(scalar(node, key), &why);

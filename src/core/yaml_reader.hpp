@@ -40,6 +40,10 @@ public:
     std::string scalar(const YAML::Node& node, const std::string& key) const;
     // A duration longer than 0s ("90s", "15m", "2h", "1d").
     std::chrono::seconds duration(const YAML::Node& node, const std::string& key) const;
+    // A whole number in decimal digits (YAML would read 010 as 8 and 0x10 as 16), between
+    // `low` and `high`.
+    unsigned whole_number(const YAML::Node& node, const std::string& key, unsigned low,
+                          unsigned high) const;
     YAML::Node required(const YAML::Node& map, const char* name, const std::string& key) const;
     // A path relative to the file's folder made absolute (not resolved: links stay).
     std::filesystem::path path(const YAML::Node& node, const std::string& key) const;

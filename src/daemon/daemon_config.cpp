@@ -71,7 +71,7 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
                         ": forkyd's configuration is a YAML mapping (connect, pool, listen, ...)");
     r.only_keys(root, "",
                 {"connect", "hosts", "pool", "pool_dir", "listen", "tls", "policies", "reap_every",
-                 "spec_dirs"});
+                 "spec_dirs", "ksm"});
     DaemonConfig c;
     c.source = r.file();
     if (YAML::Node h = root["hosts"]; h.IsDefined())
@@ -153,6 +153,20 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
         c.reap_every = r.duration(n, "reap_every");
         if (c.reap_every.count() > 86400)
             r.fail(n, "reap_every", "must be at most 1d");
+    }
+    if (YAML::Node k = root["ksm"]; k.IsDefined()) {
+        r.require_map(k, "ksm");
+        r.only_keys(k, "ksm", {"manage", "pages_to_scan", "sleep_ms"});
+        if (YAML::Node m = k["manage"]; m.IsDefined()) {
+            const std::string v = r.scalar(m, "ksm.manage");
+            if (v != "true" && v != "false")
+                r.fail(m, "ksm.manage", "expected true or false, got " + forky::quoted(v));
+            c.ksm_manage = v == "true";
+        }
+        if (YAML::Node n = k["pages_to_scan"]; n.IsDefined())
+            c.ksm_pages_to_scan = r.whole_number(n, "ksm.pages_to_scan", 1, 100000);
+        if (YAML::Node n = k["sleep_ms"]; n.IsDefined())
+            c.ksm_sleep_ms = r.whole_number(n, "ksm.sleep_ms", 1, 60000);
     }
     return c;
 }

@@ -9,6 +9,7 @@
 //   policies: /etc/forky/policies           # ttl.yaml, quotas.yaml, gpu.yaml
 //   reap_every: 30s                          # the TTL reaper's round
 //   spec_dirs: [/etc/forky/domains]          # where Up takes specs from
+//   ksm: {manage: true, pages_to_scan: 1000, sleep_ms: 20}   # KSM while forks run
 #pragma once
 
 #include <chrono>
@@ -46,6 +47,11 @@ struct DaemonConfig {
     std::chrono::seconds reap_every{30};
     // Where Up may take specs from (forkyd reads them as root).
     std::vector<std::filesystem::path> spec_dirs{"/etc/forky/domains"};
+    // KSM on, at this scan rate, while forked VMs run (a local hypervisor only); off: the
+    // administrator's settings are left alone.
+    bool ksm_manage = true;
+    unsigned ksm_pages_to_scan = 1000;
+    unsigned ksm_sleep_ms = 20;
     std::string source_dirs() const; // "a, b" for messages
 };
 

@@ -273,18 +273,31 @@ int main(int argc, char** argv) {
         std::cerr << "forkyd: serving " << config.connect << " (pool " << config.pool << ") on "
                   << where << std::endl;
 
-        // The TTL reaper, a round every reap_every.
+        // Housekeeping: the TTL reaper, a round every reap_every; KSM's tuning, every 5 s.
         std::thread reaper([&] {
+            const auto reap_every = std::chrono::seconds(config.reap_every);
+            const auto ksm_every = std::chrono::seconds(5);
+            auto next_reap = std::chrono::steady_clock::now() + reap_every;
+            auto next_ksm = std::chrono::steady_clock::now();
             while (!stopping) {
-                for (int i = 0; i < config.reap_every.count() * 10 && !stopping; ++i)
-                    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-                if (stopping)
-                    break;
+                const auto now = std::chrono::steady_clock::now();
                 try {
-                    served.reap();
+                    if (now >= next_ksm) {
+                        next_ksm = now + ksm_every;
+                        served.tune_ksm();
+                    }
+                } catch (const Error& e) {
+                    log->warn("KSM's tuning failed: {}", e.what());
+                }
+                try {
+                    if (now >= next_reap) {
+                        next_reap = now + reap_every;
+                        served.reap();
+                    }
                 } catch (const Error& e) {
                     log->warn("The reaper's round failed: {}", e.what());
                 }
+                std::this_thread::sleep_for(std::chrono::milliseconds(100));
             }
         });
 
@@ -310,6 +323,11 @@ int main(int argc, char** argv) {
         server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
         server->Wait();
         reaper.join();
+        try {
+            served.restore_ksm();
+        } catch (const Error& e) {
+            log->warn("KSM's settings not put back: {}", e.what());
+        }
         stopped_cleanly = true;
         watchdog.join();
         for (const auto& [path, ino] : made) {

@@ -1,5 +1,8 @@
 #include "service.hpp"
 
+#include "convert.hpp"
+
+#include "fault.hpp"
 #include "fork.hpp"
 #include "gc.hpp"
 #include "gpus.hpp"
@@ -54,7 +57,32 @@ grpc::Status to_status(const Error& e) {
 ForkyService::ForkyService(DaemonConfig config, Config settings, EventHub& events,
                            const std::atomic<bool>& stopping)
     : config_(std::move(config)), settings_(std::move(settings)), events_(events),
-      stopping_(stopping) {}
+      stopping_(stopping) {
+    if (config_.ksm_manage && is_local_uri(config_.connect))
+        ksm_.emplace(KsmSettings{1, config_.ksm_pages_to_scan, config_.ksm_sleep_ms});
+}
+
+void ForkyService::tune_ksm() {
+    if (!ksm_)
+        return;
+    Host host(host_options());
+    unsigned forks = 0;
+    for (const auto& vm : vm_list(host))
+        if (!vm.lineage.parent.empty() &&
+            (vm.state == VmState::running || vm.state == VmState::paused))
+            ++forks;
+    if (auto said = ksm_->update(forks))
+        logger("forkyd")->info("{}", *said);
+    ksm_tuned_ = ksm_->active();
+}
+
+void ForkyService::restore_ksm() {
+    if (!ksm_)
+        return;
+    if (auto said = ksm_->restore())
+        logger("forkyd")->info("{}", *said);
+    ksm_tuned_ = false;
+}
 
 HostOptions ForkyService::host_options() const {
     HostOptions h;
@@ -65,9 +93,12 @@ HostOptions ForkyService::host_options() const {
     return h;
 }
 
-OpContext ForkyService::op_context() const {
+OpContext ForkyService::op_context(grpc::ServerContext* call) const {
     OpContext ctx;
-    ctx.cancel = CancelToken(&stopping_); // SIGTERM: in-flight operations roll back
+    // SIGTERM, or the caller hanging up (Ctrl-C on forky --server): the operation rolls back.
+    ctx.cancel = call == nullptr ? CancelToken(&stopping_)
+                                 : CancelToken(&stopping_, [call] { return call->IsCancelled(); });
+    ctx.faults = faults_from_environment(); // the test seam
     return ctx;
 }
 
@@ -81,56 +112,18 @@ grpc::Status ForkyService::serve(grpc::ServerContext* ctx, const char* call,
         Host host(host_options());
         body(host);
         log->info("{} from {}: ok", call, peer);
-        ctx->AddTrailingMetadata("forky-exit-code", "0");
+        ctx->AddTrailingMetadata(api::exit_code_key, "0");
         return grpc::Status::OK;
     } catch (const Error& e) {
         log->info("{} from {}: {} (exit {})", call, peer, e.what(), static_cast<int>(e.code()));
-        ctx->AddTrailingMetadata("forky-exit-code", std::to_string(static_cast<int>(e.code())));
+        ctx->AddTrailingMetadata(api::exit_code_key, std::to_string(static_cast<int>(e.code())));
         return to_status(e);
     } catch (const std::exception& e) {
         log->error("{} from {}: {}", call, peer, e.what());
-        ctx->AddTrailingMetadata("forky-exit-code", "1");
+        ctx->AddTrailingMetadata(api::exit_code_key, "1");
         return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
 }
-
-namespace {
-
-void fill(v1::Vm& out, const VmInfo& vm) {
-    out.set_name(vm.name);
-    out.set_uuid(vm.uuid);
-    out.set_state(to_string(vm.state));
-    out.set_accel(vm.domain_type == "kvm" ? "kvm" : "tcg");
-    out.set_memory_bytes(vm.memory_bytes);
-    out.set_vcpus(vm.vcpus);
-    out.set_genid(vm.genid);
-    out.set_generation(vm.lineage.generation);
-    out.set_parent(vm.lineage.parent);
-    out.set_fork_point(vm.lineage.fork_point);
-    out.set_created_at(vm.lineage.created_at);
-    out.set_pool(vm.lineage.pool);
-    for (const auto& p : vm.lineage.ports) {
-        auto* port = out.add_ports();
-        port->set_guest(p.guest);
-        port->set_host(p.host);
-    }
-    for (const auto& v : vm.lineage.volumes) {
-        auto* vol = out.add_volumes();
-        vol->set_role(v.role);
-        vol->set_target(v.target);
-        vol->set_name(v.name);
-    }
-    out.set_host("default");
-    out.set_parent_host(vm.lineage.parent_host);
-}
-
-template <typename Field>
-void add_all(Field* field, const std::vector<std::string>& items) {
-    for (const auto& i : items)
-        field->Add(std::string(i));
-}
-
-} // namespace
 
 grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req,
                               v1::UpResponse* out) {
@@ -159,9 +152,9 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
         o.name = req->name();
         o.start = !req->no_start();
         o.image_dirs = settings_.image_dirs;
-        o.ctx = op_context();
+        o.ctx = op_context(ctx);
         const std::string name = vm_up(host, spec, o);
-        fill(*out->mutable_vm(), vm_info(host, name));
+        api::fill(*out->mutable_vm(), vm_info(host, name), "default");
     });
 }
 
@@ -169,7 +162,7 @@ grpc::Status ForkyService::List(grpc::ServerContext* ctx, const v1::ListRequest*
                                 v1::ListResponse* out) {
     return serve(ctx, "List", [&](Host& host) {
         for (const auto& vm : vm_list(host))
-            fill(*out->add_vms(), vm);
+            api::fill(*out->add_vms(), vm, "default");
     });
 }
 
@@ -183,7 +176,7 @@ grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest*
         o.children_paused = req->children_paused();
         o.prefix = req->prefix();
         o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
-        o.ctx = op_context();
+        o.ctx = op_context(ctx);
         o.host_name = "default";
         o.load_gpu_policy = [this] {
             const std::filesystem::path policy = config_.policies / "gpu.yaml";
@@ -193,19 +186,7 @@ grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest*
         };
         o.quotas = load_quota_policy(config_.policies);
         o.children_ttl = load_ttl_policy(config_.policies).children;
-        const ForkResult r = vm_fork(host, req->source(), o);
-        out->set_parent(r.parent);
-        out->set_fork_point(r.fork_point);
-        add_all(out->mutable_children(), r.children);
-        add_all(out->mutable_child_hosts(), r.child_hosts);
-        if (r.parent_downtime_ms)
-            out->set_parent_downtime_ms(*r.parent_downtime_ms);
-        out->set_parent_left_paused(r.parent_left_paused);
-        out->set_snapshot_ms(static_cast<std::uint64_t>(r.snapshot_ms));
-        out->set_children_ms(static_cast<std::uint64_t>(r.children_ms));
-        out->set_total_ms(static_cast<std::uint64_t>(r.total_ms));
-        out->set_memory_image_bytes(r.memory_image_bytes);
-        add_all(out->mutable_clock_not_set(), r.clock_not_set);
+        api::fill(*out, vm_fork(host, req->source(), o));
     });
 }
 
@@ -213,9 +194,12 @@ grpc::Status ForkyService::Snapshot(grpc::ServerContext* ctx, const v1::Snapshot
                                     v1::SnapshotResponse* out) {
     return serve(ctx, "Snapshot", [&](Host& host) {
         HistoryOptions o;
-        o.ctx = op_context();
+        o.ctx = op_context(ctx);
+        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
         const SnapshotResult r = vm_snapshot(host, req->vm(), req->name(), o);
         out->set_snapshot(r.point.label());
+        out->set_id(r.point.id);
+        out->set_memory_image(r.point.memory_image);
         if (r.paused_ms)
             out->set_paused_ms(*r.paused_ms);
         out->set_ms(static_cast<std::uint64_t>(r.ms));
@@ -229,48 +213,55 @@ grpc::Status ForkyService::Revert(grpc::ServerContext* ctx, const v1::RevertRequ
         if (!ref)
             throw UsageError("Revert needs VM@SNAP, not '" + req->target() + "'");
         RevertOptions o;
-        o.ctx = op_context();
+        o.ctx = op_context(ctx);
         o.discard = req->discard();
+        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
         const RevertResult r = vm_revert(host, ref->vm, ref->name, o);
         out->set_reverted_to(r.to.label());
         if (r.kept)
             out->set_kept(r.kept->label());
         out->set_ms(static_cast<std::uint64_t>(r.ms));
+        for (const auto& c : r.clock_not_set)
+            out->add_clock_not_set(c);
     });
 }
 
 grpc::Status ForkyService::Remove(grpc::ServerContext* ctx, const v1::RemoveRequest* req,
                                   v1::RemoveResponse* out) {
     return serve(ctx, "Remove", [&](Host& host) {
+        const auto add = [](auto* field, const std::vector<std::string>& items) {
+            for (const auto& i : items)
+                field->Add(std::string(i));
+        };
+        if (parse_point_ref(req->vm())) {
+            if (req->recursive())
+                throw UsageError("--recursive removes a VM and its family, not a snapshot ('" +
+                                 req->vm() + "')");
+            HistoryOptions o;
+            o.ctx = op_context(ctx);
+            add(out->mutable_deleted_volumes(), vm_remove_snapshot(host, req->vm(), o).deleted);
+            return;
+        }
         require_valid_name(req->vm());
-        const RemoveResult r = vm_remove(host, req->vm(), req->force(), op_context().cancel);
-        add_all(out->mutable_deleted_volumes(), r.deleted);
-        add_all(out->mutable_kept_volumes(), r.kept);
+        if (req->recursive()) {
+            HistoryOptions o;
+            o.ctx = op_context(ctx);
+            const RecursiveRemoveResult r = vm_remove_recursive(host, req->vm(), o);
+            add(out->mutable_removed_vms(), r.removed_vms);
+            add(out->mutable_removed_snapshots(), r.removed_points);
+            add(out->mutable_deleted_volumes(), r.deleted);
+            return;
+        }
+        const RemoveResult r = vm_remove(host, req->vm(), req->force(), op_context(ctx).cancel);
+        add(out->mutable_deleted_volumes(), r.deleted);
+        add(out->mutable_kept_volumes(), r.kept);
     });
 }
 
 grpc::Status ForkyService::Tree(grpc::ServerContext* ctx, const v1::TreeRequest* req,
                                 v1::TreeResponse* out) {
-    return serve(ctx, "Tree", [&](Host& host) {
-        const LineageTree t = lineage_tree(host, req->root());
-        for (const auto& n : t.nodes) {
-            auto* node = out->add_nodes();
-            node->set_kind(to_string(n.kind));
-            node->set_id(n.id);
-            node->set_name(n.name);
-            node->set_parent(n.parent);
-            if (n.kind != TreeNode::Kind::fork_point)
-                node->set_state(to_string(n.state));
-            node->set_generation(n.generation);
-            if (n.kind == TreeNode::Kind::fork_point)
-                node->set_point_kind(to_string(n.point_kind));
-            node->set_created_at(n.created_at);
-            node->set_disk_bytes(n.disk_bytes);
-            node->set_host(n.host);
-            node->set_copy(n.copy);
-        }
-        add_all(out->mutable_problems(), t.problems);
-    });
+    return serve(ctx, "Tree",
+                 [&](Host& host) { api::fill(*out, lineage_tree(host, req->root())); });
 }
 
 grpc::Status ForkyService::Gc(grpc::ServerContext* ctx, const v1::GcRequest* req,
@@ -279,16 +270,7 @@ grpc::Status ForkyService::Gc(grpc::ServerContext* ctx, const v1::GcRequest* req
         host.pool();
         GcOptions o;
         o.dry_run = req->dry_run();
-        const GcResult r = collect_garbage(host, o);
-        add_all(out->mutable_removed_domains(), r.removed_domains);
-        add_all(out->mutable_resumed_domains(), r.resumed_domains);
-        add_all(out->mutable_deleted_volumes(), r.deleted_volumes);
-        add_all(out->mutable_released_locks(), r.released_locks);
-        add_all(out->mutable_busy(), r.busy);
-        add_all(out->mutable_refused(), r.refused);
-        add_all(out->mutable_problems(), r.problems);
-        add_all(out->mutable_reattached_gpus(), r.reattached_gpus);
-        add_all(out->mutable_removed_mdevs(), r.removed_mdevs);
+        api::fill(*out, collect_garbage(host, o));
     });
 }
 
@@ -301,54 +283,43 @@ grpc::Status ForkyService::Hosts(grpc::ServerContext* ctx, const v1::HostsReques
         self.uri = config_.connect;
         self.pool = config_.pool;
         inv.hosts.push_back(self);
-        for (const auto& r : survey_hosts(inv, std::chrono::seconds(15), op_context().cancel)) {
-            auto* h = out->add_hosts();
-            h->set_name(r.entry.name);
-            h->set_uri(r.entry.uri);
-            h->set_pool(r.entry.pool);
-            h->set_reachable(r.reachable);
-            h->set_problem(r.problem);
-            h->set_hostname(r.hostname);
-            h->set_libvirt_version(r.libvirt_version);
-            h->set_qemu_version(r.qemu_version);
-            h->set_cpus(r.cpus);
-            h->set_memory_bytes(r.memory_bytes);
-            h->set_memory_free_bytes(r.memory_free_bytes);
-            h->set_forky_vms(r.forky_vms);
-            h->set_forky_vms_running(r.forky_vms_running);
-            h->set_fork_points(r.fork_points);
-            h->set_pool_exists(r.pool_exists);
-            h->set_pool_free_bytes(r.pool_free_bytes);
-        }
+        for (const auto& r : survey_hosts(inv, std::chrono::seconds(15), op_context(ctx).cancel))
+            api::fill(*out->add_hosts(), r);
     });
 }
 
 grpc::Status ForkyService::Gpus(grpc::ServerContext* ctx, const v1::GpusRequest*,
                                 v1::GpusResponse* out) {
-    return serve(ctx, "Gpus", [&](Host& host) {
-        for (const auto& g : list_gpus(host)) {
-            auto* o = out->add_gpus();
-            o->set_address(g.address);
-            o->set_device(g.device);
-            o->set_pci_class(g.pci_class);
-            o->set_vendor_id(g.vendor_id);
-            o->set_vendor(g.vendor);
-            o->set_product_id(g.product_id);
-            o->set_product(g.product);
-            o->set_driver(g.driver);
-            if (g.iommu_group)
-                o->set_iommu_group(*g.iommu_group);
-            add_all(o->mutable_iommu_group_others(), g.group_members);
-            if (g.numa_node)
-                o->set_numa_node(*g.numa_node);
-            for (const auto& m : g.mdev_types) {
-                auto* t = o->add_mdev_types();
-                t->set_type(m.id);
-                t->set_name(m.name);
-                t->set_available(m.available);
-            }
-            add_all(o->mutable_held_by(), g.held_by);
-        }
+    return serve(ctx, "Gpus", [&](Host& host) { api::fill(*out, read_inventory(host)); });
+}
+
+grpc::Status ForkyService::Stop(grpc::ServerContext* ctx, const v1::StopRequest* req,
+                                v1::StopResponse* out) {
+    return serve(ctx, "Stop", [&](Host& host) {
+        require_valid_name(req->vm());
+        StopOptions o;
+        o.force = req->force();
+        o.timeout = std::chrono::seconds(req->timeout_s() == 0 ? 10 : req->timeout_s());
+        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
+        o.cancel = op_context(ctx).cancel;
+        out->set_was_running(vm_stop(host, req->vm(), o));
+    });
+}
+
+grpc::Status ForkyService::Pin(grpc::ServerContext* ctx, const v1::PinRequest* req,
+                               v1::PinResponse* out) {
+    return serve(ctx, "Pin", [&](Host& host) {
+        require_valid_name(req->vm());
+        out->set_changed(vm_pin(host, req->vm(), req->pinned(), op_context(ctx).cancel));
+    });
+}
+
+grpc::Status ForkyService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,
+                                 v1::StatsResponse* out) {
+    return serve(ctx, "Stats", [&](Host& host) {
+        MemoryStats s = host_memory_stats(host);
+        s.tuned_by_forkyd = ksm_tuned_.load();
+        api::fill(*out, s);
     });
 }
 

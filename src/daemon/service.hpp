@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "errors.hpp"
 #include "host.hpp"
+#include "ksm.hpp"
 #include "operation.hpp"
 
 #include <atomic>
@@ -46,6 +47,9 @@ public:
     grpc::Status Gc(grpc::ServerContext*, const v1::GcRequest*, v1::GcResponse*) override;
     grpc::Status Hosts(grpc::ServerContext*, const v1::HostsRequest*, v1::HostsResponse*) override;
     grpc::Status Gpus(grpc::ServerContext*, const v1::GpusRequest*, v1::GpusResponse*) override;
+    grpc::Status Stop(grpc::ServerContext*, const v1::StopRequest*, v1::StopResponse*) override;
+    grpc::Status Pin(grpc::ServerContext*, const v1::PinRequest*, v1::PinResponse*) override;
+    grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*, v1::StatsResponse*) override;
     grpc::Status Console(grpc::ServerContext*, const v1::ConsoleRequest*,
                          grpc::ServerWriter<v1::ConsoleChunk>*) override;
     grpc::Status Events(grpc::ServerContext*, const v1::EventsRequest*,
@@ -57,6 +61,11 @@ public:
     // what only it used); returns their names.
     std::vector<std::string> reap();
 
+    // KSM on and tuned while forked VMs run, the settings it found back when none does
+    // (ksm.manage, a local hypervisor only); restore_ksm() when forkyd stops.
+    void tune_ksm();
+    void restore_ksm();
+
     // Cancels every Console and Events stream in flight (SIGTERM).
     void cancel_streams();
 
@@ -64,7 +73,8 @@ private:
     // Runs `body` on a fresh connection; forky's errors become the status.
     grpc::Status serve(grpc::ServerContext* ctx, const char* call,
                        const std::function<void(Host&)>& body);
-    OpContext op_context() const;
+    // SIGTERM or the caller hanging up cancels (`call` null: SIGTERM only).
+    OpContext op_context(grpc::ServerContext* call = nullptr) const;
     // Registers a stream's context while it runs.
     struct StreamScope {
         ForkyService& s;
@@ -82,6 +92,8 @@ private:
     Config settings_;
     EventHub& events_;
     const std::atomic<bool>& stopping_;
+    std::optional<KsmTuner> ksm_;
+    std::atomic<bool> ksm_tuned_{false};
 };
 
 } // namespace forky::daemon

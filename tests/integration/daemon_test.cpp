@@ -9,6 +9,7 @@
 #include <fstream>
 #include <grp.h>
 #include <regex>
+#include <set>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -60,13 +61,6 @@ CommandResult call(const fs::path& socket, std::vector<std::string> args) {
     return run(args);
 }
 
-std::string first_match(const std::string& text, const std::string& pattern) {
-    std::smatch m;
-    if (std::regex_search(text, m, std::regex(pattern)) && m.size() > 1)
-        return m[1];
-    return "";
-}
-
 fs::path write_config(const fs::path& socket, const std::string& extra = "") {
     const fs::path file = test_dir() / "forkyd.yaml";
     std::ofstream(file) << "connect: " << libvirt_uri()
@@ -81,8 +75,20 @@ fs::path write_config(const fs::path& socket, const std::string& extra = "") {
 // forkyd running in the foreground; stopped (SIGTERM) and waited for when it goes.
 struct Daemon {
     Background bg;
-    explicit Daemon(const fs::path& config)
-        : bg(start_command({FORKYD_BINARY, "--config", config.string(), "-v"})) {}
+    fs::path socket;
+    explicit Daemon(const fs::path& config, const fs::path& socket = {}, const Env& env = {})
+        : bg(start_command({FORKYD_BINARY, "--config", config.string(), "-v"}, env)),
+          socket(socket) {}
+    // Once it listens.
+    bool ready() const {
+        return eventually([&] { return fs::exists(socket); }, std::chrono::seconds(60));
+    }
+    std::string log() const { return slurp_file(bg.err_file); }
+    // The forky CLI through this forkyd (--server).
+    CommandResult forky(std::vector<std::string> args, const Env& env = {}) const {
+        args.insert(args.begin(), {"--server", "unix://" + socket.string()});
+        return run_forky(args, env);
+    }
     CommandResult stop() {
         if (bg.pid > 0)
             ::kill(bg.pid, SIGTERM);
@@ -276,4 +282,172 @@ TEST(Daemon, QuotasRefuseAndTheReaperRemovesExpiredChildrenButNotPinnedOnes) {
         eventually([&] { return !has(domain_names(), "it-r-2"); }, std::chrono::seconds(60)));
     EXPECT_EQ(daemon.stop().rc, 0);
     remove_all({"it-r"});
+}
+
+// The forky CLI through forkyd (--server, FORKY_SERVER): the same output, byte for byte,
+// and the same errors and exit codes as when it calls libvirt itself.
+TEST(Daemon, TheCliThroughForkydPrintsAndFailsAsDirectly) {
+    up_tiny("it-s");
+    const std::string token = boot_token("it-s");
+    ASSERT_FALSE(token.empty());
+    PublicDir run_dir;
+    const fs::path socket = run_dir.path / "forkyd.sock";
+    Daemon daemon(write_config(socket), socket);
+    ASSERT_TRUE(daemon.ready()) << daemon.log();
+    const std::vector<std::vector<std::string>> listings{
+        {"ls"}, {"ls", "--json"}, {"tree"}, {"tree", "--json"}, {"gc", "--dry-run", "--json"}};
+    for (const auto& args : listings) {
+        CommandResult direct = run_forky(args);
+        CommandResult served = daemon.forky(args);
+        EXPECT_EQ(served.rc, direct.rc) << served.all();
+        EXPECT_EQ(served.out, direct.out) << args.front();
+    }
+
+    // A fork through FORKY_SERVER; the child carries on with the parent's token.
+    const std::string server = "unix://" + socket.string();
+    CommandResult fork = run_forky({"fork", "it-s", "--count", "2"}, {"FORKY_SERVER=" + server});
+    ASSERT_EQ(fork.rc, 0) << fork.all();
+    EXPECT_EQ(lines(fork.out), (std::vector<std::string>{"it-s-1", "it-s-2"}));
+    EXPECT_TRUE(contains(fork.err, "Forked 'it-s' at fork point 'it-s@fp1' into 2 children"))
+        << fork.err;
+    wait_for_console("it-s-1", "FORKY-TICK token=" + token);
+    CommandResult logs = daemon.forky({"logs", "it-s-1"});
+    EXPECT_EQ(logs.rc, 0) << logs.all();
+    EXPECT_TRUE(contains(logs.out, "token=" + token)) << logs.out;
+    for (const auto& args : listings) {
+        CommandResult direct = run_forky(args);
+        CommandResult served = daemon.forky(args);
+        EXPECT_EQ(served.out, direct.out) << args.front();
+    }
+
+    // Errors: the same message and exit code.
+    const std::vector<std::vector<std::string>> wrong{{"rm", "no-such-vm"},
+                                                      {"fork", "no-such-vm"},
+                                                      {"stop", "bad name!"},
+                                                      {"revert", "it-s@nope"},
+                                                      {"rm", "it-s"}};
+    for (const auto& args : wrong) {
+        CommandResult direct = run_forky(args);
+        CommandResult served = daemon.forky(args);
+        EXPECT_NE(direct.rc, 0) << direct.all();
+        EXPECT_EQ(served.rc, direct.rc) << served.all();
+        EXPECT_EQ(served.err, direct.err) << served.all();
+    }
+    CommandResult snap = daemon.forky({"snapshot", "it-s", "s1"});
+    EXPECT_EQ(snap.rc, 0) << snap.all();
+    EXPECT_EQ(snap.out, "it-s@s1\n");
+    CommandResult pin = daemon.forky({"pin", "it-s-2"});
+    EXPECT_EQ(pin.out, "VM 'it-s-2' is now pinned\n") << pin.all();
+    CommandResult stop = daemon.forky({"stop", "it-s-2", "--force"});
+    EXPECT_EQ(stop.out, "Stopped VM 'it-s-2'\n") << stop.all();
+    EXPECT_EQ(domain_state_of("it-s-2"), "shut off");
+
+    // forkyd turns KSM on while forks run; stats through it name the family.
+    if (fs::exists("/sys/kernel/mm/ksm/run")) {
+        EXPECT_TRUE(eventually(
+            [&] {
+                return contains(daemon.forky({"stats", "--json"}).out, "\"tuned_by_forkyd\":true");
+            },
+            std::chrono::seconds(30)))
+            << daemon.log();
+        CommandResult stats = daemon.forky({"stats", "--json"});
+        EXPECT_EQ(stats.rc, 0) << stats.all();
+        EXPECT_TRUE(contains(stats.out, "\"root\":\"it-s\",\"vms\":[\"it-s\",\"it-s-1\"]"))
+            << stats.out;
+    }
+
+    // Refused: what forkyd does not serve, and options that pick the hypervisor.
+    EXPECT_EQ(daemon.forky({"snapshots", "it-s"}).rc, 2);
+    CommandResult both = daemon.forky({"--connect", libvirt_uri(), "ls"});
+    EXPECT_EQ(both.rc, 2) << both.all();
+    EXPECT_TRUE(contains(both.err, "--connect with --server")) << both.err;
+    CommandResult bad = run_forky({"--server", "http://x", "ls"});
+    EXPECT_EQ(bad.rc, 2) << bad.all();
+    // A caller who cannot open the socket: exit 6, and why.
+    CommandResult nobody = run({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+                                FORKY_BINARY, "--server", server, "ls"});
+    EXPECT_EQ(nobody.rc, 6) << nobody.all();
+    EXPECT_TRUE(contains(nobody.err, "Cannot reach forkyd at '" + server + "'")) << nobody.err;
+
+    CommandResult rm = daemon.forky({"rm", "it-s", "--recursive"});
+    EXPECT_EQ(rm.rc, 0) << rm.all();
+    EXPECT_TRUE(contains(rm.out, "Removed VM 'it-s-1'")) << rm.out;
+    EXPECT_FALSE(has(domain_names(), "it-s"));
+    EXPECT_FALSE(has(domain_names(), "it-s-2"));
+    CommandResult stopped = daemon.stop();
+    EXPECT_EQ(stopped.rc, 0) << stopped.all();
+}
+
+// 16 clients at once: 8 fork the same VM while 8 list. Each fork gets a child of its own.
+TEST(Daemon, SixteenClientsForkAndListAtOnce) {
+    up_tiny("it-m");
+    PublicDir run_dir;
+    const fs::path socket = run_dir.path / "forkyd.sock";
+    Daemon daemon(write_config(socket), socket);
+    ASSERT_TRUE(daemon.ready()) << daemon.log();
+    const std::vector<std::string> server{"--server", "unix://" + socket.string()};
+    std::vector<Background> forks, lists;
+    for (int i = 0; i < 8; ++i) {
+        forks.push_back(start_forky({server[0], server[1], "fork", "it-m", "--wait", "600"}));
+        lists.push_back(start_forky({server[0], server[1], "ls", "--json"}));
+    }
+    std::set<std::string> children;
+    for (auto& bg : forks) {
+        CommandResult r = finish(bg);
+        EXPECT_EQ(r.rc, 0) << r.all();
+        for (const auto& c : lines(r.out))
+            children.insert(c);
+    }
+    for (auto& bg : lists) {
+        CommandResult r = finish(bg);
+        EXPECT_EQ(r.rc, 0) << r.all();
+        EXPECT_TRUE(contains(r.out, "\"name\":\"it-m\"")) << r.out;
+    }
+    EXPECT_EQ(children.size(), 8u);
+    for (const auto& c : children)
+        EXPECT_EQ(domain_state_of(c), "running") << c;
+    CommandResult rm = daemon.forky({"rm", "it-m", "--recursive"});
+    EXPECT_EQ(rm.rc, 0) << rm.all();
+    EXPECT_EQ(daemon.stop().rc, 0);
+}
+
+// libvirtd restarted under a running forkyd: it reconnects, says so, and serves on. Then
+// SIGTERM while a fork is half made: the fork rolls back, its client hears exit 130, and
+// forkyd exits cleanly leaving no child and no child's volume.
+TEST(Daemon, OutlivesALibvirtdRestartAndRollsBackAForkOnSigterm) {
+    up_tiny("it-t");
+    PublicDir run_dir;
+    const fs::path socket = run_dir.path / "forkyd.sock";
+    Daemon daemon(write_config(socket), socket,
+                  {"FORKY_FAULT_SLEEP=restore:2", "FORKY_FAULT_SLEEP_S=60"});
+    ASSERT_TRUE(daemon.ready()) << daemon.log();
+    restart_libvirtd();
+    EXPECT_TRUE(eventually([&] { return contains(daemon.log(), "Reconnected to libvirt"); },
+                           std::chrono::seconds(60)))
+        << daemon.log();
+    EXPECT_TRUE(contains(daemon.log(), "Lost the connection to libvirt")) << daemon.log();
+    CommandResult ls = daemon.forky({"ls"});
+    EXPECT_EQ(ls.rc, 0) << ls.all();
+    EXPECT_TRUE(contains(ls.out, "it-t ")) << ls.out;
+
+    Background fork =
+        start_forky({"--server", "unix://" + socket.string(), "fork", "it-t", "--count", "3"});
+    ASSERT_TRUE(
+        eventually([] { return has(domain_names(), "it-t-1"); }, std::chrono::seconds(120)));
+    ASSERT_TRUE(
+        eventually([&] { return contains(daemon.log(), "sleeping 60 s at step 'restore'"); },
+                   std::chrono::seconds(60)))
+        << daemon.log();
+    ::kill(daemon.bg.pid, SIGTERM);
+    CommandResult f = finish(fork, std::chrono::seconds(120));
+    EXPECT_EQ(f.rc, 130) << f.all();
+    EXPECT_TRUE(contains(f.err, "interrupted")) << f.err;
+    CommandResult stopped = daemon.stop();
+    EXPECT_EQ(stopped.rc, 0) << stopped.all();
+    for (const char* child : {"it-t-1", "it-t-2", "it-t-3"})
+        EXPECT_FALSE(has(domain_names(), child)) << child;
+    for (const auto& f : pool_files())
+        EXPECT_FALSE(contains(f, "it-t-")) << f;
+    EXPECT_EQ(domain_state_of("it-t"), "running");
+    remove_all({"it-t"});
 }

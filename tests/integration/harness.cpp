@@ -328,6 +328,28 @@ CommandResult run_in_daemon_ns(std::vector<std::string> argv) {
     return run(argv);
 }
 
+void restart_libvirtd() {
+    const auto pid_of = [](const char* file) {
+        std::string pid = slurp(g_dir / "libvirt" / file);
+        return pid.substr(0, pid.find('\n'));
+    };
+    const std::string daemon = pid_of("libvirtd.pid");
+    const std::string logd = pid_of("virtlogd.pid");
+    ASSERT_FALSE(daemon.empty());
+    ASSERT_EQ(::kill(std::stoi(daemon), SIGTERM), 0);
+    ASSERT_TRUE(
+        eventually([&] { return ::kill(std::stoi(daemon), 0) != 0; }, std::chrono::seconds(30)));
+    // virtlogd stays; the new libvirtd joins its mount namespace (the bind mounts).
+    CommandResult r = run({"nsenter", "-t", logd, "-m", "--", "libvirtd", "-d", "-p",
+                           (g_dir / "libvirt/libvirtd.pid").string()});
+    ASSERT_EQ(r.rc, 0) << r.all();
+    ASSERT_TRUE(eventually(
+        [] {
+            return run({"virsh", "-q", "-c", g_uri, "version"}).rc == 0;
+        },
+        std::chrono::seconds(30)));
+}
+
 std::vector<std::string> domain_names() {
     CommandResult r = run({"virsh", "-q", "-c", g_uri, "list", "--all", "--name"});
     EXPECT_EQ(r.rc, 0) << r.all();

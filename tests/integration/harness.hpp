@@ -105,6 +105,10 @@ int disconnect_clients_of(int pid);
 // Runs a command inside the private libvirtd's mount namespace (where QEMU sees files).
 CommandResult run_in_daemon_ns(std::vector<std::string> argv);
 
+// Stops the private libvirtd (SIGTERM; its QEMUs run on) and starts it again in its mount
+// namespace, as a libvirtd restart on a host does; returns once it answers.
+void restart_libvirtd();
+
 std::vector<std::string> domain_names();            // virsh list --all --name
 std::vector<std::string> pool_files();              // what is in the pool directory
 std::string domain_state_of(const std::string& vm); // virsh domstate
