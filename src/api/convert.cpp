@@ -238,6 +238,10 @@ void fill(v1::Host& h, const HostReport& r) {
     h.set_fork_points(r.fork_points);
     h.set_pool_exists(r.pool_exists);
     h.set_pool_free_bytes(r.pool_free_bytes);
+    for (const auto& [k, v] : r.entry.labels)
+        (*h.mutable_labels())[k] = v;
+    if (r.entry.max_forks)
+        h.set_max_forks(*r.entry.max_forks);
 }
 
 HostReport host_from(const v1::Host& h) {
@@ -258,6 +262,10 @@ HostReport host_from(const v1::Host& h) {
     r.fork_points = h.fork_points();
     r.pool_exists = h.pool_exists();
     r.pool_free_bytes = h.pool_free_bytes();
+    for (const auto& [k, v] : h.labels())
+        r.entry.labels[k] = v;
+    if (h.has_max_forks())
+        r.entry.max_forks = h.max_forks();
     return r;
 }
 

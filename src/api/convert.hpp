@@ -22,6 +22,9 @@ namespace v1 = forky::v1;
 
 // The trailing metadata key carrying the CLI's exit code with every answer.
 inline constexpr const char* exit_code_key = "forky-exit-code";
+// ... and each warning the core said during the call, as forky's stderr shows it (a binary
+// key: any bytes may travel).
+inline constexpr const char* warning_key = "forky-warning-bin";
 
 // Throws the forky error whose exit code is `code` (NotFoundError for 4, ...), with
 // `message`: what the CLI would have thrown on its own.

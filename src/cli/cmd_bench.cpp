@@ -228,10 +228,13 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.counts = cmd.counts;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
     if (!ctx.fleet_mode()) {
-        BenchReport r = run_bench(ctx.host(), spec, o);
         std::optional<ApiRoundTrip> api;
         if (!ctx.options.server.empty())
-            api = measure_api(ctx);
+            o.while_forked = [&] {
+                o.progress("listing through libvirt and through forkyd's API");
+                api = measure_api(ctx);
+            };
+        BenchReport r = run_bench(ctx.host(), spec, o);
         if (cmd.json) {
             Json j = report_json(r);
             j["api_list"] = api ? api_json(*api) : Json(nullptr);

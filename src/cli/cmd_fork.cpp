@@ -29,54 +29,6 @@ struct ForkCommand {
     bool spread = false;
 };
 
-// Where the children go, by --host and --spread and the placement policy.
-void place_children(const ForkCommand& cmd, Context& ctx, Host& parent_host,
-                    const std::string& parent_host_name, ForkOptions& o) {
-    if (cmd.host.empty() && !cmd.spread)
-        return; // all on the parent's host
-    if (cmd.count == 0 || cmd.count > max_fork_count)
-        throw UsageError("The number of children must be between 1 and " +
-                         std::to_string(max_fork_count) + ", not " + std::to_string(cmd.count));
-    if (!cmd.host.empty() && cmd.spread)
-        throw UsageError("--host and --spread: pick one");
-    if (!cmd.host.empty())
-        ctx.require_host(cmd.host);
-    else if (!ctx.fleet_mode())
-        throw UsageError("--spread places children over the hosts of an inventory, and there "
-                         "is none ('forky hosts --help' shows its form)");
-    const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
-    const std::string vm = ref ? ref->vm : cmd.parent;
-    PlacementRequest req;
-    req.count = cmd.count;
-    req.fork_point_host = parent_host_name;
-    req.disk_bytes = bytes_per_child;
-    req.host = cmd.host.empty() ? std::nullopt : std::optional<std::string>(cmd.host);
-    // Each child's memory (the VM's), and what a host without the fork point is shipped.
-    std::uint64_t memory = 0;
-    if (DomainPtr d = parent_host.find_domain(vm)) {
-        VmInfo info = vm_info(parent_host, vm);
-        memory = info.memory_bytes;
-    }
-    req.memory_bytes = memory;
-    req.ship_bytes = memory; // about the memory image; the layers are small beside it
-    const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
-    for (const auto& h : fleet)
-        if (h.entry.name == cmd.host && !h.reachable)
-            throw LibvirtError("Host '" + cmd.host + "' does not answer: " + h.problem, 0, 0);
-    const Placement p = place(ctx.placement(), fleet, req);
-    std::map<std::string, unsigned> per_host;
-    for (const auto& h : p.hosts)
-        ++per_host[h];
-    for (const auto& [name, n] : per_host) {
-        if (name == parent_host_name)
-            continue;
-        o.elsewhere.push_back({&ctx.host_named(name), name, n});
-    }
-    if (cmd.spread)
-        for (const auto& r : p.reasons)
-            std::fprintf(stderr, "placement: %s\n", r.c_str());
-}
-
 // --gpu-policy, else $FORKY_GPU_POLICY (each must exist), else /etc/forky/policies/gpu.yaml
 // when there is one, else none: children get no GPU.
 GpuPolicy gpu_policy(const std::string& named) {
@@ -104,18 +56,25 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
     // Ctrl-C: finish the step at hand, undo, exit 130.
     o.ctx = ctx.op_context();
     ForkResult r;
+    bool several_hosts = false;
     if (Remote* remote = ctx.remote()) {
-        // forkyd's policies (quotas, TTL, GPUs) apply; children stay on its host.
-        if (!cmd.host.empty() || cmd.spread || !cmd.gpu_policy.empty())
-            throw UsageError(std::string(!cmd.gpu_policy.empty() ? "--gpu-policy"
-                                                                 : "--host and "
-                                                                   "--spread") +
-                             " with --server: forkyd's own policies and host decide");
-        r = remote->fork(cmd.parent, o);
+        // forkyd's policies (quotas, TTL, GPUs, placement) apply.
+        if (!cmd.gpu_policy.empty())
+            throw UsageError("--gpu-policy with --server: forkyd's own GPU policy decides");
+        RemoteFork f = remote->fork(cmd.parent, o, cmd.host, cmd.spread);
+        for (const auto& why : f.placement)
+            std::fprintf(stderr, "placement: %s\n", why.c_str());
+        r = std::move(f.result);
+        for (const auto& h : r.child_hosts)
+            several_hosts = several_hosts || h != f.parent_host;
     } else {
         const std::optional<PointRef> ref = parse_point_ref(cmd.parent);
         Host& host = ctx.host_of(ref ? ref->vm : cmd.parent, &o.host_name);
-        place_children(cmd, ctx, host, o.host_name, o);
+        if (!cmd.host.empty() || cmd.spread)
+            for (const auto& why :
+                 ctx.fleet().place_children(ctx.placement(), cmd.parent, cmd.count, cmd.host,
+                                            cmd.spread, host, o.host_name, o, ctx.cancel()))
+                std::fprintf(stderr, "placement: %s\n", why.c_str());
         o.names_elsewhere = ctx.names_elsewhere(o.host_name);
         o.progress = progress_line("shipping");
         o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
@@ -123,6 +82,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
         o.quotas = load_quota_policy(policies);
         o.children_ttl = load_ttl_policy(policies).children;
         r = vm_fork(host, cmd.parent, o);
+        several_hosts = !o.elsewhere.empty();
     }
     if (cmd.json) {
         print_json({{"parent", r.parent},
@@ -144,7 +104,6 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
                     {"parent_gpus_detached", r.parent_gpus_detached}});
         return;
     }
-    const bool several_hosts = !o.elsewhere.empty();
     for (const auto& c : r.children)
         std::cout << c << '\n';
     std::fprintf(stderr, "Forked '%s' at fork point '%s' into %zu %s in %.0f ms", r.parent.c_str(),

@@ -37,17 +37,59 @@ Json result_json(const GcCommand& cmd, const GcResult& r) {
 
 void print_result(const GcCommand& cmd, const GcResult& r);
 
+// Each host's collection, or why it could not be done, printed alike whether forky
+// collected them itself or forkyd did.
+struct HostGc {
+    std::string host;
+    GcResult result;
+    std::string error;
+};
+
+void print_fleet(const GcCommand& cmd, const std::vector<HostGc>& hosts) {
+    Json all = Json::array();
+    unsigned failed = 0;
+    for (const auto& h : hosts) {
+        if (!h.error.empty()) {
+            ++failed;
+            if (cmd.json)
+                all.push_back({{"host", h.host}, {"error", h.error}});
+            else
+                std::cerr << "forky: host '" << h.host << "': " << h.error << '\n';
+            continue;
+        }
+        if (cmd.json) {
+            Json j = result_json(cmd, h.result);
+            j["host"] = h.host;
+            j["error"] = nullptr;
+            all.push_back(std::move(j));
+        } else {
+            std::cout << "host " << h.host << ":\n";
+            print_result(cmd, h.result);
+        }
+    }
+    if (cmd.json)
+        print_json({{"hosts", all}});
+    if (failed > 0)
+        throw LibvirtError(std::to_string(failed) + " of " + std::to_string(hosts.size()) +
+                               " hosts could not be collected (run gc again once they answer)",
+                           0, 0);
+}
+
 void run_gc(const GcCommand& cmd, Context& ctx) {
     GcOptions o;
     o.dry_run = cmd.dry_run;
     if (Remote* remote = ctx.remote()) {
-        if (!cmd.host.empty())
-            throw UsageError("--host with --server: forkyd collects the host it serves");
-        GcResult r = remote->gc(cmd.dry_run);
-        if (cmd.json)
-            print_json(result_json(cmd, r));
-        else
-            print_result(cmd, r);
+        RemoteGc r = remote->gc(cmd.dry_run, cmd.host);
+        if (r.fleet) {
+            std::vector<HostGc> hosts;
+            for (auto& h : r.hosts)
+                hosts.push_back({h.host, std::move(h.result), h.error});
+            print_fleet(cmd, hosts);
+        } else if (cmd.json) {
+            print_json(result_json(cmd, r.result));
+        } else {
+            print_result(cmd, r.result);
+        }
         return;
     }
     if (!ctx.fleet_mode()) {
@@ -68,36 +110,17 @@ void run_gc(const GcCommand& cmd, Context& ctx) {
     else
         for (const auto& h : ctx.inventory().hosts)
             names.push_back(h.name);
-    Json all = Json::array();
-    unsigned failed = 0;
+    std::vector<HostGc> hosts;
     for (const auto& name : names) {
         try {
-            GcResult r = collect_garbage(ctx.host_named(name), o);
-            if (cmd.json) {
-                Json j = result_json(cmd, r);
-                j["host"] = name;
-                j["error"] = nullptr;
-                all.push_back(std::move(j));
-            } else {
-                std::cout << "host " << name << ":\n";
-                print_result(cmd, r);
-            }
+            hosts.push_back({name, collect_garbage(ctx.host_named(name), o), ""});
         } catch (const InterruptedError&) {
             throw;
         } catch (const Error& e) {
-            ++failed;
-            if (cmd.json)
-                all.push_back({{"host", name}, {"error", e.what()}});
-            else
-                std::cerr << "forky: host '" << name << "': " << e.what() << '\n';
+            hosts.push_back({name, {}, e.what()});
         }
     }
-    if (cmd.json)
-        print_json({{"hosts", all}});
-    if (failed > 0)
-        throw LibvirtError(std::to_string(failed) + " of " + std::to_string(names.size()) +
-                               " hosts could not be collected (run gc again once they answer)",
-                           0, 0);
+    print_fleet(cmd, hosts);
 }
 
 void print_result(const GcCommand& cmd, const GcResult& r) {

@@ -35,14 +35,12 @@ Json existing_mdevs(const GpuInventory& inv, const std::string& address) {
 
 void run_gpus(const GpusCommand& cmd, Context& ctx) {
     Remote* remote = ctx.remote();
-    if (remote && !cmd.host.empty())
-        throw UsageError("--host with --server: forkyd lists the GPUs of the host it serves");
     Host* host =
         remote ? nullptr
         : cmd.host.empty()
             ? (ctx.fleet_mode() ? &ctx.host_named(ctx.inventory().hosts.front().name) : &ctx.host())
             : &ctx.host_named(ctx.require_host(cmd.host));
-    const GpuInventory inv = remote ? remote->gpus() : read_inventory(*host);
+    const GpuInventory inv = remote ? remote->gpus(cmd.host) : read_inventory(*host);
     const std::vector<Gpu>& gpus = inv.gpus;
     if (cmd.json) {
         Json out = Json::array();

@@ -64,33 +64,36 @@ void print_vms_json(const std::vector<Listed>& listed) {
 void run_ls(const LsCommand& cmd, Context& ctx) {
     // Every host of the fleet (with an inventory), else --connect's.
     std::vector<Listed> listed;
-    if (Remote* remote = ctx.remote()) { // forkyd serves one host
-        for (auto& vm : remote->list())
-            listed.push_back({"default", std::move(vm)});
-        if (cmd.json)
-            print_vms_json(listed);
-        else
-            print_table(listed, false);
-        return;
-    }
     std::vector<std::string> down;
-    const bool fleet = ctx.fleet_mode();
-    std::vector<std::string> names{"default"};
-    if (fleet) {
-        names.clear();
-        for (const auto& h : ctx.inventory().hosts)
-            names.push_back(h.name);
-    }
-    for (const auto& name : names) {
-        try {
-            for (auto& vm : vm_list(fleet ? ctx.host_named(name) : ctx.host()))
-                listed.push_back({name, std::move(vm)});
-        } catch (const InterruptedError&) {
-            throw;
-        } catch (const Error& e) {
-            if (!fleet)
+    bool fleet = false;
+    std::size_t hosts = 1;
+    if (Remote* remote = ctx.remote()) { // forkyd's host, or its fleet
+        RemoteListing l = remote->list();
+        for (auto& [host, vm] : l.vms)
+            listed.push_back({host, std::move(vm)});
+        fleet = l.fleet;
+        down = l.unreachable;
+        hosts = l.hosts;
+    } else {
+        fleet = ctx.fleet_mode();
+        std::vector<std::string> names{"default"};
+        if (fleet) {
+            names.clear();
+            for (const auto& h : ctx.inventory().hosts)
+                names.push_back(h.name);
+        }
+        hosts = names.size();
+        for (const auto& name : names) {
+            try {
+                for (auto& vm : vm_list(fleet ? ctx.host_named(name) : ctx.host()))
+                    listed.push_back({name, std::move(vm)});
+            } catch (const InterruptedError&) {
                 throw;
-            down.push_back("'" + name + "': " + e.what());
+            } catch (const Error& e) {
+                if (!fleet)
+                    throw;
+                down.push_back("'" + name + "': " + e.what());
+            }
         }
     }
     if (cmd.json)
@@ -100,7 +103,7 @@ void run_ls(const LsCommand& cmd, Context& ctx) {
     if (!down.empty()) {
         for (const auto& d : down)
             std::cerr << "forky: host " << d << '\n';
-        throw LibvirtError(std::to_string(down.size()) + " of " + std::to_string(names.size()) +
+        throw LibvirtError(std::to_string(down.size()) + " of " + std::to_string(hosts) +
                                " hosts did not answer; their VMs are not listed",
                            0, 0);
     }

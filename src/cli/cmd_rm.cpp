@@ -19,42 +19,6 @@ struct RmCommand {
     bool recursive = false;
 };
 
-// With an inventory: VMs on the fleet's other hosts spawned from fork points of `vm`
-// (copies shipped there), as (host, VM). They run on copies of their own, so removing
-// `vm` or a snapshot leaves them whole; --recursive removes them too.
-std::vector<std::pair<std::string, std::string>>
-children_elsewhere(Context& ctx, Host& host, const std::string& host_name, const std::string& vm) {
-    std::vector<std::pair<std::string, std::string>> out;
-    if (!ctx.fleet_mode())
-        return out;
-    std::string uuid;
-    if (DomainPtr d = host.find_domain(vm))
-        uuid = domain_uuid(d.get());
-    std::set<std::string> ids;
-    for (const auto& p : read_fork_points(host))
-        if (p.vm == vm && (uuid.empty() || p.vm_uuid == uuid) && p.shipped_from.empty())
-            ids.insert(p.id);
-    for (const auto& h : ctx.inventory().hosts) {
-        if (h.name == host_name)
-            continue;
-        try {
-            Host& other = ctx.host_named(h.name);
-            for (const auto& d : other.domains()) {
-                auto lineage = read_lineage(d.get());
-                if (lineage && ids.count(lineage->fork_point_id))
-                    out.emplace_back(h.name, domain_name(d.get()));
-            }
-        } catch (const InterruptedError&) {
-            throw;
-        } catch (const Error& e) {
-            throw LibvirtError("Cannot look for VMs forked from '" + vm + "' on host '" + h.name +
-                                   "' (" + e.what() + "); not removing anything",
-                               0, 0);
-        }
-    }
-    return out;
-}
-
 void print_recursive(const RecursiveRemoveResult& r) {
     for (const auto& vm : r.removed_vms)
         std::cout << "Removed VM '" << vm << "'\n";
@@ -83,15 +47,17 @@ void run_rm(const RmCommand& cmd, Context& ctx) {
             continue;
         }
         if (cmd.recursive && remote) {
-            RecursiveRemoveResult r = remote->remove_recursive(name);
-            print_recursive(r);
+            RemoteRecursiveRemove r = remote->remove_recursive(name);
+            for (const auto& [h, vm] : r.elsewhere)
+                std::cout << "Removed VM '" << vm << "' on host '" << h << "'\n";
+            print_recursive(r.result);
             continue;
         }
         if (cmd.recursive) {
             std::string host_name;
             Host& host = ctx.host_of(name, &host_name);
             // Its family on other hosts first (each with its own family there).
-            for (const auto& [h, child] : children_elsewhere(ctx, host, host_name, name)) {
+            for (const auto& [h, child] : ctx.fleet().children_elsewhere(host_name, name)) {
                 RecursiveRemoveResult c = vm_remove_recursive(ctx.host_named(h), child, o);
                 for (const auto& vm : c.removed_vms)
                     std::cout << "Removed VM '" << vm << "' on host '" << h << "'\n";

@@ -6,6 +6,7 @@
 
 #include <cstdio>
 #include <memory>
+#include <optional>
 
 namespace forky::cli {
 
@@ -13,11 +14,26 @@ namespace {
 
 struct StatsCommand {
     bool json = false;
+    std::string host; // --host: this host of the fleet (default: its first)
 };
 
 void run_stats(const StatsCommand& cmd, Context& ctx) {
     Remote* remote = ctx.remote();
-    const MemoryStats s = remote ? remote->stats() : host_memory_stats(ctx.host());
+    std::optional<MemoryStats> got;
+    if (remote) {
+        got = remote->stats(cmd.host);
+    } else {
+        // Said before connecting: the figures are this machine's.
+        const std::string host_name = !ctx.fleet_mode()  ? "default"
+                                      : cmd.host.empty() ? ctx.inventory().hosts.front().name
+                                                         : ctx.require_host(cmd.host);
+        if (!cmd.host.empty() && !ctx.fleet_mode())
+            ctx.require_host(cmd.host); // UsageError: no inventory
+        require_local_uri(ctx.fleet_mode() ? ctx.inventory().find(host_name)->uri
+                                           : ctx.options.uri);
+        got = host_memory_stats(ctx.host_named(host_name));
+    }
+    const MemoryStats& s = *got;
     const std::uint64_t page = s.ksm.page_size;
     if (cmd.json) {
         Json families = Json::array();
@@ -81,6 +97,9 @@ void setup_stats(CLI::App& app, Context& ctx) {
         "forkyd (--server).\n"
         "Example: forky stats --json");
     sub->add_flag("--json", cmd->json, "print {ksm: {...}, families: [...]} as JSON");
+    sub->add_option("--host", cmd->host,
+                    "with a host inventory: this host, which must be this machine (default: its "
+                    "first)");
     sub->callback([cmd, &ctx] { run_stats(*cmd, ctx); });
 }
 

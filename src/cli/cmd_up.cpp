@@ -34,16 +34,15 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
         throw UsageError("--name is empty; leave it out to use the spec's name");
     if (Remote* remote = ctx.remote()) {
         // forkyd reads the spec itself, from its spec_dirs, with its own settings.
-        if (cmd.print_xml || !cmd.host.empty())
-            throw UsageError(std::string(cmd.print_xml ? "--print-xml" : "--host") +
-                             " is not served through forkyd; run it on the host, without "
-                             "--server");
-        const VmInfo vm = remote->up(std::filesystem::absolute(cmd.spec_file).lexically_normal(),
-                                     cmd.name, !cmd.no_start);
+        if (cmd.print_xml)
+            throw UsageError("--print-xml is not served through forkyd; run it on the host, "
+                             "without --server");
+        const RemoteUp up = remote->up(std::filesystem::absolute(cmd.spec_file).lexically_normal(),
+                                       cmd.name, !cmd.no_start, cmd.host);
         bool console_log = false;
-        for (const auto& v : vm.lineage.volumes)
+        for (const auto& v : up.vm.lineage.volumes)
             console_log = console_log || v.role == "console";
-        print_up(vm.name, !cmd.no_start, "", console_log);
+        print_up(up.vm.name, !cmd.no_start, up.fleet ? up.host : "", console_log);
         return;
     }
     const Config& config = ctx.config(); // a settings problem first: it concerns every spec
@@ -69,21 +68,8 @@ void run_up(const UpCommand& cmd, Context& ctx, bool name_given) {
     Host* host = nullptr;
     std::string host_name;
     if (ctx.fleet_mode()) {
-        PlacementRequest req;
-        req.count = 1;
-        req.memory_bytes = spec.memory_bytes;
-        req.disk_bytes = bytes_per_child;
-        if (!cmd.host.empty())
-            req.host = ctx.require_host(cmd.host);
-        const auto fleet = survey_hosts(ctx.inventory(), std::chrono::seconds(15), ctx.cancel());
-        const std::string vm = cmd.name.empty() ? spec.name : cmd.name;
-        require_valid_name(vm);
-        host_name = place(ctx.placement(), fleet, req).hosts.front();
-        // Names are unique in the fleet: every command finds a VM by its name.
-        if (ctx.names_elsewhere(host_name).count(vm))
-            throw ConflictError("A VM named '" + vm +
-                                "' already exists on another host of the fleet ('forky ls' "
-                                "shows where); pick another name");
+        host_name = ctx.fleet().place_up(ctx.placement(), cmd.name.empty() ? spec.name : cmd.name,
+                                         spec.memory_bytes, cmd.host, ctx.cancel());
         host = &ctx.host_named(host_name);
         options.upload = true;
         options.progress = progress_line("uploading");

@@ -18,6 +18,7 @@ struct GlobalOptions {
     std::string pool = default_pool;
     std::string pool_dir = default_pool_dir;
     bool create_pool = false; // --create-pool; `forky up` and `forky bench` set it too
+    bool pool_named = false;  // by --pool, --pool-dir or --create-pool (refused with --server)
     std::string config = default_config_path;       // --config, else $FORKY_CONFIG
     bool config_named = false;                      // by --config or $FORKY_CONFIG: must exist
     std::string hosts = default_hosts_file;         // --hosts, else $FORKY_HOSTS
@@ -55,6 +56,8 @@ public:
     // name), and its name; without an inventory, --connect's ("default").
     Host& host_of(const std::string& vm, std::string* host_name = nullptr);
     const PlacementPolicy& placement();
+    // The hosts commands work on: the inventory's in fleet mode, else --connect's alone.
+    Fleet& fleet();
     // Names of the domains on the fleet's hosts other than `except` (hosts that do not
     // answer are skipped, with a warning): a new VM's or child's name must not be one.
     std::set<std::string> names_elsewhere(const std::string& except);
@@ -69,7 +72,7 @@ private:
     std::optional<Host> host_;
     std::optional<Config> config_;
     std::optional<Inventory> inventory_;
-    std::map<std::string, Host> fleet_;
+    std::optional<Fleet> fleet_;
     std::optional<PlacementPolicy> placement_;
 };
 

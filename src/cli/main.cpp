@@ -42,6 +42,7 @@ Remote* Context::remote() {
     const char* chooser = options.uri_named         ? "--connect"
                           : options.hosts_named     ? "--hosts (or FORKY_HOSTS)"
                           : options.placement_named ? "--placement (or FORKY_PLACEMENT)"
+                          : options.pool_named      ? "--pool, --pool-dir or --create-pool"
                                                     : nullptr;
     if (chooser != nullptr)
         throw UsageError(std::string(chooser) +
@@ -58,8 +59,35 @@ void not_served(const char* what, const Context& ctx) {
                      ctx.options.server + "); run it on the host, without --server");
 }
 
+Fleet& Context::fleet() {
+    if (!fleet_) {
+        Inventory hosts = inventory();
+        if (!fleet_mode()) { // --connect's host alone
+            hosts = Inventory{};
+            HostEntry self;
+            self.name = "default";
+            self.uri = options.uri;
+            self.pool = options.pool;
+            hosts.hosts.push_back(self);
+        }
+        // Connected when first asked for, with the options as they are then (forky up
+        // sets create_pool before it connects).
+        fleet_.emplace(std::move(hosts), [this](const HostEntry& e) {
+            HostOptions h;
+            h.uri = e.uri;
+            h.pool = e.pool;
+            h.pool_dir = options.pool_dir;
+            h.create_pool = options.create_pool;
+            return h;
+        });
+    }
+    return *fleet_;
+}
+
 Host& Context::host() {
-    if (!host_) {
+    if (!fleet_mode())
+        return fleet().host("default");
+    if (!host_) { // --connect's default URI beside an inventory (up --print-xml)
         HostOptions h;
         h.uri = options.uri;
         h.pool = options.pool;
@@ -95,104 +123,19 @@ bool Context::fleet_mode() {
 }
 
 std::set<std::string> Context::names_elsewhere(const std::string& except) {
-    std::set<std::string> out;
-    if (!fleet_mode())
-        return out;
-    for (const auto& h : inventory().hosts) {
-        if (h.name == except)
-            continue;
-        try {
-            for (const auto& d : host_named(h.name).domains())
-                out.insert(domain_name(d.get()));
-        } catch (const InterruptedError&) {
-            throw;
-        } catch (const Error& e) {
-            logger("cli")->warn("Host '{}' did not answer ({}); names of its VMs not checked",
-                                h.name, e.what());
-        }
-    }
-    return out;
+    return fleet().names_elsewhere(except);
 }
 
 const std::string& Context::require_host(const std::string& name) {
-    if (!fleet_mode())
-        throw UsageError("No host inventory: --host " + forky::quoted(name) +
-                         " names nothing ('forky hosts --help' shows the inventory's form)");
-    if (inventory().find(name) == nullptr) {
-        std::string names;
-        for (const auto& h : inventory().hosts)
-            names += (names.empty() ? "" : ", ") + h.name;
-        throw UsageError("No host named " + forky::quoted(name) + " in " +
-                         inventory().source.string() + " (its hosts: " + names + ")");
-    }
-    return name;
+    return fleet().require_host(name);
 }
 
 Host& Context::host_named(const std::string& name) {
-    if (!fleet_mode())
-        return host();
-    auto it = fleet_.find(name);
-    if (it != fleet_.end())
-        return it->second;
-    const HostEntry* e = inventory().find(require_host(name));
-    HostOptions h;
-    h.uri = e->uri;
-    h.pool = e->pool;
-    h.pool_dir = options.pool_dir;
-    h.create_pool = options.create_pool;
-    return fleet_.emplace(name, Host(std::move(h))).first->second;
+    return fleet_mode() ? fleet().host(name) : host();
 }
 
 Host& Context::host_of(const std::string& vm, std::string* host_name) {
-    if (!fleet_mode()) {
-        if (host_name)
-            *host_name = "default";
-        return host();
-    }
-    require_valid_name(vm);
-    std::vector<std::string> found;
-    std::vector<std::string> unreachable;
-    for (bool by_points : {false, true}) {
-        for (const auto& e : inventory().hosts) {
-            try {
-                Host& h = host_named(e.name);
-                bool here = false;
-                if (!by_points) {
-                    DomainPtr d = h.find_domain(vm);
-                    here = d && read_lineage(d.get()).has_value();
-                } else {
-                    // A removed VM whose snapshots were kept (not copies shipped there).
-                    for (const auto& p : read_fork_points(h))
-                        here = here || (p.vm == vm && p.shipped_from.empty());
-                }
-                if (here)
-                    found.push_back(e.name);
-            } catch (const Error& err) {
-                if (!by_points)
-                    unreachable.push_back("'" + e.name + "' (" + err.what() + ")");
-            }
-        }
-        if (!found.empty())
-            break;
-    }
-    if (found.size() > 1) {
-        std::string names;
-        for (const auto& n : found)
-            names += (names.empty() ? "'" : ", '") + n + "'";
-        throw ConflictError("VM '" + vm + "' is on several hosts of the fleet: " + names +
-                            "; forky cannot tell which is meant (name one host's URI with "
-                            "--connect, e.g. 'forky --connect URI rm " +
-                            vm + "')");
-    }
-    if (found.empty()) {
-        std::string why = "No VM named '" + vm + "' on any host of " + inventory().source.string();
-        for (const auto& u : unreachable)
-            why += "; not reachable: " + u;
-        throw NotFoundError(why);
-    }
-    if (host_name)
-        *host_name = found.front();
-    return host_named(found.front());
+    return fleet().host_of(vm, host_name);
 }
 
 const PlacementPolicy& Context::placement() {
@@ -314,12 +257,15 @@ int run(int argc, char** argv) {
         ->capture_default_str()
         ->each([&ctx](const std::string&) { ctx.options.uri_named = true; });
     app.add_option("--pool", ctx.options.pool, "libvirt storage pool for forky's volumes")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.pool_named = true; });
     app.add_option("--pool-dir", ctx.options.pool_dir,
                    "where the pool lives when forky has to create it")
-        ->capture_default_str();
+        ->capture_default_str()
+        ->each([&ctx](const std::string&) { ctx.options.pool_named = true; });
     app.add_flag("--create-pool", ctx.options.create_pool,
-                 "create the pool if it does not exist (forky up always may)");
+                 "create the pool if it does not exist (forky up always may)")
+        ->each([&ctx](const std::string&) { ctx.options.pool_named = true; });
     app.add_option("--config", ctx.options.config,
                    "forky's settings (image_dirs: where specs may take images from)")
         ->capture_default_str()

@@ -4,11 +4,14 @@
 #include "forky/v1/forky.grpc.pb.h"
 #include "yaml_reader.hpp"
 
+#include <grpc/support/log.h>
 #include <grpcpp/grpcpp.h>
 
-#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <iostream>
+#include <mutex>
 #include <thread>
 
 namespace forky::cli {
@@ -24,35 +27,42 @@ std::string read_pem(const char* env) {
     return read_small_file(file, 1 << 20);
 }
 
-// Cancels `ctx` when Ctrl-C is pressed, while it lives.
+// Cancels `ctx` when Ctrl-C is pressed, while it lives (looking every 50 ms; its end
+// wakes it at once, so a call's round trip does not wait for the next look).
 class CancelWatch {
 public:
     CancelWatch(grpc::ClientContext& ctx, const CancelToken& cancel)
         : thread_([this, &ctx, cancel] {
+              std::unique_lock lock(m_);
               while (!done_) {
                   if (cancel.requested()) {
                       ctx.TryCancel();
                       return;
                   }
-                  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+                  cv_.wait_for(lock, std::chrono::milliseconds(50));
               }
           }) {}
     CancelWatch(const CancelWatch&) = delete;
     CancelWatch& operator=(const CancelWatch&) = delete;
     ~CancelWatch() {
-        done_ = true;
+        {
+            std::lock_guard lock(m_);
+            done_ = true;
+        }
+        cv_.notify_one();
         thread_.join();
     }
 
 private:
-    std::atomic<bool> done_{false};
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool done_ = false;
     std::thread thread_;
 };
 
-// Whole seconds, at least 1 (0 is forkyd's default).
+// Whole seconds (the CLI's options are whole seconds already; 0 stays 0).
 std::uint32_t seconds(std::chrono::milliseconds d) {
-    const auto s = std::chrono::duration_cast<std::chrono::seconds>(d).count();
-    return static_cast<std::uint32_t>(std::max<std::int64_t>(s, 1));
+    return static_cast<std::uint32_t>(std::chrono::duration_cast<std::chrono::seconds>(d).count());
 }
 
 template <typename Field>
@@ -107,6 +117,11 @@ struct Remote::Impl {
             CancelWatch watch(ctx, r.cancel_);
             status = call(*stub, ctx);
         }
+        // forkyd's warnings, where forky would have said them: on stderr, before the rest.
+        const auto& trailers = ctx.GetServerTrailingMetadata();
+        const auto [from, to] = trailers.equal_range(api::warning_key);
+        for (auto it = from; it != to; ++it)
+            std::cerr << std::string(it->second.data(), it->second.size()) << '\n';
         if (!status.ok())
             fail(r, what, status, ctx);
     }
@@ -114,13 +129,32 @@ struct Remote::Impl {
 
 Remote::Remote(std::string server, CancelToken cancel)
     : server_(std::move(server)), cancel_(std::move(cancel)), impl_(std::make_unique<Impl>()) {
+    // forky says what went wrong itself; gRPC's own log lines would only repeat it.
+    gpr_set_log_function([](gpr_log_func_args*) {});
+    const auto bad = [&](const std::string& why) {
+        return UsageError("--server " + forky::quoted(server_) + ": " + why +
+                          " (forkyd's address: unix:///run/forky/forkyd.sock or "
+                          "tcp://ADDR:PORT)");
+    };
     std::string target;
     std::shared_ptr<grpc::ChannelCredentials> creds;
     if (server_.rfind("unix://", 0) == 0 && server_.size() > 8 && server_[7] == '/') {
+        if (server_.size() - 7 > 107)
+            throw bad("a socket's path has at most 107 bytes");
         target = "unix:" + server_.substr(7);
         creds = grpc::InsecureChannelCredentials();
     } else if (server_.rfind("tcp://", 0) == 0 && server_.size() > 6) {
         target = server_.substr(6);
+        const auto colon = target.rfind(':');
+        const std::string host = colon == std::string::npos ? "" : target.substr(0, colon);
+        const std::string port = colon == std::string::npos ? "" : target.substr(colon + 1);
+        if (host.empty() || port.empty() || port.size() > 5 ||
+            port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
+            std::stoul(port) > 65535)
+            throw bad("expected tcp://ADDR:PORT, PORT between 1 and 65535");
+        if ((host.front() == '[') != (host.back() == ']') ||
+            host.find_first_of(" /[]", host.front() == '[' ? 1 : 0) < host.size() - 1)
+            throw bad("'" + host + "' is not an address");
         if (std::getenv("FORKY_SERVER_CA") != nullptr) {
             grpc::SslCredentialsOptions ssl;
             ssl.pem_root_certs = read_pem("FORKY_SERVER_CA");
@@ -131,35 +165,39 @@ Remote::Remote(std::string server, CancelToken cancel)
             creds = grpc::InsecureChannelCredentials(); // forkyd allows it on loopback only
         }
     } else {
-        throw UsageError("--server " + forky::quoted(server_) +
-                         " is not forkyd's address: unix:///run/forky/forkyd.sock or "
-                         "tcp://ADDR:PORT");
+        throw bad("not an address forkyd listens on");
     }
     impl_->stub = v1::Forky::NewStub(grpc::CreateChannel(target, creds));
 }
 
 Remote::~Remote() = default;
 
-std::vector<VmInfo> Remote::list() {
+RemoteListing Remote::list() {
     v1::ListResponse out;
     impl_->call(*this, "ls", [&](auto& s, auto& c) { return s.List(&c, {}, &out); });
-    std::vector<VmInfo> vms;
+    RemoteListing l;
     for (const auto& vm : out.vms())
-        vms.push_back(api::vm_from(vm));
-    return vms;
+        l.vms.emplace_back(vm.host(), api::vm_from(vm));
+    l.fleet = out.fleet();
+    l.unreachable = all(out.unreachable());
+    l.hosts = out.hosts();
+    return l;
 }
 
-VmInfo Remote::up(const std::string& spec_path, const std::string& name, bool start) {
+RemoteUp Remote::up(const std::string& spec_path, const std::string& name, bool start,
+                    const std::string& host) {
     v1::UpRequest req;
     req.set_spec_path(spec_path);
     req.set_name(name);
     req.set_no_start(!start);
+    req.set_host(host);
     v1::UpResponse out;
     impl_->call(*this, "up", [&](auto& s, auto& c) { return s.Up(&c, req, &out); });
-    return api::vm_from(out.vm());
+    return {api::vm_from(out.vm()), out.vm().host(), out.fleet()};
 }
 
-ForkResult Remote::fork(const std::string& source, const ForkOptions& o) {
+RemoteFork Remote::fork(const std::string& source, const ForkOptions& o, const std::string& host,
+                        bool spread) {
     v1::ForkRequest req;
     req.set_source(source);
     req.set_count(o.count);
@@ -168,9 +206,11 @@ ForkResult Remote::fork(const std::string& source, const ForkOptions& o) {
     req.set_children_paused(o.children_paused);
     req.set_prefix(o.prefix);
     req.set_wait_s(seconds(o.lock_wait));
+    req.set_host(host);
+    req.set_spread(spread);
     v1::ForkResponse out;
     impl_->call(*this, "fork", [&](auto& s, auto& c) { return s.Fork(&c, req, &out); });
-    return api::fork_from(out);
+    return {api::fork_from(out), out.parent_host(), all(out.placement())};
 }
 
 SnapshotResult Remote::snapshot(const std::string& vm, const std::string& name,
@@ -225,13 +265,17 @@ RemoveSnapshotResult Remote::remove_snapshot(const std::string& ref) {
     return {all(out.deleted_volumes())};
 }
 
-RecursiveRemoveResult Remote::remove_recursive(const std::string& vm) {
+RemoteRecursiveRemove Remote::remove_recursive(const std::string& vm) {
     v1::RemoveRequest req;
     req.set_vm(vm);
     req.set_recursive(true);
     v1::RemoveResponse out;
     impl_->call(*this, "rm", [&](auto& s, auto& c) { return s.Remove(&c, req, &out); });
-    return {all(out.removed_vms()), all(out.removed_snapshots()), all(out.deleted_volumes())};
+    RemoteRecursiveRemove r;
+    r.result = {all(out.removed_vms()), all(out.removed_snapshots()), all(out.deleted_volumes())};
+    for (const auto& e : out.removed_elsewhere())
+        r.elsewhere.emplace_back(e.host(), e.vm());
+    return r;
 }
 
 bool Remote::stop(const std::string& vm, const StopOptions& o) {
@@ -263,12 +307,18 @@ LineageTree Remote::tree(const std::string& root) {
     return api::tree_from(out);
 }
 
-GcResult Remote::gc(bool dry_run) {
+RemoteGc Remote::gc(bool dry_run, const std::string& host) {
     v1::GcRequest req;
     req.set_dry_run(dry_run);
+    req.set_host(host);
     v1::GcResponse out;
     impl_->call(*this, "gc", [&](auto& s, auto& c) { return s.Gc(&c, req, &out); });
-    return api::gc_from(out);
+    RemoteGc r;
+    r.fleet = out.fleet();
+    r.result = api::gc_from(out);
+    for (const auto& h : out.hosts())
+        r.hosts.push_back({h.host(), api::gc_from(h.result()), h.error()});
+    return r;
 }
 
 std::vector<HostReport> Remote::hosts() {
@@ -280,15 +330,19 @@ std::vector<HostReport> Remote::hosts() {
     return reports;
 }
 
-GpuInventory Remote::gpus() {
+GpuInventory Remote::gpus(const std::string& host) {
+    v1::GpusRequest req;
+    req.set_host(host);
     v1::GpusResponse out;
-    impl_->call(*this, "gpus", [&](auto& s, auto& c) { return s.Gpus(&c, {}, &out); });
+    impl_->call(*this, "gpus", [&](auto& s, auto& c) { return s.Gpus(&c, req, &out); });
     return api::gpus_from(out);
 }
 
-MemoryStats Remote::stats() {
+MemoryStats Remote::stats(const std::string& host) {
+    v1::StatsRequest req;
+    req.set_host(host);
     v1::StatsResponse out;
-    impl_->call(*this, "stats", [&](auto& s, auto& c) { return s.Stats(&c, {}, &out); });
+    impl_->call(*this, "stats", [&](auto& s, auto& c) { return s.Stats(&c, req, &out); });
     return api::stats_from(out);
 }
 

@@ -13,6 +13,39 @@
 
 namespace forky::cli {
 
+// What forkyd answers where it may serve a fleet (its hosts named as in its inventory;
+// "default" when it serves one host).
+struct RemoteListing {
+    std::vector<std::pair<std::string, VmInfo>> vms; // (host, VM)
+    bool fleet = false;
+    std::vector<std::string> unreachable; // "'NAME': why"
+    unsigned hosts = 1;
+};
+struct RemoteUp {
+    VmInfo vm;
+    std::string host;
+    bool fleet = false;
+};
+struct RemoteFork {
+    ForkResult result;
+    std::string parent_host;
+    std::vector<std::string> placement; // with spread: the placement's reasons
+};
+struct RemoteRecursiveRemove {
+    RecursiveRemoveResult result;
+    std::vector<std::pair<std::string, std::string>> elsewhere; // (host, VM) removed there
+};
+struct RemoteGc {
+    bool fleet = false;
+    GcResult result; // one host
+    struct PerHost {
+        std::string host;
+        GcResult result;
+        std::string error; // not collected, and why
+    };
+    std::vector<PerHost> hosts; // a fleet
+};
+
 class Remote {
 public:
     // `server`: unix:///PATH, or tcp://ADDR:PORT (TLS when FORKY_SERVER_CA names the CA;
@@ -22,25 +55,28 @@ public:
     ~Remote();
     const std::string& server() const { return server_; }
 
-    std::vector<VmInfo> list();
-    // `spec_path` absolute, in one of forkyd's spec_dirs.
-    VmInfo up(const std::string& spec_path, const std::string& name, bool start);
-    // Of `o`: count, cold, keep_paused, children_paused, prefix, lock_wait.
-    ForkResult fork(const std::string& source, const ForkOptions& o);
+    RemoteListing list();
+    // `spec_path` absolute, in one of forkyd's spec_dirs; `host`: one of its fleet's.
+    RemoteUp up(const std::string& spec_path, const std::string& name, bool start,
+                const std::string& host);
+    // Of `o`: count, cold, keep_paused, children_paused, prefix, lock_wait. `host` and
+    // `spread` place the children on forkyd's fleet.
+    RemoteFork fork(const std::string& source, const ForkOptions& o, const std::string& host,
+                    bool spread);
     SnapshotResult snapshot(const std::string& vm, const std::string& name,
                             std::chrono::milliseconds lock_wait);
     RevertResult revert(const std::string& vm, const std::string& snapshot, bool discard,
                         std::chrono::milliseconds lock_wait);
     RemoveResult remove(const std::string& vm, bool force);
     RemoveSnapshotResult remove_snapshot(const std::string& ref);
-    RecursiveRemoveResult remove_recursive(const std::string& vm);
+    RemoteRecursiveRemove remove_recursive(const std::string& vm);
     bool stop(const std::string& vm, const StopOptions& o); // false: it was not running
     bool pin(const std::string& vm, bool pinned);           // false: it already was so
     LineageTree tree(const std::string& root);
-    GcResult gc(bool dry_run);
+    RemoteGc gc(bool dry_run, const std::string& host);
     std::vector<HostReport> hosts();
-    GpuInventory gpus();
-    MemoryStats stats();
+    GpuInventory gpus(const std::string& host);
+    MemoryStats stats(const std::string& host);
     // The console log from the start; with `follow`, until the VM goes or Ctrl-C
     // (InterruptedError). `sink` gets each chunk, and whether the log started anew.
     void console(const std::string& vm, bool follow,

@@ -183,7 +183,8 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
             }
             round.child_disk_bytes = disk / r.children.size();
             report.rounds.push_back(round);
-            if (count == *std::max_element(o.counts.begin(), o.counts.end()) && o.ksm) {
+            const bool largest = count == *std::max_element(o.counts.begin(), o.counts.end());
+            if (largest && o.ksm) {
                 if (!is_local_uri(host.options().uri))
                     report.ksm_skipped = "the hypervisor is not this machine's";
                 else if (!read_ksm().available)
@@ -197,6 +198,8 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
                     }
                 }
             }
+            if (largest && o.while_forked)
+                o.while_forked();
             for (const auto& c : children)
                 remove_quietly(host, c);
             children.clear();

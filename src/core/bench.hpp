@@ -23,6 +23,9 @@ struct BenchOptions {
     // After the largest round: KSM on (this machine's hypervisor only) until it settles,
     // then the children's memory again; the settings it found are put back.
     bool ksm = true;
+    // Called once while the largest round's children run (after KSM), to time what a
+    // busy host answers (forky bench --server: a listing through forkyd).
+    std::function<void()> while_forked;
     OpContext ctx;
 };
 

@@ -9,6 +9,7 @@
 #include "cancel.hpp"     // CancelToken
 #include "config.hpp"     // load_config
 #include "errors.hpp"     // Error, exit codes
+#include "fleet.hpp"      // Fleet: the hosts a command works on
 #include "fork.hpp"       // vm_fork, parse_point_ref, find_fork_point
 #include "fork_point.hpp" // ForkPoint
 #include "gc.hpp"         // collect_garbage

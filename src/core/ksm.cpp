@@ -2,6 +2,8 @@
 
 #include "errors.hpp"
 
+#include <fcntl.h>
+#include <sys/file.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -147,11 +149,15 @@ MemoryStats memory_stats(const std::vector<VmInfo>& vms,
     return out;
 }
 
-MemoryStats host_memory_stats(Host& host) {
-    if (!is_local_uri(host.options().uri))
+void require_local_uri(const std::string& uri) {
+    if (!is_local_uri(uri))
         throw UsageError("Memory figures come from this machine's /proc and " +
-                         std::string(default_ksm_dir) + ", not from '" + host.options().uri +
+                         std::string(default_ksm_dir) + ", not from '" + uri +
                          "': ask that host's forkyd (forky --server) or run forky there");
+}
+
+MemoryStats host_memory_stats(Host& host) {
+    require_local_uri(host.options().uri);
     return memory_stats(vm_list(host), qemu_processes(), read_ksm());
 }
 
@@ -160,37 +166,142 @@ bool is_local_uri(const std::string& uri) {
     return scheme != std::string::npos && uri.compare(scheme + 3, 1, "/") == 0;
 }
 
+namespace {
+
+// This process as a holder: its id and start time (an id alone may be reused).
+std::string holder_id(pid_t pid) {
+    std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat;
+    std::getline(in, stat);
+    const auto close = stat.rfind(')');
+    if (close == std::string::npos)
+        return {};
+    std::istringstream fields(stat.substr(close + 2));
+    std::string f;
+    for (int i = 3; i <= 22 && fields >> f; ++i)
+        if (i == 22)
+            return std::to_string(pid) + " " + f;
+    return {};
+}
+
+struct KsmState {
+    std::optional<KsmSettings> found; // before any forkyd took KSM
+    std::vector<std::string> holders; // "PID STARTTIME" of live holders
+};
+
+// The state file, locked while it lives.
+class LockedState {
+public:
+    explicit LockedState(const fs::path& file) : file_(file) {
+        std::error_code ec;
+        fs::create_directories(file.parent_path(), ec);
+        fd_ = ::open(file.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+        if (fd_ < 0 || ::flock(fd_, LOCK_EX) != 0)
+            throw StorageError("Cannot open and lock " + file.string() + ": " +
+                               std::strerror(errno));
+    }
+    LockedState(const LockedState&) = delete;
+    LockedState& operator=(const LockedState&) = delete;
+    ~LockedState() {
+        if (fd_ >= 0)
+            ::close(fd_); // unlocks
+    }
+    KsmState read() const {
+        KsmState st;
+        std::ifstream in(file_);
+        std::string word;
+        while (in >> word) {
+            if (word == "found") {
+                KsmSettings k;
+                if (in >> k.run >> k.pages_to_scan >> k.sleep_ms)
+                    st.found = k;
+            } else if (word == "holder") {
+                std::string pid, start;
+                if (in >> pid >> start &&
+                    pid.find_first_not_of("0123456789") == std::string::npos &&
+                    holder_id(static_cast<pid_t>(std::stol(pid))) == pid + " " + start)
+                    st.holders.push_back(pid + " " + start); // alive still
+            }
+        }
+        return st;
+    }
+    void write(const KsmState& st) const {
+        std::ostringstream out;
+        if (st.found)
+            out << "found " << st.found->run << ' ' << st.found->pages_to_scan << ' '
+                << st.found->sleep_ms << '\n';
+        for (const auto& h : st.holders)
+            out << "holder " << h << '\n';
+        const std::string text = out.str();
+        if (::ftruncate(fd_, 0) != 0 ||
+            ::pwrite(fd_, text.data(), text.size(), 0) != static_cast<ssize_t>(text.size()))
+            throw StorageError("Cannot write " + file_.string() + ": " + std::strerror(errno));
+    }
+
+private:
+    fs::path file_;
+    int fd_ = -1;
+};
+
+std::string describe(const KsmSettings& k) {
+    return "run " + std::to_string(k.run) + ", pages_to_scan " + std::to_string(k.pages_to_scan) +
+           ", sleep_millisecs " + std::to_string(k.sleep_ms);
+}
+
+} // namespace
+
 std::optional<std::string> KsmTuner::update(unsigned forks) {
-    if (forks > 0 && !saved_) {
+    if (forks > 0 && !holding_) {
         const KsmStatus now = read_ksm(dir_);
         if (!now.available)
             return std::nullopt;
+        LockedState locked(state_);
+        KsmState st = locked.read();
+        // What was there before any forkyd, kept across a forkyd killed meanwhile.
+        if (!st.found)
+            st.found = now.settings;
+        st.holders.push_back(holder_id(::getpid()));
+        locked.write(st);
         KsmSettings wanted = wanted_;
         wanted.run = 1;
         write_ksm(wanted, dir_);
-        saved_ = now.settings;
-        std::ostringstream msg;
-        msg << "KSM on while forks run (" << forks << " now): pages_to_scan "
-            << wanted.pages_to_scan << ", sleep_millisecs " << wanted.sleep_ms << " (it was run "
-            << now.settings.run << ", pages_to_scan " << now.settings.pages_to_scan
-            << ", sleep_millisecs " << now.settings.sleep_ms << ")";
-        return msg.str();
+        holding_ = true;
+        return "KSM on while forks run (" + std::to_string(forks) + " now): " + describe(wanted) +
+               " (before forkyd: " + describe(*st.found) + ")";
     }
-    if (forks == 0 && saved_)
+    if (forks == 0 && holding_)
         return *restore() + ": no forked VM runs";
+    std::error_code ec;
+    if (forks == 0 && !holding_ && fs::file_size(state_, ec) > 0 && !ec) {
+        // A forkyd that died holding KSM: put back what it found, once nobody holds it.
+        LockedState locked(state_);
+        KsmState st = locked.read();
+        if (st.found && st.holders.empty()) {
+            write_ksm(*st.found, dir_);
+            locked.write({}); // emptied, never removed: a waiter's lock stays on this file
+            return "KSM settings put back (" + describe(*st.found) +
+                   "): a forkyd that held them is gone";
+        }
+    }
     return std::nullopt;
 }
 
 std::optional<std::string> KsmTuner::restore() {
-    if (!saved_)
+    if (!holding_)
         return std::nullopt;
-    const KsmSettings back = *saved_;
-    saved_.reset();
+    holding_ = false;
+    LockedState locked(state_);
+    KsmState st = locked.read();
+    const std::string me = holder_id(::getpid());
+    st.holders.erase(std::remove(st.holders.begin(), st.holders.end(), me), st.holders.end());
+    if (!st.holders.empty()) {
+        locked.write(st);
+        return "KSM left on: " + std::to_string(st.holders.size()) + " other forkyd(s) hold it";
+    }
+    const KsmSettings back = st.found.value_or(KsmSettings{});
     write_ksm(back, dir_); // run 0 stops merging; pages merged stay merged until written
-    std::ostringstream msg;
-    msg << "KSM settings put back (run " << back.run << ", pages_to_scan " << back.pages_to_scan
-        << ", sleep_millisecs " << back.sleep_ms << ")";
-    return msg.str();
+    locked.write({});
+    return "KSM settings put back (" + describe(back) + ")";
 }
 
 } // namespace forky

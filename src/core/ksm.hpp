@@ -77,24 +77,34 @@ MemoryStats memory_stats(const std::vector<VmInfo>& vms,
 // this machine's hypervisor.
 MemoryStats host_memory_stats(Host& host);
 
+// UsageError unless `uri` is this machine's hypervisor (for memory figures).
+void require_local_uri(const std::string& uri);
+
 // Whether `uri` names this machine's hypervisor (no host part): /proc is then its own.
 bool is_local_uri(const std::string& uri);
 
-// forkyd's hand on KSM: on, tuned to `wanted`, while forked VMs run; the settings it found
-// put back when none runs any more (and when forkyd stops).
+inline constexpr const char* default_ksm_state = "/run/forky/ksm.state";
+
+// forkyd's hand on KSM: on, tuned to `wanted`, while forked VMs run; the settings found
+// before any forkyd took it put back once none holds it. What was found, and who holds it
+// (process id and start time), live in `state` under a lock, so two forkyds on one machine
+// share KSM, and one killed (SIGKILL) leaves what the next forkyd needs to put it back.
 class KsmTuner {
 public:
-    explicit KsmTuner(KsmSettings wanted, std::filesystem::path dir = default_ksm_dir)
-        : wanted_(wanted), dir_(std::move(dir)) {}
+    explicit KsmTuner(KsmSettings wanted, std::filesystem::path dir = default_ksm_dir,
+                      std::filesystem::path state = default_ksm_state)
+        : wanted_(wanted), dir_(std::move(dir)), state_(std::move(state)) {}
     // `forks`: how many forked VMs run now. Returns what it changed, for the log.
     std::optional<std::string> update(unsigned forks);
+    // Lets go of KSM: the settings found are put back when no other forkyd holds it.
     std::optional<std::string> restore();
-    bool active() const { return saved_.has_value(); }
+    bool active() const { return holding_; }
 
 private:
     KsmSettings wanted_;
     std::filesystem::path dir_;
-    std::optional<KsmSettings> saved_; // what it found, while it has KSM in hand
+    std::filesystem::path state_;
+    bool holding_ = false;
 };
 
 } // namespace forky

@@ -21,6 +21,10 @@ std::string DaemonConfig::source_dirs() const {
     return out;
 }
 
+std::string DaemonConfig::serves() const {
+    return hosts.empty() ? connect + " (pool " + pool + ")" : "the fleet of " + hosts.string();
+}
+
 std::string Listen::grpc_uri() const {
     return kind == Kind::unix_socket ? "unix:" + address : address;
 }
@@ -70,13 +74,21 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
         throw SpecError(r.file().string() +
                         ": forkyd's configuration is a YAML mapping (connect, pool, listen, ...)");
     r.only_keys(root, "",
-                {"connect", "hosts", "pool", "pool_dir", "listen", "tls", "policies", "reap_every",
-                 "spec_dirs", "ksm"});
+                {"connect", "hosts", "placement", "pool", "pool_dir", "listen", "tls", "policies",
+                 "reap_every", "spec_dirs", "ksm"});
     DaemonConfig c;
     c.source = r.file();
-    if (YAML::Node h = root["hosts"]; h.IsDefined())
-        r.fail(h, "hosts",
-               "a fleet is not served by forkyd yet; give the one host it serves with connect:");
+    if (YAML::Node h = root["hosts"]; h.IsDefined()) {
+        for (const char* other : {"connect", "pool"})
+            if (root[other].IsDefined())
+                r.fail(root[other], other,
+                       std::string("with hosts: (a fleet) each host's URI and pool come from the "
+                                   "inventory; leave out ") +
+                           other + ":");
+        c.hosts = r.path(h, "hosts");
+    }
+    if (YAML::Node n = root["placement"]; n.IsDefined())
+        c.placement = r.path(n, "placement");
     if (YAML::Node n = root["connect"]; n.IsDefined()) {
         c.connect = r.scalar(n, "connect");
         if (c.connect.empty() || c.connect.find("://") == std::string::npos ||

@@ -4,6 +4,8 @@
 //
 //   connect: qemu:///system                  # the hypervisor it serves
 //   pool: forky                              # forky's storage pool there
+//   hosts: /etc/forky/hosts.yaml             # or a fleet: every host of this inventory
+//   placement: /etc/forky/placement.yaml     # where a fleet's new VMs and children go
 //   listen: [unix:///run/forky/forkyd.sock]  # and/or tcp://ADDR:PORT (TLS unless loopback)
 //   tls: {cert: FILE, key: FILE, client_ca: FILE}   # client_ca: client certificates needed
 //   policies: /etc/forky/policies           # ttl.yaml, quotas.yaml, gpu.yaml
@@ -39,6 +41,10 @@ struct DaemonConfig {
     std::filesystem::path source;
     std::string connect = "qemu:///system";
     std::string pool = "forky";
+    // A fleet instead of `connect`: the host inventory (forky hosts --help), each host
+    // with its own pool; and the placement policy for its new VMs and children.
+    std::filesystem::path hosts;
+    std::filesystem::path placement = "/etc/forky/placement.yaml";
     std::string pool_dir; // empty: forky's default for a new pool
     std::vector<Listen> listen;
     std::optional<Tls> tls;
@@ -53,6 +59,7 @@ struct DaemonConfig {
     unsigned ksm_pages_to_scan = 1000;
     unsigned ksm_sleep_ms = 20;
     std::string source_dirs() const; // "a, b" for messages
+    std::string serves() const;      // "qemu:///system (pool forky)" or "the fleet of FILE"
 };
 
 // Reads and checks `file` (it must exist).

@@ -125,6 +125,7 @@ struct EventSourceAccess {
         e.set_kind(kind_of(event));
         e.set_detail(detail_of(event, detail));
         e.set_at(utc_now_rfc3339());
+        e.set_host(self->host_);
         bool forky = false;
         {
             std::lock_guard lock(self->cache_m_);
@@ -169,10 +170,13 @@ void tick(int, void*) {}
 
 } // namespace
 
-EventSource::EventSource(std::string uri, EventHub& hub) : uri_(std::move(uri)), hub_(hub) {
-    // A timer, so the loop wakes up to see stop_ even when no event comes.
-    virEventAddTimeout(500, tick, nullptr, nullptr);
-    loop_thread_ = std::thread([this] { loop(); });
+EventSource::EventSource(std::string uri, std::string host, EventHub& hub, bool runs_loop)
+    : uri_(std::move(uri)), host_(std::move(host)), hub_(hub) {
+    if (runs_loop) {
+        // A timer, so the loop wakes up to see stop_ even when no event comes.
+        virEventAddTimeout(500, tick, nullptr, nullptr);
+        loop_thread_ = std::thread([this] { loop(); });
+    }
     watch_thread_ = std::thread([this] { watch(); });
 }
 
@@ -225,6 +229,7 @@ void EventSource::watch() {
                 back.set_kind("reconnected");
                 back.set_detail("libvirt was away: events of that time are missing");
                 back.set_at(utc_now_rfc3339());
+                back.set_host(host_);
                 hub_.publish(back);
             }
             connected_ = true;

@@ -43,7 +43,9 @@ void init_event_loop();
 
 class EventSource {
 public:
-    EventSource(std::string uri, EventHub& hub);
+    // Events of the hypervisor at `uri`, tagged with `host` (its name in the fleet). One
+    // source of a process runs libvirt's event loop (`runs_loop`): it runs in one thread.
+    EventSource(std::string uri, std::string host, EventHub& hub, bool runs_loop);
     ~EventSource(); // stops and joins
     // Waits up to `timeout_ms` for the first connection; false when libvirt did not answer.
     bool wait_connected(int timeout_ms);
@@ -53,6 +55,7 @@ private:
     void watch();
 
     std::string uri_;
+    std::string host_;
     EventHub& hub_;
     std::atomic<bool> stop_{false};
     std::atomic<bool> connected_{false};

@@ -11,7 +11,9 @@
 #include "errors.hpp"
 #include "gpus.hpp"
 #include "host.hpp"
+#include "hosts.hpp"
 #include "log.hpp"
+#include "placement.hpp"
 #include "policies.hpp"
 
 #include "safe_path.hpp"
@@ -178,10 +180,13 @@ int main(int argc, char** argv) {
         load_ttl_policy(config.policies);
         if (fs::exists(config.policies / "gpu.yaml", ec))
             load_gpu_policy(config.policies / "gpu.yaml");
+        // The fleet's inventory and placement policy: checked here too.
+        if (!config.hosts.empty())
+            load_inventory(config.hosts, /*required=*/true);
+        load_placement_policy(config.placement);
         if (check) {
-            std::cout << "forkyd: " << config.source.string() << " is valid (connect "
-                      << config.connect << ", pool " << config.pool << ", " << config.listen.size()
-                      << " listener(s))\n";
+            std::cout << "forkyd: " << config.source.string() << " is valid (" << config.serves()
+                      << ", " << config.listen.size() << " listener(s))\n";
             return 0;
         }
         ::signal(SIGPIPE, SIG_IGN);
@@ -196,11 +201,19 @@ int main(int argc, char** argv) {
         sd_notify(0, "STATUS=Connecting to libvirt");
         EventHub hub;
         ForkyService served(config, settings, hub, stopping);
-        {
-            HostOptions h = served.host_options();
-            h.create_pool = true;
-            Host host(h);
-            host.pool(); // libvirt answers, and the pool is there
+        // libvirt answers, and the pool is there (made if need be); with a fleet a host that
+        // does not answer now is said, and served once it does.
+        for (const auto& e : served.inventory().hosts) {
+            try {
+                HostOptions h = served.host_options(e);
+                h.create_pool = true;
+                Host host(h);
+                host.pool();
+            } catch (const Error& err) {
+                if (config.hosts.empty())
+                    throw;
+                log->warn("Host '{}' of the fleet does not answer yet: {}", e.name, err.what());
+            }
         }
         // From here on signals are taken by one thread (sigwait), never by the gRPC or
         // libvirt threads. (Before, SIGTERM simply ends a forkyd that made nothing yet.)
@@ -209,9 +222,14 @@ int main(int argc, char** argv) {
         sigaddset(&signals, SIGTERM);
         sigaddset(&signals, SIGINT);
         pthread_sigmask(SIG_BLOCK, &signals, nullptr);
-        EventSource events(config.connect, hub);
-        if (!events.wait_connected(10000))
-            log->warn("libvirt's domain events are not flowing yet from '{}'", config.connect);
+        // Each host's domain events (one source runs libvirt's event loop for all).
+        std::vector<std::unique_ptr<EventSource>> events;
+        for (const auto& e : served.inventory().hosts)
+            events.push_back(std::make_unique<EventSource>(e.uri, e.name, hub, events.empty()));
+        for (std::size_t i = 0; i < events.size(); ++i)
+            if (!events[i]->wait_connected(events.size() == 1 ? 10000 : 2000))
+                log->warn("libvirt's domain events are not flowing yet from '{}'",
+                          served.inventory().hosts[i].uri);
 
         const group* forky_group = ::getgrnam("forky");
         const gid_t gid = forky_group ? forky_group->gr_gid : 0;
@@ -269,9 +287,8 @@ int main(int argc, char** argv) {
         for (const auto& l : config.listen)
             where += std::string(where.empty() ? "" : ", ") +
                      (l.kind == Listen::Kind::unix_socket ? "unix://" : "tcp://") + l.address;
-        sd_notify(0, ("READY=1\nSTATUS=Serving " + config.connect + " on " + where).c_str());
-        std::cerr << "forkyd: serving " << config.connect << " (pool " << config.pool << ") on "
-                  << where << std::endl;
+        sd_notify(0, ("READY=1\nSTATUS=Serving " + config.serves() + " on " + where).c_str());
+        std::cerr << "forkyd: serving " << config.serves() << " on " << where << std::endl;
 
         // Housekeeping: the TTL reaper, a round every reap_every; KSM's tuning, every 5 s.
         std::thread reaper([&] {
@@ -323,6 +340,8 @@ int main(int argc, char** argv) {
         server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(30));
         server->Wait();
         reaper.join();
+        while (!events.empty()) // the loop's own source last
+            events.pop_back();
         try {
             served.restore_ksm();
         } catch (const Error& e) {

@@ -11,6 +11,7 @@
 #include "images.hpp"
 #include "log.hpp"
 #include "names.hpp"
+#include "placement.hpp"
 #include "policies.hpp"
 #include "safe_path.hpp"
 #include "spec.hpp"
@@ -58,19 +59,54 @@ ForkyService::ForkyService(DaemonConfig config, Config settings, EventHub& event
                            const std::atomic<bool>& stopping)
     : config_(std::move(config)), settings_(std::move(settings)), events_(events),
       stopping_(stopping) {
-    if (config_.ksm_manage && is_local_uri(config_.connect))
+    if (!config_.hosts.empty()) {
+        inventory_ = load_inventory(config_.hosts, /*required=*/true);
+    } else {
+        HostEntry self;
+        self.name = "default";
+        self.uri = config_.connect;
+        self.pool = config_.pool;
+        inventory_.hosts.push_back(self);
+    }
+    placement_ = load_placement_policy(config_.placement);
+    bool local = false;
+    for (const auto& h : inventory_.hosts)
+        local = local || is_local_uri(h.uri);
+    if (config_.ksm_manage && local)
         ksm_.emplace(KsmSettings{1, config_.ksm_pages_to_scan, config_.ksm_sleep_ms});
+}
+
+HostOptions ForkyService::host_options(const HostEntry& e) const {
+    HostOptions h;
+    h.uri = e.uri;
+    h.pool = e.pool;
+    if (!config_.pool_dir.empty())
+        h.pool_dir = config_.pool_dir;
+    return h;
+}
+
+Fleet ForkyService::fleet() const {
+    return Fleet(inventory_, [this](const HostEntry& e) { return host_options(e); });
+}
+
+const PlacementPolicy& ForkyService::placement() const {
+    return placement_;
 }
 
 void ForkyService::tune_ksm() {
     if (!ksm_)
         return;
-    Host host(host_options());
+    // Forked VMs running on this machine's hypervisors (KSM is this machine's).
+    Fleet hosts = fleet();
     unsigned forks = 0;
-    for (const auto& vm : vm_list(host))
-        if (!vm.lineage.parent.empty() &&
-            (vm.state == VmState::running || vm.state == VmState::paused))
-            ++forks;
+    for (const auto& h : inventory_.hosts) {
+        if (!is_local_uri(h.uri))
+            continue;
+        for (const auto& vm : vm_list(hosts.host(h.name)))
+            if (!vm.lineage.parent.empty() &&
+                (vm.state == VmState::running || vm.state == VmState::paused))
+                ++forks;
+    }
     if (auto said = ksm_->update(forks))
         logger("forkyd")->info("{}", *said);
     ksm_tuned_ = ksm_->active();
@@ -84,15 +120,6 @@ void ForkyService::restore_ksm() {
     ksm_tuned_ = false;
 }
 
-HostOptions ForkyService::host_options() const {
-    HostOptions h;
-    h.uri = config_.connect;
-    h.pool = config_.pool;
-    if (!config_.pool_dir.empty())
-        h.pool_dir = config_.pool_dir;
-    return h;
-}
-
 OpContext ForkyService::op_context(grpc::ServerContext* call) const {
     OpContext ctx;
     // SIGTERM, or the caller hanging up (Ctrl-C on forky --server): the operation rolls back.
@@ -103,31 +130,38 @@ OpContext ForkyService::op_context(grpc::ServerContext* call) const {
 }
 
 grpc::Status ForkyService::serve(grpc::ServerContext* ctx, const char* call,
-                                 const std::function<void(Host&)>& body) {
+                                 const std::function<void(Fleet&)>& body) {
     auto log = logger("forkyd");
     const std::string peer = ctx->peer();
+    // The core's warnings during the call go to the caller too (forky prints them).
+    WarningCapture warnings;
+    const auto answer = [&](int code) {
+        for (const auto& w : warnings.take())
+            ctx->AddTrailingMetadata(api::warning_key, w);
+        ctx->AddTrailingMetadata(api::exit_code_key, std::to_string(code));
+    };
     try {
         if (stopping_)
             throw InterruptedError("forkyd is stopping");
-        Host host(host_options());
-        body(host);
+        Fleet hosts = fleet(); // connections of this call's own
+        body(hosts);
         log->info("{} from {}: ok", call, peer);
-        ctx->AddTrailingMetadata(api::exit_code_key, "0");
+        answer(0);
         return grpc::Status::OK;
     } catch (const Error& e) {
         log->info("{} from {}: {} (exit {})", call, peer, e.what(), static_cast<int>(e.code()));
-        ctx->AddTrailingMetadata(api::exit_code_key, std::to_string(static_cast<int>(e.code())));
+        answer(static_cast<int>(e.code()));
         return to_status(e);
     } catch (const std::exception& e) {
         log->error("{} from {}: {}", call, peer, e.what());
-        ctx->AddTrailingMetadata(api::exit_code_key, "1");
+        answer(1);
         return grpc::Status(grpc::StatusCode::INTERNAL, e.what());
     }
 }
 
 grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req,
                               v1::UpResponse* out) {
-    return serve(ctx, "Up", [&](Host& host) {
+    return serve(ctx, "Up", [&](Fleet& fleet) {
         const std::filesystem::path spec_path = req->spec_path();
         if (spec_path.empty() || !spec_path.is_absolute())
             throw UsageError("Up needs spec_path: the absolute path of a spec file on forkyd's "
@@ -145,7 +179,6 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
                              config_.source_dirs() + ")");
         if (walk.problem)
             throw SpecError("Spec '" + spec_path.string() + "' is not safe: " + *walk.problem);
-        host.pool(); // made when forkyd started
         // Read where the walk led: relative paths in it are the real file's folder's.
         const DomainSpec spec = load_spec(walk.resolved);
         UpOptions o;
@@ -153,31 +186,63 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
         o.start = !req->no_start();
         o.image_dirs = settings_.image_dirs;
         o.ctx = op_context(ctx);
+        // With a fleet: the host asked for, else the placement policy's pick; the spec's
+        // files travel there.
+        std::string host_name = fleet.inventory().hosts.front().name;
+        if (fleet.many()) {
+            host_name = fleet.place_up(placement(), o.name.empty() ? spec.name : o.name,
+                                       spec.memory_bytes, req->host(), o.ctx.cancel);
+            o.upload = true;
+        } else if (!req->host().empty()) {
+            fleet.require_host(req->host()); // UsageError: no inventory
+        }
+        Host& host = fleet.host(host_name);
+        host.pool(); // made when forkyd started
         const std::string name = vm_up(host, spec, o);
-        api::fill(*out->mutable_vm(), vm_info(host, name), "default");
+        api::fill(*out->mutable_vm(), vm_info(host, name), host_name);
+        out->set_fleet(fleet.many());
     });
 }
 
 grpc::Status ForkyService::List(grpc::ServerContext* ctx, const v1::ListRequest*,
                                 v1::ListResponse* out) {
-    return serve(ctx, "List", [&](Host& host) {
-        for (const auto& vm : vm_list(host))
-            api::fill(*out->add_vms(), vm, "default");
+    return serve(ctx, "List", [&](Fleet& fleet) {
+        out->set_fleet(fleet.many());
+        out->set_hosts(static_cast<std::uint32_t>(fleet.inventory().hosts.size()));
+        for (const auto& h : fleet.inventory().hosts) {
+            try {
+                for (const auto& vm : vm_list(fleet.host(h.name)))
+                    api::fill(*out->add_vms(), vm, h.name);
+            } catch (const InterruptedError&) {
+                throw;
+            } catch (const Error& e) {
+                if (!fleet.many())
+                    throw;
+                out->add_unreachable("'" + h.name + "': " + e.what());
+            }
+        }
     });
 }
 
 grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest* req,
                                 v1::ForkResponse* out) {
-    return serve(ctx, "Fork", [&](Host& host) {
+    return serve(ctx, "Fork", [&](Fleet& fleet) {
         ForkOptions o;
-        o.count = req->count() == 0 ? 1 : req->count();
+        o.count = req->count();
         o.cold = req->cold();
         o.keep_paused = req->keep_paused();
         o.children_paused = req->children_paused();
         o.prefix = req->prefix();
-        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
+        o.lock_wait = std::chrono::seconds(req->has_wait_s() ? req->wait_s() : 120);
         o.ctx = op_context(ctx);
-        o.host_name = "default";
+        const std::optional<PointRef> ref = parse_point_ref(req->source());
+        Host& host = fleet.host_of(ref ? ref->vm : req->source(), &o.host_name);
+        if (!req->host().empty() || req->spread())
+            for (const auto& why :
+                 fleet.place_children(placement(), req->source(), o.count, req->host(),
+                                      req->spread(), host, o.host_name, o, o.ctx.cancel))
+                out->add_placement(why);
+        o.names_elsewhere = fleet.names_elsewhere(o.host_name);
         o.load_gpu_policy = [this] {
             const std::filesystem::path policy = config_.policies / "gpu.yaml";
             std::error_code ec;
@@ -187,16 +252,17 @@ grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest*
         o.quotas = load_quota_policy(config_.policies);
         o.children_ttl = load_ttl_policy(config_.policies).children;
         api::fill(*out, vm_fork(host, req->source(), o));
+        out->set_parent_host(o.host_name);
     });
 }
 
 grpc::Status ForkyService::Snapshot(grpc::ServerContext* ctx, const v1::SnapshotRequest* req,
                                     v1::SnapshotResponse* out) {
-    return serve(ctx, "Snapshot", [&](Host& host) {
+    return serve(ctx, "Snapshot", [&](Fleet& fleet) {
         HistoryOptions o;
         o.ctx = op_context(ctx);
-        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
-        const SnapshotResult r = vm_snapshot(host, req->vm(), req->name(), o);
+        o.lock_wait = std::chrono::seconds(req->has_wait_s() ? req->wait_s() : 120);
+        const SnapshotResult r = vm_snapshot(fleet.host_of(req->vm()), req->vm(), req->name(), o);
         out->set_snapshot(r.point.label());
         out->set_id(r.point.id);
         out->set_memory_image(r.point.memory_image);
@@ -208,15 +274,15 @@ grpc::Status ForkyService::Snapshot(grpc::ServerContext* ctx, const v1::Snapshot
 
 grpc::Status ForkyService::Revert(grpc::ServerContext* ctx, const v1::RevertRequest* req,
                                   v1::RevertResponse* out) {
-    return serve(ctx, "Revert", [&](Host& host) {
+    return serve(ctx, "Revert", [&](Fleet& fleet) {
         const auto ref = parse_point_ref(req->target());
         if (!ref)
             throw UsageError("Revert needs VM@SNAP, not '" + req->target() + "'");
         RevertOptions o;
         o.ctx = op_context(ctx);
         o.discard = req->discard();
-        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
-        const RevertResult r = vm_revert(host, ref->vm, ref->name, o);
+        o.lock_wait = std::chrono::seconds(req->has_wait_s() ? req->wait_s() : 120);
+        const RevertResult r = vm_revert(fleet.host_of(ref->vm), ref->vm, ref->name, o);
         out->set_reverted_to(r.to.label());
         if (r.kept)
             out->set_kept(r.kept->label());
@@ -228,7 +294,7 @@ grpc::Status ForkyService::Revert(grpc::ServerContext* ctx, const v1::RevertRequ
 
 grpc::Status ForkyService::Remove(grpc::ServerContext* ctx, const v1::RemoveRequest* req,
                                   v1::RemoveResponse* out) {
-    return serve(ctx, "Remove", [&](Host& host) {
+    return serve(ctx, "Remove", [&](Fleet& fleet) {
         const auto add = [](auto* field, const std::vector<std::string>& items) {
             for (const auto& i : items)
                 field->Add(std::string(i));
@@ -239,20 +305,33 @@ grpc::Status ForkyService::Remove(grpc::ServerContext* ctx, const v1::RemoveRequ
                                  req->vm() + "')");
             HistoryOptions o;
             o.ctx = op_context(ctx);
-            add(out->mutable_deleted_volumes(), vm_remove_snapshot(host, req->vm(), o).deleted);
+            add(out->mutable_deleted_volumes(),
+                vm_remove_snapshot(fleet.host_of(req->vm().substr(0, req->vm().find('@'))),
+                                   req->vm(), o)
+                    .deleted);
             return;
         }
         require_valid_name(req->vm());
         if (req->recursive()) {
             HistoryOptions o;
             o.ctx = op_context(ctx);
+            std::string host_name;
+            Host& host = fleet.host_of(req->vm(), &host_name);
+            // Its family on other hosts first (each with its own family there).
+            for (const auto& [h, child] : fleet.children_elsewhere(host_name, req->vm()))
+                for (const auto& vm : vm_remove_recursive(fleet.host(h), child, o).removed_vms) {
+                    auto* e = out->add_removed_elsewhere();
+                    e->set_host(h);
+                    e->set_vm(vm);
+                }
             const RecursiveRemoveResult r = vm_remove_recursive(host, req->vm(), o);
             add(out->mutable_removed_vms(), r.removed_vms);
             add(out->mutable_removed_snapshots(), r.removed_points);
             add(out->mutable_deleted_volumes(), r.deleted);
             return;
         }
-        const RemoveResult r = vm_remove(host, req->vm(), req->force(), op_context(ctx).cancel);
+        const RemoveResult r =
+            vm_remove(fleet.host_of(req->vm()), req->vm(), req->force(), op_context(ctx).cancel);
         add(out->mutable_deleted_volumes(), r.deleted);
         add(out->mutable_kept_volumes(), r.kept);
     });
@@ -260,64 +339,112 @@ grpc::Status ForkyService::Remove(grpc::ServerContext* ctx, const v1::RemoveRequ
 
 grpc::Status ForkyService::Tree(grpc::ServerContext* ctx, const v1::TreeRequest* req,
                                 v1::TreeResponse* out) {
-    return serve(ctx, "Tree",
-                 [&](Host& host) { api::fill(*out, lineage_tree(host, req->root())); });
+    return serve(ctx, "Tree", [&](Fleet& fleet) {
+        if (!fleet.many()) {
+            api::fill(*out, lineage_tree(fleet.host("default"), req->root()));
+            return;
+        }
+        std::vector<std::pair<std::string, Host*>> hosts;
+        std::vector<std::string> problems;
+        for (const auto& h : fleet.inventory().hosts) {
+            try {
+                Host& host = fleet.host(h.name);
+                host.pool(); // answers
+                hosts.emplace_back(h.name, &host);
+            } catch (const InterruptedError&) {
+                throw;
+            } catch (const Error& e) {
+                problems.push_back("host '" + h.name + "' did not answer: " + e.what());
+            }
+        }
+        LineageTree t = fleet_lineage_tree(hosts, req->root());
+        problems.insert(problems.end(), t.problems.begin(), t.problems.end());
+        t.problems = std::move(problems);
+        api::fill(*out, t);
+    });
 }
 
 grpc::Status ForkyService::Gc(grpc::ServerContext* ctx, const v1::GcRequest* req,
                               v1::GcResponse* out) {
-    return serve(ctx, "Gc", [&](Host& host) {
-        host.pool();
+    return serve(ctx, "Gc", [&](Fleet& fleet) {
         GcOptions o;
         o.dry_run = req->dry_run();
-        api::fill(*out, collect_garbage(host, o));
+        if (!fleet.many()) {
+            if (!req->host().empty())
+                fleet.require_host(req->host()); // UsageError: no inventory
+            Host& host = fleet.host("default");
+            host.pool();
+            api::fill(*out, collect_garbage(host, o));
+            return;
+        }
+        // Across the fleet, host after host (or the one asked for).
+        out->set_fleet(true);
+        std::vector<std::string> names;
+        if (!req->host().empty())
+            names.push_back(fleet.require_host(req->host()));
+        else
+            for (const auto& h : fleet.inventory().hosts)
+                names.push_back(h.name);
+        for (const auto& name : names) {
+            auto* h = out->add_hosts();
+            h->set_host(name);
+            try {
+                api::fill(*h->mutable_result(), collect_garbage(fleet.host(name), o));
+            } catch (const InterruptedError&) {
+                throw;
+            } catch (const Error& e) {
+                h->set_error(e.what());
+            }
+        }
     });
 }
 
 grpc::Status ForkyService::Hosts(grpc::ServerContext* ctx, const v1::HostsRequest*,
                                  v1::HostsResponse* out) {
-    return serve(ctx, "Hosts", [&](Host&) {
-        Inventory inv;
-        HostEntry self;
-        self.name = "default";
-        self.uri = config_.connect;
-        self.pool = config_.pool;
-        inv.hosts.push_back(self);
-        for (const auto& r : survey_hosts(inv, std::chrono::seconds(15), op_context(ctx).cancel))
+    return serve(ctx, "Hosts", [&](Fleet& fleet) {
+        for (const auto& r :
+             survey_hosts(fleet.inventory(), std::chrono::seconds(15), op_context(ctx).cancel))
             api::fill(*out->add_hosts(), r);
     });
 }
 
-grpc::Status ForkyService::Gpus(grpc::ServerContext* ctx, const v1::GpusRequest*,
+grpc::Status ForkyService::Gpus(grpc::ServerContext* ctx, const v1::GpusRequest* req,
                                 v1::GpusResponse* out) {
-    return serve(ctx, "Gpus", [&](Host& host) { api::fill(*out, read_inventory(host)); });
+    return serve(ctx, "Gpus", [&](Fleet& fleet) {
+        const std::string& name = req->host().empty() ? fleet.inventory().hosts.front().name
+                                                      : fleet.require_host(req->host());
+        api::fill(*out, read_inventory(fleet.host(name)));
+    });
 }
 
 grpc::Status ForkyService::Stop(grpc::ServerContext* ctx, const v1::StopRequest* req,
                                 v1::StopResponse* out) {
-    return serve(ctx, "Stop", [&](Host& host) {
+    return serve(ctx, "Stop", [&](Fleet& fleet) {
         require_valid_name(req->vm());
         StopOptions o;
         o.force = req->force();
-        o.timeout = std::chrono::seconds(req->timeout_s() == 0 ? 10 : req->timeout_s());
-        o.lock_wait = std::chrono::seconds(req->wait_s() == 0 ? 120 : req->wait_s());
+        o.timeout = std::chrono::seconds(req->has_timeout_s() ? req->timeout_s() : 10);
+        o.lock_wait = std::chrono::seconds(req->has_wait_s() ? req->wait_s() : 120);
         o.cancel = op_context(ctx).cancel;
-        out->set_was_running(vm_stop(host, req->vm(), o));
+        out->set_was_running(vm_stop(fleet.host_of(req->vm()), req->vm(), o));
     });
 }
 
 grpc::Status ForkyService::Pin(grpc::ServerContext* ctx, const v1::PinRequest* req,
                                v1::PinResponse* out) {
-    return serve(ctx, "Pin", [&](Host& host) {
+    return serve(ctx, "Pin", [&](Fleet& fleet) {
         require_valid_name(req->vm());
-        out->set_changed(vm_pin(host, req->vm(), req->pinned(), op_context(ctx).cancel));
+        out->set_changed(
+            vm_pin(fleet.host_of(req->vm()), req->vm(), req->pinned(), op_context(ctx).cancel));
     });
 }
 
-grpc::Status ForkyService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest*,
+grpc::Status ForkyService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                                  v1::StatsResponse* out) {
-    return serve(ctx, "Stats", [&](Host& host) {
-        MemoryStats s = host_memory_stats(host);
+    return serve(ctx, "Stats", [&](Fleet& fleet) {
+        const std::string& name = req->host().empty() ? fleet.inventory().hosts.front().name
+                                                      : fleet.require_host(req->host());
+        MemoryStats s = host_memory_stats(fleet.host(name));
         s.tuned_by_forkyd = ksm_tuned_.load();
         api::fill(*out, s);
     });
@@ -343,9 +470,10 @@ void ForkyService::cancel_streams() {
 
 grpc::Status ForkyService::Console(grpc::ServerContext* ctx, const v1::ConsoleRequest* req,
                                    grpc::ServerWriter<v1::ConsoleChunk>* writer) {
-    StreamScope scope(*this, ctx);
-    return serve(ctx, "Console", [&](Host& host) {
+    // Not cancelled by SIGTERM like Events: it ends itself within 250 ms, saying why.
+    return serve(ctx, "Console", [&](Fleet& fleet) {
         require_valid_name(req->vm());
+        Host& host = fleet.host_of(req->vm());
         std::uint64_t offset = req->offset();
         bool seen = false;
         for (;;) {
@@ -371,8 +499,12 @@ grpc::Status ForkyService::Console(grpc::ServerContext* ctx, const v1::ConsoleRe
             if (!req->follow())
                 return;
             for (int i = 0; i < 5; ++i) {
-                if (ctx->IsCancelled() || stopping_)
+                if (ctx->IsCancelled())
                     return;
+                if (stopping_)
+                    throw LibvirtError("forkyd is stopping: the console of '" + req->vm() +
+                                           "' is no longer followed",
+                                       0, 0);
                 std::this_thread::sleep_for(std::chrono::milliseconds(50));
             }
         }
@@ -407,9 +539,27 @@ grpc::Status ForkyService::Events(grpc::ServerContext* ctx, const v1::EventsRequ
 }
 
 std::vector<std::string> ForkyService::reap() {
+    std::vector<std::string> reaped;
+    Fleet hosts = fleet();
+    for (const auto& h : inventory_.hosts) {
+        if (stopping_)
+            break;
+        try {
+            for (auto& vm : reap_host(hosts.host(h.name)))
+                reaped.push_back(std::move(vm));
+        } catch (const InterruptedError&) {
+            break;
+        } catch (const Error& e) {
+            warn_once("host " + h.name,
+                      "The reaper could not go through host '" + h.name + "': " + e.what());
+        }
+    }
+    return reaped;
+}
+
+std::vector<std::string> ForkyService::reap_host(Host& host) {
     auto log = logger("forkyd");
     std::vector<std::string> reaped;
-    Host host(host_options());
     std::vector<VmInfo> expired;
     for (auto& vm : vm_list(host)) {
         const std::int64_t now = std::time(nullptr);

@@ -11,7 +11,9 @@
 
 #include "config.hpp"
 #include "errors.hpp"
+#include "fleet.hpp"
 #include "host.hpp"
+#include "hosts.hpp"
 #include "ksm.hpp"
 #include "operation.hpp"
 
@@ -55,10 +57,13 @@ public:
     grpc::Status Events(grpc::ServerContext*, const v1::EventsRequest*,
                         grpc::ServerWriter<v1::Event>*) override;
 
-    HostOptions host_options() const;
+    // The hosts it serves (connect:'s alone, or hosts:'s inventory), connected afresh.
+    Fleet fleet() const;
+    HostOptions host_options(const HostEntry& e) const;
+    const Inventory& inventory() const { return inventory_; }
 
     // One round of the TTL reaper: every VM past its TTL and not pinned is removed (with
-    // what only it used); returns their names.
+    // what only it used), on every host served; returns their names.
     std::vector<std::string> reap();
 
     // KSM on and tuned while forked VMs run, the settings it found back when none does
@@ -72,7 +77,7 @@ public:
 private:
     // Runs `body` on a fresh connection; forky's errors become the status.
     grpc::Status serve(grpc::ServerContext* ctx, const char* call,
-                       const std::function<void(Host&)>& body);
+                       const std::function<void(Fleet&)>& body);
     // SIGTERM or the caller hanging up cancels (`call` null: SIGTERM only).
     OpContext op_context(grpc::ServerContext* call = nullptr) const;
     // Registers a stream's context while it runs.
@@ -84,6 +89,8 @@ private:
     };
     std::mutex streams_m_;
     std::set<grpc::ServerContext*> streams_;
+    std::vector<std::string> reap_host(Host& host);
+    const PlacementPolicy& placement() const;
     // The reaper's warnings, each said once per VM (not every round).
     void warn_once(const std::string& vm, const std::string& message);
     std::map<std::string, std::string> warned_;
@@ -92,6 +99,8 @@ private:
     Config settings_;
     EventHub& events_;
     const std::atomic<bool>& stopping_;
+    Inventory inventory_;
+    PlacementPolicy placement_;
     std::optional<KsmTuner> ksm_;
     std::atomic<bool> ksm_tuned_{false};
 };

@@ -9,6 +9,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 
 namespace fs = std::filesystem;
 using namespace forky;
@@ -83,7 +84,7 @@ TEST(Ksm, TheTunerTurnsKsmOnWhileForksRunAndPutsBackWhatItFound) {
     TempDir t;
     fake_ksm(t.path);
     put(t.path / "sleep_millisecs", "200\n");
-    KsmTuner tuner({1, 1000, 20}, t.path);
+    KsmTuner tuner({1, 1000, 20}, t.path, t.path / "state");
     EXPECT_FALSE(tuner.update(0)); // nothing to do without forks
     EXPECT_EQ(get(t.path / "run"), "0");
     auto on = tuner.update(3);
@@ -106,9 +107,52 @@ TEST(Ksm, TheTunerTurnsKsmOnWhileForksRunAndPutsBackWhatItFound) {
     ASSERT_TRUE(tuner.restore());
     EXPECT_EQ(get(t.path / "run"), "0");
     // A kernel without KSM: nothing written, nothing in hand.
-    KsmTuner none({1, 1000, 20}, t.path / "none");
+    KsmTuner none({1, 1000, 20}, t.path / "none", t.path / "state");
     EXPECT_FALSE(none.update(2));
     EXPECT_FALSE(none.active());
+}
+
+// Who holds KSM lives in a state file: another live forkyd keeps it on; one that died
+// (SIGKILL) leaves what it found, which the next forkyd puts back.
+TEST(Ksm, TheTunersShareKsmThroughTheirStateFile) {
+    TempDir t;
+    fake_ksm(t.path);
+    const fs::path state = t.path / "state";
+    // Another live holder (process 1 stands in for a second forkyd).
+    std::ifstream init("/proc/1/stat");
+    std::string stat;
+    std::getline(init, stat);
+    std::istringstream fields(stat.substr(stat.rfind(')') + 2));
+    std::string f, start;
+    for (int i = 3; i <= 22 && fields >> f; ++i)
+        start = f;
+    put(state, "found 0 100 20\nholder 1 " + start + "\n");
+    put(t.path / "run", "1\n");
+    KsmTuner tuner({1, 1000, 20}, t.path, state);
+    ASSERT_TRUE(tuner.update(2));
+    auto left = tuner.restore();
+    ASSERT_TRUE(left);
+    EXPECT_NE(left->find("1 other forkyd(s) hold it"), std::string::npos) << *left;
+    EXPECT_EQ(get(t.path / "run"), "1"); // still the other's
+    // That holder dies (a process id that is not running): the next look puts back what
+    // was found before any forkyd.
+    put(state, "found 0 100 20\nholder 999999999 12345\n");
+    auto back = tuner.update(0);
+    ASSERT_TRUE(back);
+    EXPECT_NE(back->find("a forkyd that held them is gone"), std::string::npos) << *back;
+    EXPECT_EQ(get(t.path / "run"), "0");
+    EXPECT_EQ(get(t.path / "pages_to_scan"), "100");
+    EXPECT_FALSE(tuner.update(0)); // nothing left to do
+    // A forkyd started after one was killed keeps the first one's findings, not the tuned
+    // values it sees now.
+    put(state, "found 0 100 20\nholder 999999999 12345\n");
+    put(t.path / "run", "1\n");
+    put(t.path / "pages_to_scan", "1000\n");
+    KsmTuner next({1, 1000, 20}, t.path, state);
+    ASSERT_TRUE(next.update(1));
+    ASSERT_TRUE(next.restore());
+    EXPECT_EQ(get(t.path / "run"), "0");
+    EXPECT_EQ(get(t.path / "pages_to_scan"), "100");
 }
 
 TEST(Ksm, AFileItCannotWriteIsAnError) {

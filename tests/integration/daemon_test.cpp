@@ -321,11 +321,9 @@ TEST(Daemon, TheCliThroughForkydPrintsAndFailsAsDirectly) {
     }
 
     // Errors: the same message and exit code.
-    const std::vector<std::vector<std::string>> wrong{{"rm", "no-such-vm"},
-                                                      {"fork", "no-such-vm"},
-                                                      {"stop", "bad name!"},
-                                                      {"revert", "it-s@nope"},
-                                                      {"rm", "it-s"}};
+    const std::vector<std::vector<std::string>> wrong{
+        {"rm", "no-such-vm"},    {"fork", "no-such-vm"},      {"stop", "bad name!"},
+        {"revert", "it-s@nope"}, {"fork", "it-s", "-n", "0"}, {"rm", "it-s"}};
     for (const auto& args : wrong) {
         CommandResult direct = run_forky(args);
         CommandResult served = daemon.forky(args);
@@ -338,8 +336,11 @@ TEST(Daemon, TheCliThroughForkydPrintsAndFailsAsDirectly) {
     EXPECT_EQ(snap.out, "it-s@s1\n");
     CommandResult pin = daemon.forky({"pin", "it-s-2"});
     EXPECT_EQ(pin.out, "VM 'it-s-2' is now pinned\n") << pin.all();
-    CommandResult stop = daemon.forky({"stop", "it-s-2", "--force"});
+    // The core's warnings come back with the answer.
+    CommandResult stop = daemon.forky({"stop", "it-s-2", "--timeout", "0"});
     EXPECT_EQ(stop.out, "Stopped VM 'it-s-2'\n") << stop.all();
+    EXPECT_TRUE(contains(stop.err, "forky[vm] warning: VM 'it-s-2' did not shut down within 0 ms"))
+        << stop.err;
     EXPECT_EQ(domain_state_of("it-s-2"), "shut off");
 
     // forkyd turns KSM on while forks run; stats through it name the family.
@@ -361,8 +362,14 @@ TEST(Daemon, TheCliThroughForkydPrintsAndFailsAsDirectly) {
     CommandResult both = daemon.forky({"--connect", libvirt_uri(), "ls"});
     EXPECT_EQ(both.rc, 2) << both.all();
     EXPECT_TRUE(contains(both.err, "--connect with --server")) << both.err;
-    CommandResult bad = run_forky({"--server", "http://x", "ls"});
-    EXPECT_EQ(bad.rc, 2) << bad.all();
+    for (const std::string& wrong :
+         std::vector<std::string>{"http://x", "unix://relative.sock", "tcp://nohost",
+                                  "tcp://[::1:5", "unix:///" + std::string(200, 'a')}) {
+        CommandResult bad = run_forky({"--server", wrong, "ls"});
+        EXPECT_EQ(bad.rc, 2) << bad.all();
+        EXPECT_EQ(lines(bad.err).size(), 1u) << bad.err; // forky's message alone
+    }
+    EXPECT_EQ(daemon.forky({"--pool", "other", "ls"}).rc, 2);
     // A caller who cannot open the socket: exit 6, and why.
     CommandResult nobody = run({"setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
                                 FORKY_BINARY, "--server", server, "ls"});

@@ -288,3 +288,75 @@ TEST(Fleet, SpreadOverAHostReachedOverTls) {
         EXPECT_EQ(run_forky({"rm", "--force", c.get<std::string>()}).rc, 0);
     EXPECT_EQ(run_forky({"rm", "--force", "ft"}).rc, 0);
 }
+
+// forkyd serving a fleet (hosts: in forkyd.yaml): the CLI through it places a VM on a
+// named host, forks to another, and lists, draws and collects the fleet exactly as it
+// does itself with the inventory.
+TEST(Fleet, ForkydServesTheFleetAsTheCliDoes) {
+    Fleet fleet("fleet-d", 2, false);
+    ASSERT_EQ(fleet.uris.size(), 2u);
+    const fs::path run_dir = fleet.dir / "run";
+    fs::create_directories(run_dir);
+    fs::permissions(run_dir, fs::perms::owner_all);
+    const fs::path socket = run_dir / "forkyd.sock";
+    const fs::path config = fleet.dir / "forkyd.yaml";
+    std::ofstream(config) << "hosts: " << fleet.inventory.string() << "\nlisten: [unix://"
+                          << socket.string() << "]\nspec_dirs: ["
+                          << (source_dir() / "domains").string() << "]\n";
+    fs::permissions(config, fs::perms::owner_read | fs::perms::owner_write);
+    CommandResult check = fleet.client({FORKYD_BINARY, "--config", config.string(), "--check"});
+    EXPECT_EQ(check.rc, 0) << check.all();
+    EXPECT_TRUE(contains(check.out, "the fleet of " + fleet.inventory.string())) << check.out;
+    Background daemon = start_command({fleet.script(), "exec", fleet.dir.string(), "--",
+                                       FORKYD_BINARY, "--config", config.string(), "-v"});
+    ASSERT_TRUE(eventually([&] { return fs::exists(socket); }, std::chrono::seconds(60)))
+        << slurp_file(daemon.err_file);
+    const auto via = [&](std::vector<std::string> args) {
+        args.insert(args.begin(), {FORKY_BINARY, "--server", "unix://" + socket.string()});
+        return fleet.client(args);
+    };
+
+    const std::string spec = (source_dir() / "domains/tiny.yaml").string();
+    CommandResult up = via({"up", "-f", spec, "--host", "h2", "--name", "fd"});
+    ASSERT_EQ(up.rc, 0) << up.all();
+    EXPECT_TRUE(contains(up.out, "Started VM 'fd' on host 'h2'")) << up.out;
+    EXPECT_TRUE(has(fleet.domains("h2"), "fd"));
+    const std::string token = boot_token("fd");
+    ASSERT_FALSE(token.empty());
+    CommandResult fork = via({"fork", "fd", "--host", "h1"});
+    ASSERT_EQ(fork.rc, 0) << fork.all();
+    EXPECT_EQ(lines(fork.out), std::vector<std::string>{"fd-1"});
+    EXPECT_TRUE(contains(fork.err, "On host 'h1': fd-1")) << fork.err;
+    EXPECT_TRUE(has(fleet.domains("h1"), "fd-1"));
+    wait_for_console("fd-1", "FORKY-TICK token=" + token);
+
+    for (const std::vector<std::string>& args : {std::vector<std::string>{"ls"},
+                                                 {"ls", "--json"},
+                                                 {"tree", "--json"},
+                                                 {"hosts", "--json"},
+                                                 {"gc", "--dry-run", "--json"}}) {
+        CommandResult direct = run_forky(args); // the inventory, through the wrapper
+        CommandResult served = via(args);
+        EXPECT_EQ(served.rc, direct.rc) << served.all();
+        if (args.front() == "hosts") // free memory moves between the two calls
+            EXPECT_EQ(served.out.substr(0, 40), direct.out.substr(0, 40));
+        else
+            EXPECT_EQ(served.out, direct.out) << args.front();
+    }
+    CommandResult ls = via({"ls"});
+    EXPECT_TRUE(contains(ls.out, "HOST")) << ls.out;
+    CommandResult missing = via({"rm", "nope"});
+    EXPECT_EQ(missing.rc, 4) << missing.all();
+    EXPECT_TRUE(
+        contains(missing.err, "No VM named 'nope' on any host of " + fleet.inventory.string()))
+        << missing.err;
+
+    CommandResult rm = via({"rm", "fd", "--recursive"});
+    EXPECT_EQ(rm.rc, 0) << rm.all();
+    EXPECT_TRUE(contains(rm.out, "Removed VM 'fd-1' on host 'h1'")) << rm.out;
+    EXPECT_FALSE(has(fleet.domains("h1"), "fd-1"));
+    EXPECT_FALSE(has(fleet.domains("h2"), "fd"));
+    ::kill(daemon.pid, SIGTERM);
+    CommandResult stopped = finish(daemon, std::chrono::seconds(90));
+    EXPECT_EQ(stopped.rc, 0) << stopped.all();
+}
