@@ -280,7 +280,14 @@ int run(int argc, char** argv) {
         ->each([&ctx](const std::string&) { ctx.options.placement_named = true; });
     app.add_option("--server", ctx.options.server,
                    "ask forkyd at this address instead of libvirt (unix:///run/forky/forkyd.sock "
-                   "or tcp://ADDR:PORT); same output and exit codes");
+                   "or tcp://ADDR:PORT); same output and exit codes")
+        ->check(CLI::Validator(
+            [](const std::string& v) {
+                return v.empty() ? std::string("--server names forkyd's address; leave it out "
+                                               "to use libvirt directly")
+                                 : std::string();
+            },
+            "URI"));
     app.add_flag("-v,--verbose", ctx.options.verbosity, "more logging (-vv for debug)");
     app.parse_complete_callback([&ctx] {
         set_log_level(ctx.options.verbosity >= 2   ? spdlog::level::debug

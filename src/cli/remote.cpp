@@ -152,9 +152,16 @@ Remote::Remote(std::string server, CancelToken cancel)
             port.find_first_not_of("0123456789") != std::string::npos || std::stoul(port) == 0 ||
             std::stoul(port) > 65535)
             throw bad("expected tcp://ADDR:PORT, PORT between 1 and 65535");
-        if ((host.front() == '[') != (host.back() == ']') ||
-            host.find_first_of(" /[]", host.front() == '[' ? 1 : 0) < host.size() - 1)
-            throw bad("'" + host + "' is not an address");
+        // A name or IPv4 address, or an IPv6 address in brackets: nothing else.
+        const bool v6 = host.size() > 2 && host.front() == '[' && host.back() == ']';
+        const std::string inner = v6 ? host.substr(1, host.size() - 2) : host;
+        const char* allowed = v6 ? "0123456789abcdefABCDEF:." : nullptr;
+        const bool ok = v6 ? inner.find_first_not_of(allowed) == std::string::npos
+                           : inner.find_first_not_of("abcdefghijklmnopqrstuvwxyz"
+                                                     "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-") ==
+                                 std::string::npos;
+        if (!ok)
+            throw bad("'" + host + "' is not an address (an IPv6 address goes in brackets)");
         if (std::getenv("FORKY_SERVER_CA") != nullptr) {
             grpc::SslCredentialsOptions ssl;
             ssl.pem_root_certs = read_pem("FORKY_SERVER_CA");

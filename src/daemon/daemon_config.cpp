@@ -85,10 +85,13 @@ DaemonConfig parse_daemon_config(const std::string& text, const fs::path& file) 
                        std::string("with hosts: (a fleet) each host's URI and pool come from the "
                                    "inventory; leave out ") +
                            other + ":");
-        c.hosts = r.path(h, "hosts");
+        c.hosts = r.existing_file(h, "hosts");
     }
-    if (YAML::Node n = root["placement"]; n.IsDefined())
-        c.placement = r.path(n, "placement");
+    if (YAML::Node n = root["placement"]; n.IsDefined()) {
+        if (c.hosts.empty())
+            r.fail(n, "placement", "places a fleet's VMs: it goes with hosts:");
+        c.placement = r.existing_file(n, "placement");
+    }
     if (YAML::Node n = root["connect"]; n.IsDefined()) {
         c.connect = r.scalar(n, "connect");
         if (c.connect.empty() || c.connect.find("://") == std::string::npos ||

@@ -186,12 +186,29 @@ grpc::Status ForkyService::Up(grpc::ServerContext* ctx, const v1::UpRequest* req
         o.start = !req->no_start();
         o.image_dirs = settings_.image_dirs;
         o.ctx = op_context(ctx);
+        // Two Ups of one name at once would both find it free on the other hosts: this
+        // forkyd lets one of them on at a time.
+        const std::string wanted = o.name.empty() ? spec.name : o.name;
+        {
+            std::lock_guard lock(streams_m_);
+            if (!ups_.insert(wanted).second)
+                throw ConflictError("Another Up of a VM named '" + wanted +
+                                    "' is under way; pick another name");
+        }
+        struct Done {
+            ForkyService& s;
+            std::string name;
+            ~Done() {
+                std::lock_guard lock(s.streams_m_);
+                s.ups_.erase(name);
+            }
+        } done{*this, wanted};
         // With a fleet: the host asked for, else the placement policy's pick; the spec's
         // files travel there.
         std::string host_name = fleet.inventory().hosts.front().name;
         if (fleet.many()) {
-            host_name = fleet.place_up(placement(), o.name.empty() ? spec.name : o.name,
-                                       spec.memory_bytes, req->host(), o.ctx.cancel);
+            host_name =
+                fleet.place_up(placement(), wanted, spec.memory_bytes, req->host(), o.ctx.cancel);
             o.upload = true;
         } else if (!req->host().empty()) {
             fleet.require_host(req->host()); // UsageError: no inventory

@@ -94,6 +94,7 @@ private:
     // The reaper's warnings, each said once per VM (not every round).
     void warn_once(const std::string& vm, const std::string& message);
     std::map<std::string, std::string> warned_;
+    std::set<std::string> ups_; // names of VMs an Up is making now (under streams_m_)
 
     DaemonConfig config_;
     Config settings_;
