@@ -250,6 +250,7 @@ int run(int argc, char** argv) {
                  "an ordinary libvirt domain.",
                  "forky"};
     app.footer(exit_codes_help);
+    app.set_version_flag("--version", "forky " FORKY_VERSION, "print the version and exit");
     app.require_subcommand(1);
     app.fallthrough(); // global options also after the subcommand: forky gc --pool x
     app.add_option("-c,--connect", ctx.options.uri,
