@@ -87,7 +87,14 @@ void prepare_socket_dir(const fs::path& socket, gid_t group) {
         ::chmod(dir.c_str(), 0750);
         if (::lchown(dir.c_str(), 0, group) != 0)
             throw Error("Cannot give '" + dir.string() + "' to group forky");
+        return;
     }
+    // A folder made for it as root's alone (systemd's RuntimeDirectory=, root:root 0750):
+    // the group forky may enter it, or its members could never reach the socket.
+    struct stat st {};
+    if (group != 0 && ::lstat(dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_uid == 0 &&
+        st.st_gid == 0 && (st.st_mode & 0777) == 0750 && ::lchown(dir.c_str(), 0, group) != 0)
+        throw Error("Cannot give '" + dir.string() + "' to group forky");
 }
 
 // One forkyd per socket: an exclusive lock on SOCKET.lock, held while it runs. Another
