@@ -35,11 +35,7 @@ Json existing_mdevs(const GpuInventory& inv, const std::string& address) {
 
 void run_gpus(const GpusCommand& cmd, Context& ctx) {
     Remote* remote = ctx.remote();
-    Host* host =
-        remote ? nullptr
-        : cmd.host.empty()
-            ? (ctx.fleet_mode() ? &ctx.host_named(ctx.inventory().hosts.front().name) : &ctx.host())
-            : &ctx.host_named(ctx.require_host(cmd.host));
+    Host* host = remote ? nullptr : &ctx.fleet().host(ctx.fleet().host_or_first(cmd.host));
     const GpuInventory inv = remote ? remote->gpus(cmd.host) : read_inventory(*host);
     const std::vector<Gpu>& gpus = inv.gpus;
     if (cmd.json) {

@@ -24,14 +24,10 @@ void run_stats(const StatsCommand& cmd, Context& ctx) {
         got = remote->stats(cmd.host);
     } else {
         // Said before connecting: the figures are this machine's.
-        const std::string host_name = !ctx.fleet_mode()  ? "default"
-                                      : cmd.host.empty() ? ctx.inventory().hosts.front().name
-                                                         : ctx.require_host(cmd.host);
-        if (!cmd.host.empty() && !ctx.fleet_mode())
-            ctx.require_host(cmd.host); // UsageError: no inventory
-        require_local_uri(ctx.fleet_mode() ? ctx.inventory().find(host_name)->uri
-                                           : ctx.options.uri);
-        got = host_memory_stats(ctx.host_named(host_name));
+        Fleet& fleet = ctx.fleet();
+        const std::string& host_name = fleet.host_or_first(cmd.host);
+        require_local_uri(fleet.inventory().find(host_name)->uri);
+        got = host_memory_stats(fleet.host(host_name));
     }
     const MemoryStats& s = *got;
     const std::uint64_t page = s.ksm.page_size;

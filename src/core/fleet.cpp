@@ -30,6 +30,10 @@ const std::string& Fleet::require_host(const std::string& name) const {
     return name;
 }
 
+const std::string& Fleet::host_or_first(const std::string& name) const {
+    return name.empty() ? inventory_.hosts.front().name : require_host(name);
+}
+
 Host& Fleet::host(const std::string& name) {
     const HostEntry& e = many() ? *inventory_.find(require_host(name)) : inventory_.hosts.front();
     auto it = hosts_.find(e.name);

@@ -32,6 +32,9 @@ public:
     Host& host(const std::string& name);
     // `name` when the inventory has such a host, else UsageError listing those it has.
     const std::string& require_host(const std::string& name) const;
+    // A command's --host: require_host(name), or the first host when `name` is empty
+    // ("default" without an inventory).
+    const std::string& host_or_first(const std::string& name) const;
     // The host holding VM `vm` (its domain, else the kept snapshots of a removed VM of that
     // name), and its name. NotFoundError when none does, ConflictError when several do.
     Host& host_of(const std::string& vm, std::string* host_name = nullptr);

@@ -428,9 +428,7 @@ grpc::Status ForkyService::Hosts(grpc::ServerContext* ctx, const v1::HostsReques
 grpc::Status ForkyService::Gpus(grpc::ServerContext* ctx, const v1::GpusRequest* req,
                                 v1::GpusResponse* out) {
     return serve(ctx, "Gpus", [&](Fleet& fleet) {
-        const std::string& name = req->host().empty() ? fleet.inventory().hosts.front().name
-                                                      : fleet.require_host(req->host());
-        api::fill(*out, read_inventory(fleet.host(name)));
+        api::fill(*out, read_inventory(fleet.host(fleet.host_or_first(req->host()))));
     });
 }
 
@@ -459,9 +457,7 @@ grpc::Status ForkyService::Pin(grpc::ServerContext* ctx, const v1::PinRequest* r
 grpc::Status ForkyService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                                  v1::StatsResponse* out) {
     return serve(ctx, "Stats", [&](Fleet& fleet) {
-        const std::string& name = req->host().empty() ? fleet.inventory().hosts.front().name
-                                                      : fleet.require_host(req->host());
-        MemoryStats s = host_memory_stats(fleet.host(name));
+        MemoryStats s = host_memory_stats(fleet.host(fleet.host_or_first(req->host())));
         s.tuned_by_forkyd = ksm_tuned_.load();
         api::fill(*out, s);
     });
