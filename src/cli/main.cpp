@@ -8,12 +8,15 @@
 #include <atomic>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <memory>
+#include <sstream>
 
 namespace forky::cli {
 
@@ -201,6 +204,35 @@ const char* env_or(const char* name, const char* fallback) {
 
 namespace {
 
+// The command list of forky --help gives each command's first sentence; forky CMD --help
+// (and the man page, built from both) has the whole text with its examples.
+class SummaryFormatter : public CLI::Formatter {
+public:
+    std::string make_subcommand(const CLI::App* sub) const override {
+        std::string text = sub->get_description();
+        std::size_t end = std::min(text.find(". "), text.find(".\n"));
+        if (end != std::string::npos)
+            text.resize(end + 1);
+        std::string wrapped; // words again, in lines of at most 70 columns
+        std::istringstream words(text);
+        std::size_t column = 0;
+        for (std::string word; words >> word; column += word.size()) {
+            if (column > 0 && column + 1 + word.size() > 70) {
+                wrapped += '\n';
+                column = 0;
+            } else if (column > 0) {
+                wrapped += ' ';
+                ++column;
+            }
+            wrapped += word;
+        }
+        text = wrapped;
+        std::stringstream out;
+        CLI::detail::format_help(out, sub->get_display_name(true), text, 28);
+        return out.str();
+    }
+};
+
 constexpr const char* exit_codes_help = R"(Exit codes:
   0  success
   1  internal error (a bug: please report it)
@@ -247,9 +279,11 @@ int run(int argc, char** argv) {
 
     CLI::App app{"forky forks virtual machines the way fork(2) forks processes: a running VM\n"
                  "becomes children that carry on from its memory and disk. Every forky VM is\n"
-                 "an ordinary libvirt domain.",
+                 "an ordinary libvirt domain. 'forky COMMAND --help' gives a command's whole\n"
+                 "description, options and examples.",
                  "forky"};
     app.footer(exit_codes_help);
+    app.formatter(std::make_shared<SummaryFormatter>());
     app.set_version_flag("--version", "forky " FORKY_VERSION, "print the version and exit");
     app.require_subcommand(1);
     app.fallthrough(); // global options also after the subcommand: forky gc --pool x
