@@ -18,6 +18,7 @@ struct BenchCommand {
     std::string spec_file;
     std::string name = "forky-bench";
     std::vector<unsigned> counts{1, 4, 8};
+    unsigned pool_size = 8;
     bool json = false;
 };
 
@@ -79,16 +80,27 @@ Json api_json(const ApiRoundTrip& a) {
     return {{"vms", a.vms}, {"direct_ms", a.direct_ms}, {"api_ms", a.api_ms}};
 }
 
-Json ksm_json(const BenchReport& r) {
-    if (!r.ksm)
+Json ksm_round_json(const std::optional<KsmRound>& k) {
+    if (!k)
         return Json(nullptr);
-    const KsmRound& k = *r.ksm;
-    return {{"children", k.count},
-            {"settle_ms", static_cast<std::uint64_t>(k.settle_ms)},
-            {"full_scans", k.full_scans},
-            {"saved_bytes", k.saved_bytes},
-            {"children_pss_bytes", k.children_pss_bytes},
-            {"children_rss_bytes", k.children_rss_bytes}};
+    return {{"children", k->count},
+            {"settle_ms", static_cast<std::uint64_t>(k->settle_ms)},
+            {"full_scans", k->full_scans},
+            {"saved_bytes", k->saved_bytes},
+            {"children_pss_bytes", k->children_pss_bytes},
+            {"children_rss_bytes", k->children_rss_bytes}};
+}
+
+Json pool_json(const std::optional<PoolBench>& p) {
+    if (!p)
+        return Json(nullptr);
+    return {{"size", p->size},
+            {"refill_ms", static_cast<std::uint64_t>(p->refill_ms)},
+            {"refill_children_per_s", p->refill_ms > 0 ? p->size * 1000.0 / p->refill_ms : 0.0},
+            {"paused_rss_bytes", p->paused_rss_bytes},
+            {"ksm", ksm_round_json(p->ksm)},
+            {"acquire_call_ms", p->acquire_call_ms},
+            {"acquire_print_ms", p->acquire_print_ms}};
 }
 
 Json report_json(const BenchReport& r) {
@@ -113,8 +125,9 @@ Json report_json(const BenchReport& r) {
                  {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
                  {"fork_from_snapshot_ms", static_cast<std::uint64_t>(r.fork_from_snapshot_ms)},
                  {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)},
-                 {"ksm", ksm_json(r)},
-                 {"ksm_skipped", text_or_null(r.ksm_skipped)}});
+                 {"ksm", ksm_round_json(r.ksm)},
+                 {"ksm_skipped", text_or_null(r.ksm_skipped)},
+                 {"warm_pool", pool_json(r.pool)}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -186,6 +199,27 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
     } else if (!r.ksm_skipped.empty()) {
         std::printf("%-44s %12s   %s\n", "memory after KSM", "-", r.ksm_skipped.c_str());
     }
+    if (r.pool) {
+        const PoolBench& p = *r.pool;
+        const double one = static_cast<double>(r.parent_rss_bytes ? r.parent_rss_bytes : 1);
+        std::printf("%-44s %9.1f ms   %.3f x cold boot (<= 0.02)\n",
+                    "acquire from a warm pool -> child printing", p.acquire_print_ms,
+                    p.acquire_print_ms / r.cold_boot_ms);
+        std::printf("%-44s %9.1f ms   %.3f x cold boot\n", "acquire (the resume) returns",
+                    p.acquire_call_ms, p.acquire_call_ms / r.cold_boot_ms);
+        std::printf("%-44s %9.0f ms   %.1f children/s\n",
+                    ("refill of " + std::to_string(p.size) + " ready children").c_str(),
+                    p.refill_ms, p.refill_ms > 0 ? p.size * 1000.0 / p.refill_ms : 0.0);
+        std::printf("%-44s %12s   %.2f x one guest\n",
+                    ("memory: " + std::to_string(p.size) + " paused ready children").c_str(),
+                    mib(p.paused_rss_bytes).c_str(), static_cast<double>(p.paused_rss_bytes) / one);
+        if (p.ksm)
+            std::printf("%-44s %12s   %.2f x one guest, settled in %.0f s\n",
+                        ("memory: " + std::to_string(p.size) + " ready children after KSM").c_str(),
+                        mib(p.ksm->children_pss_bytes).c_str(),
+                        static_cast<double>(p.ksm->children_pss_bytes) / one,
+                        p.ksm->settle_ms / 1000);
+    }
 }
 
 void print_cross_host(const CrossHostReport& x) {
@@ -226,6 +260,7 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.ctx = ctx.op_context();
     o.name = cmd.name;
     o.counts = cmd.counts;
+    o.pool_size = cmd.pool_size;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
     if (!ctx.fleet_mode()) {
         std::optional<ApiRoundTrip> api;
@@ -286,6 +321,9 @@ void setup_bench(CLI::App& app, Context& ctx) {
         "After the largest round KSM is turned on (a local hypervisor; the settings it found\n"
         "are put back) until its savings settle, and the children's memory is measured\n"
         "again (PSS: a page they share counted once).\n"
+        "Then a warm pool of the stored snapshot (--pool-size children): its refill rate,\n"
+        "the memory its paused children hold (and after KSM), and an acquire until the\n"
+        "child prints, against the cold boot.\n"
         "With --server (forkyd serving the same host), a listing through forkyd's API is\n"
         "timed against forky ls's own call to libvirt.\n"
         "Example: forky bench -f domains/tiny.yaml --counts 1,4,8\n"
@@ -296,6 +334,10 @@ void setup_bench(CLI::App& app, Context& ctx) {
     sub->add_option("--counts", cmd->counts, "numbers of children to fork, one round each")
         ->delimiter(',')
         ->check(CLI::Range(1u, 256u));
+    sub->add_option("--pool-size", cmd->pool_size,
+                    "children of the warm pool measured (0: no warm pool)")
+        ->capture_default_str()
+        ->check(CLI::Range(0u, 64u));
     sub->add_flag("--json", cmd->json, "print the figures as JSON");
     sub->callback([cmd, &ctx] { run_bench_command(*cmd, ctx); });
 }

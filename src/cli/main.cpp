@@ -347,6 +347,7 @@ int run(int argc, char** argv) {
     setup_gpus(app, ctx);
     setup_pin(app, ctx);
     setup_stats(app, ctx);
+    setup_pool(app, ctx);
 
     try {
         app.parse(argc, argv);

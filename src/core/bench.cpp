@@ -1,18 +1,32 @@
 #include "bench.hpp"
 
 #include "errors.hpp"
+#include "fleet.hpp"
 #include "fork.hpp"
 #include "gc.hpp"
 #include "history.hpp"
 #include "ksm.hpp"
 #include "save_image.hpp"
 #include "vm.hpp"
+#include "warm_pool.hpp"
 
 #include <algorithm>
 #include <chrono>
+#include <map>
 #include <thread>
 
 namespace forky {
+
+std::uint64_t rss_bytes(Host& host, const std::string& vm) {
+    DomainPtr dom = host.domain(vm);
+    virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
+    int n = lv_check(virDomainMemoryStats(dom.get(), stats, VIR_DOMAIN_MEMORY_STAT_NR, 0),
+                     "Failed to read the memory statistics of VM '" + vm + "'");
+    for (int i = 0; i < n; ++i)
+        if (stats[i].tag == VIR_DOMAIN_MEMORY_STAT_RSS)
+            return stats[i].val * 1024;
+    return 0;
+}
 
 namespace {
 
@@ -40,17 +54,6 @@ Clock::time_point wait_console(Host& host, const std::string& vm, const std::str
     }
     throw Error("VM '" + vm + "' did not print '" + needle + "' within " +
                 std::to_string(timeout.count()) + " s");
-}
-
-std::uint64_t rss_bytes(Host& host, const std::string& vm) {
-    DomainPtr dom = host.domain(vm);
-    virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
-    int n = lv_check(virDomainMemoryStats(dom.get(), stats, VIR_DOMAIN_MEMORY_STAT_NR, 0),
-                     "Failed to read the memory statistics of VM '" + vm + "'");
-    for (int i = 0; i < n; ++i)
-        if (stats[i].tag == VIR_DOMAIN_MEMORY_STAT_RSS)
-            return stats[i].val * 1024;
-    return 0;
 }
 
 std::uint64_t volume_allocation(Host& host, const std::string& name) {
@@ -121,6 +124,61 @@ KsmRound settle_ksm(Host& host, const std::vector<std::string>& children, const 
     }
     tuner.restore();
     return k;
+}
+
+// A warm pool of `source`: refilled, its paused children's memory (and after KSM, where
+// the bench may turn it on), then one acquire timed to the child's first tick. Every
+// child made is added to `children` (the caller removes them).
+PoolBench bench_pool(Host& host, const std::string& source, const BenchOptions& o,
+                     std::vector<std::string>& children, const std::string& ksm_skipped) {
+    PoolBench b;
+    b.size = o.pool_size;
+    WarmPool pool;
+    pool.name = o.name + "-pool";
+    pool.source = source;
+    pool.size = o.pool_size;
+    pool.created_at = utc_now_rfc3339();
+    Inventory one;
+    HostEntry entry;
+    entry.name = "default";
+    entry.uri = host.options().uri;
+    entry.pool = host.options().pool;
+    one.hosts.push_back(entry);
+    Fleet fleet(one, [&host](const HostEntry&) { return host.options(); });
+    warm_pool_create(host, pool, o.ctx.cancel);
+    try {
+        ForkOptions fo;
+        fo.ctx = o.ctx;
+        const auto t_refill = Clock::now();
+        RefillResult r = warm_pool_refill(fleet, pool.name, PlacementPolicy{}, fo);
+        b.refill_ms = ms_between(t_refill, Clock::now());
+        children = r.made;
+        std::this_thread::sleep_for(std::chrono::seconds(1));
+        for (const auto& c : ready_children(host, "default", pool.name, /*with_memory=*/true))
+            b.paused_rss_bytes += c.rss_bytes;
+        if (o.ksm && ksm_skipped.empty() && host.is_local() && read_ksm().available) {
+            try {
+                b.ksm = settle_ksm(host, children, o.ctx);
+            } catch (const Error&) {
+                // not root: the figures without KSM stand
+            }
+        }
+        // Where each ready child's console ends: the one handed out prints after it.
+        std::map<std::string, std::uint64_t> offsets;
+        for (const auto& c : ready_children(host, "default", pool.name))
+            offsets[c.name] = host.read_volume(console_volume_name(c.name), 0).next_offset;
+        const auto t_acquire = Clock::now();
+        Acquired got = warm_pool_acquire(fleet, pool.name, {}, o.ctx.cancel);
+        b.acquire_call_ms = ms_between(t_acquire, Clock::now());
+        const std::uint64_t from = offsets[got.name];
+        b.acquire_print_ms =
+            ms_between(t_acquire, wait_console(host, got.name, "FORKY-TICK", from));
+    } catch (...) {
+        warm_pool_remove_record(host, pool.name);
+        throw;
+    }
+    warm_pool_remove_record(host, pool.name);
+    return b;
 }
 
 } // namespace
@@ -222,6 +280,14 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         for (const auto& c : children)
             remove_quietly(host, c);
         children.clear();
+        if (o.pool_size > 0) {
+            say("warm pool of " + std::to_string(o.pool_size) + " children of '" +
+                snap.point.label() + "', an acquire");
+            report.pool = bench_pool(host, snap.point.label(), o, children, report.ksm_skipped);
+            for (const auto& c : children)
+                remove_quietly(host, c);
+            children.clear();
+        }
         const std::uint64_t offset = host.read_volume(console_volume_name(o.name), 0).next_offset;
         RevertOptions ro;
         ro.ctx = o.ctx;

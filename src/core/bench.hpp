@@ -26,6 +26,8 @@ struct BenchOptions {
     // Called once while the largest round's children run (after KSM), to time what a
     // busy host answers (forky bench --server: a listing through forkyd).
     std::function<void()> while_forked;
+    // A warm pool of this many children of the stored snapshot (0: none).
+    unsigned pool_size = 8;
     OpContext ctx;
 };
 
@@ -51,6 +53,17 @@ struct KsmRound {
     std::uint64_t children_rss_bytes = 0; // the same, each shared page counted in each
 };
 
+// A warm pool of the stored snapshot: its refill, the memory its paused children hold,
+// and an acquire (a resume) against the cold boot.
+struct PoolBench {
+    unsigned size = 0;
+    double refill_ms = 0;               // forky pool refill of `size` children
+    std::uint64_t paused_rss_bytes = 0; // the ready children's QEMUs together
+    std::optional<KsmRound> ksm;        // the same after KSM (none: not here)
+    double acquire_call_ms = 0;         // forky acquire, call to answer (the resume)
+    double acquire_print_ms = 0;        // acquire until the child prints a tick
+};
+
 struct BenchReport {
     std::string domain_type;
     std::uint64_t memory_bytes = 0;
@@ -65,6 +78,7 @@ struct BenchReport {
     double revert_ms = 0;                            // forky revert until the VM prints again
     std::optional<KsmRound> ksm;                     // none: no KSM here, or a remote host
     std::string ksm_skipped;                         // why not
+    std::optional<PoolBench> pool;                   // a warm pool (pool_size > 0)
 };
 
 // Forks to another host of the fleet against a fork on the same host, side by side: the
@@ -85,6 +99,10 @@ struct CrossHostReport {
 CrossHostReport run_cross_host_bench(Host& a, const std::string& a_name, Host& b,
                                      const std::string& b_name, const DomainSpec& spec,
                                      const BenchOptions& options);
+
+// The resident memory of a running VM's QEMU (libvirt's memory statistics: works on a
+// remote host too).
+std::uint64_t rss_bytes(Host& host, const std::string& vm);
 
 // Boots spec as options.name, forks it for each count (removing the children between
 // rounds), then snapshots it, forks from the stored snapshot and reverts to it; removes

@@ -415,6 +415,18 @@ void restore_onto(Host& host, const ForkPoint& point, const SpawnTarget& t, bool
     }
 }
 
+std::optional<std::string> set_guest_clock(virDomainPtr dom) {
+    const auto now = std::chrono::system_clock::now().time_since_epoch();
+    const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
+    const auto nsecs = std::chrono::duration_cast<std::chrono::nanoseconds>(now - secs);
+    if (virDomainSetTime(dom, secs.count(), static_cast<unsigned>(nsecs.count()), 0) == 0)
+        return std::nullopt;
+    const char* why = virGetLastErrorMessage();
+    std::string reason = why ? why : "unknown";
+    clear_libvirt_error();
+    return reason;
+}
+
 SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget> targets,
                   const SpawnOptions& options) {
     Host& host = op.host();
@@ -577,15 +589,8 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
             }
             DomainPtr d(virDomainLookupByUUIDString(host.conn(), t.uuid.c_str()));
             lv_check(d.get(), "Failed to find '" + t.name + "'");
-            const auto now = std::chrono::system_clock::now().time_since_epoch();
-            const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now);
-            const auto nsecs = std::chrono::duration_cast<std::chrono::nanoseconds>(now - secs);
-            if (virDomainSetTime(d.get(), secs.count(), static_cast<unsigned>(nsecs.count()), 0) <
-                0) {
-                const char* why = virGetLastErrorMessage();
-                result.clock_not_set.push_back("'" + t.name + "': " + (why ? why : "unknown"));
-                clear_libvirt_error();
-            }
+            if (auto why = set_guest_clock(d.get()))
+                result.clock_not_set.push_back("'" + t.name + "': " + *why);
         }
     }
     host.write_volume(point.memory_image, 0, encode_save_header(header, header.xml));

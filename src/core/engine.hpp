@@ -74,6 +74,10 @@ struct SpawnResult {
     double ms = 0;
 };
 
+// Sets a running guest's clock to the host's time (virDomainSetTime: needs a guest agent
+// that answers); the reason when it could not.
+std::optional<std::string> set_guest_clock(virDomainPtr dom);
+
 // Starts each target from `point` (its memory image): the header set to the target's XML,
 // restored side by side, made persistent only once its restore was seen to succeed under
 // its UUID. The header is the fork point's own again afterwards.

@@ -148,8 +148,9 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     SpawnRequest request;
     request.count = count_here;
     request.prefix = prefix;
+    request.name = o.name;
     request.also_taken = o.names_elsewhere;
-    const bool own_prefix = vm && prefix == parent;
+    const bool own_prefix = vm && prefix == parent && o.name.empty();
     request.first_index = own_prefix ? vm->lineage.children_made + 1 : 1;
 
     ForkPoint point;
@@ -244,6 +245,8 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
     const auto t_children = Clock::now();
     if (count_here > 0) {
         std::vector<SpawnTarget> targets = make_children(op, point, at_point, spawn_plan);
+        for (auto& t : targets)
+            t.lineage.warm_pool = o.warm_pool;
         // Mediated devices first: their removal is undone after the children's.
         for (const auto& child : gpus.children)
             for (const auto& g : child)
@@ -297,6 +300,7 @@ ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) 
             boot_paths[role] = info->path;
         }
         for (auto& t : targets) {
+            t.lineage.warm_pool = o.warm_pool;
             t.lineage.parent_host = o.host_name;
             t.boot_paths = boot_paths;
         }

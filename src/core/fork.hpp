@@ -33,6 +33,7 @@ struct ForkOptions {
     bool keep_paused = false; // cold: leave the parent paused afterwards
     bool children_paused = false;
     std::string prefix; // child names PREFIX-N; default the parent's name
+    std::string name;   // else the one child's own name (count 1)
     std::chrono::milliseconds lock_wait = std::chrono::seconds(120);
     OpContext ctx; // Ctrl-C and the test seam
     // Where the children go: the parent's host takes `count` minus those placed here.
@@ -55,6 +56,9 @@ struct ForkOptions {
     // policies/quotas.yaml and the children's TTL (policies/ttl.yaml; a spec's own wins).
     QuotaPolicy quotas;
     std::optional<std::chrono::seconds> children_ttl;
+    // Children made for warm pool `warm_pool` (forky pool): held ready, paused, and marked
+    // so in their lineage until `forky acquire` hands one out.
+    std::string warm_pool;
 };
 
 struct ForkResult {

@@ -28,3 +28,4 @@
 #include "tree.hpp"       // lineage_tree
 #include "units.hpp"      // format_size, parse_size
 #include "vm.hpp"         // vm_up, vm_list, vm_info, vm_stop, vm_remove, vm_console
+#include "warm_pool.hpp"  // warm pools: create, acquire, refill

@@ -104,6 +104,10 @@ std::string lineage_to_xml(const Lineage& l, bool bare) {
         w.text(root, "pinned", "yes");
     for (const auto& m : l.mdevs)
         w.text(root, "mdev", m);
+    if (!l.warm_pool.empty())
+        w.text(root, "warm-pool", l.warm_pool);
+    if (!l.acquired_from.empty())
+        w.text(root, "acquired-from", l.acquired_from);
     std::ostringstream out;
     doc.save(out, "  ", pugi::format_indent | pugi::format_no_declaration);
     return out.str();
@@ -162,6 +166,8 @@ Lineage lineage_from_xml(std::string_view xml) {
     for (pugi::xml_node c : root.children())
         if (local_name(c) == "mdev")
             l.mdevs.emplace_back(c.text().get());
+    l.warm_pool = child_local(root, "warm-pool").text().get();
+    l.acquired_from = child_local(root, "acquired-from").text().get();
     return l;
 }
 

@@ -74,6 +74,10 @@ struct Lineage {
     // Kept past its TTL (forky pin): the reaper leaves it alone.
     bool pinned = false;
     std::vector<std::string> mdevs;
+    // A child held ready (restored, paused) in warm pool `warm_pool` (forky pool): not
+    // handed out yet; empty once `forky acquire` took it, and for every other VM.
+    std::string warm_pool;
+    std::string acquired_from; // the warm pool it was handed out from (forky release)
 
     bool operator==(const Lineage&) const = default;
 

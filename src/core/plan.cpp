@@ -133,8 +133,16 @@ SpawnPlan plan_spawn(const ForkPoint& point, const std::set<std::string>& taken,
                      const SpawnRequest& req) {
     SpawnPlan plan;
     unsigned index = req.first_index;
+    if (!req.name.empty()) {
+        require_valid_name(req.name);
+        if (req.count != 1)
+            throw UsageError("A child's own name is for one child");
+        if (taken.count(req.name))
+            throw ConflictError("The name '" + req.name +
+                                "' is taken (a VM, its volumes or an operation on it)");
+    }
     while (plan.children.size() < req.count) {
-        std::string name = req.prefix + "-" + std::to_string(index);
+        std::string name = req.name.empty() ? req.prefix + "-" + std::to_string(index) : req.name;
         if (auto why = name_problem(name))
             throw UsageError("Cannot name children '" + req.prefix + "-N': " + *why);
         plan.last_index = index++;

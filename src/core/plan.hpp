@@ -71,6 +71,7 @@ struct PlannedChild {
 struct SpawnRequest {
     unsigned count = 1;
     std::string prefix;       // children PREFIX-N
+    std::string name;         // else the one child's own name (count 1)
     unsigned first_index = 1; // N of the first candidate
     bool console = true;      // each child gets a console log
     // Names in use elsewhere (VMs on other hosts of the fleet): never given to a child.

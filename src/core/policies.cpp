@@ -95,7 +95,8 @@ QuotaPolicy load_quota_policy(const fs::path& dir) {
 }
 
 std::optional<std::int64_t> ttl_left(const Lineage& lineage, std::int64_t now) {
-    if (!lineage.ttl || lineage.pinned)
+    // A child held ready in a warm pool: its TTL runs from when it is handed out.
+    if (!lineage.ttl || lineage.pinned || !lineage.warm_pool.empty())
         return std::nullopt;
     auto created = parse_rfc3339(lineage.created_at);
     if (!created)

@@ -155,6 +155,18 @@ std::string Journal::encode() const {
     return out.str();
 }
 
+namespace {
+// What a lock is taken on: a VM's name, or a warm pool's ("NAME.warmpool": a '.' no VM
+// name has).
+bool lockable_name(const std::string& name) {
+    const std::string_view suffix = ".warmpool";
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return !name_problem(std::string_view(name).substr(0, name.size() - suffix.size()));
+    return !name_problem(name);
+}
+} // namespace
+
 Journal Journal::decode(std::string_view raw) {
     Journal j;
     const std::string_view text = raw.substr(0, raw.find('\0'));
@@ -183,7 +195,7 @@ Journal Journal::decode(std::string_view raw) {
         if (key == "operation") {
             ok = static_cast<bool>(f >> j.operation);
         } else if (key == "vm") {
-            ok = f >> j.vm && !name_problem(j.vm);
+            ok = f >> j.vm && lockable_name(j.vm);
         } else if (key == "holder") {
             ok = static_cast<bool>(f >> j.holder_host >> j.holder_id >> j.holder_pid >>
                                    j.holder_start) &&
@@ -480,7 +492,7 @@ std::vector<Journal> read_journals(Host& host) {
                 0)
             continue;
         const std::string stem = v.name.substr(0, v.name.size() - lock_suffix.size());
-        if (name_problem(stem))
+        if (!lockable_name(stem))
             continue; // not a name forky gives a lock
         Journal j = read_journal(host, v.name);
         if (j.state == Journal::State::unreadable && j.problem == "gone")

@@ -15,6 +15,7 @@
 #include "log.hpp"
 #include "placement.hpp"
 #include "policies.hpp"
+#include "warm_pool.hpp"
 
 #include "safe_path.hpp"
 #include "yaml_reader.hpp"
@@ -185,6 +186,7 @@ int main(int argc, char** argv) {
                       config.policies.string());
         load_quota_policy(config.policies);
         load_ttl_policy(config.policies);
+        load_pools_policy(config.policies);
         if (fs::exists(config.policies / "gpu.yaml", ec))
             load_gpu_policy(config.policies / "gpu.yaml");
         // The fleet's inventory and placement policy: checked here too.
@@ -297,12 +299,17 @@ int main(int argc, char** argv) {
         sd_notify(0, ("READY=1\nSTATUS=Serving " + config.serves() + " on " + where).c_str());
         std::cerr << "forkyd: serving " << config.serves() << " on " << where << std::endl;
 
-        // Housekeeping: the TTL reaper, a round every reap_every; KSM's tuning, every 5 s.
+        // Housekeeping: the TTL reaper, a round every reap_every; KSM's tuning, every 5 s;
+        // warm pools' refills.
         std::thread reaper([&] {
             const auto reap_every = std::chrono::seconds(config.reap_every);
             const auto ksm_every = std::chrono::seconds(5);
             auto next_reap = std::chrono::steady_clock::now() + reap_every;
             auto next_ksm = std::chrono::steady_clock::now();
+            // Warm pools (policies/pools.yaml and those made with forky pool create) are
+            // brought to their size every 2 s.
+            const auto pools_every = std::chrono::seconds(2);
+            auto next_pools = std::chrono::steady_clock::now();
             while (!stopping) {
                 const auto now = std::chrono::steady_clock::now();
                 try {
@@ -312,6 +319,14 @@ int main(int argc, char** argv) {
                     }
                 } catch (const Error& e) {
                     log->warn("KSM's tuning failed: {}", e.what());
+                }
+                try {
+                    if (now >= next_pools) {
+                        next_pools = now + pools_every;
+                        served.keep_pools();
+                    }
+                } catch (const Error& e) {
+                    log->warn("The warm pools' round failed: {}", e.what());
                 }
                 try {
                     if (now >= next_reap) {

@@ -18,6 +18,7 @@
 #include "tree.hpp"
 #include "units.hpp"
 #include "vm.hpp"
+#include "warm_pool.hpp"
 
 #include <algorithm>
 #include <chrono>
@@ -613,6 +614,78 @@ std::vector<std::string> ForkyService::reap_host(Host& host) {
         }
     }
     return reaped;
+}
+
+void ForkyService::keep_pools() {
+    auto log = logger("forkyd");
+    Fleet hosts = fleet();
+    std::vector<WarmPool> declared;
+    try {
+        declared = load_pools_policy(config_.policies);
+    } catch (const Error& e) {
+        warn_once("pools.yaml", std::string("The pool policy is not used: ") + e.what());
+    }
+    const CancelToken cancel(&stopping_);
+    for (const auto& want : declared) {
+        if (stopping_)
+            return;
+        try {
+            std::string at;
+            Host* host = nullptr;
+            try {
+                host = &hosts.host_of(parse_point_ref(want.source)->vm, &at);
+            } catch (const NotFoundError& e) {
+                warn_once("pool " + want.name, "Warm pool '" + want.name + "' of " +
+                                                   forky::quoted(want.source) +
+                                                   " waits for its snapshot: " + e.what());
+                continue;
+            }
+            if (!host->find_volume(warm_pool_record_name(want.name))) {
+                WarmPool p = want;
+                p.created_at = utc_now_rfc3339();
+                warm_pool_create(*host, p, cancel);
+                log->info("Made warm pool '{}' of '{}' ({} children), as pools.yaml declares",
+                          want.name, want.source, want.size);
+                continue;
+            }
+            WarmPool have = read_warm_pool(*host, want.name);
+            WarmPool next = want;
+            next.created_at = have.created_at;
+            if (!(next == have)) {
+                warm_pool_update(*host, next, cancel);
+                log->info("Warm pool '{}' set to {} children, as pools.yaml declares", want.name,
+                          want.size);
+            }
+        } catch (const InterruptedError&) {
+            return;
+        } catch (const Error& e) {
+            warn_once("pool " + want.name,
+                      "Warm pool '" + want.name + "' of pools.yaml: " + e.what());
+        }
+    }
+    std::vector<std::string> unreachable;
+    for (const auto& view : list_warm_pools(hosts, /*with_memory=*/false, &unreachable)) {
+        if (stopping_)
+            return;
+        if (view.ready.size() == view.pool.size)
+            continue;
+        try {
+            ForkOptions o;
+            o.ctx.cancel = cancel;
+            o.lock_wait = std::chrono::seconds(0); // another refill runs: next round
+            o.quotas = load_quota_policy(config_.policies);
+            o.children_ttl = load_ttl_policy(config_.policies).children;
+            RefillResult r = warm_pool_refill(hosts, view.pool.name, placement_, o);
+            if (!r.made.empty() || !r.removed.empty())
+                log->info("Warm pool '{}': {} made, {} removed ({} were ready)", view.pool.name,
+                          r.made.size(), r.removed.size(), r.ready_before);
+        } catch (const InterruptedError&) {
+            return;
+        } catch (const Error& e) {
+            warn_once("pool " + view.pool.name,
+                      "Could not refill warm pool '" + view.pool.name + "': " + e.what());
+        }
+    }
 }
 
 void ForkyService::warn_once(const std::string& vm, const std::string& message) {

@@ -65,6 +65,9 @@ public:
     // One round of the TTL reaper: every VM past its TTL and not pinned is removed (with
     // what only it used), on every host served; returns their names.
     std::vector<std::string> reap();
+    // One round of the warm pools: those policies/pools.yaml declares are made or brought
+    // to what it says, then every pool of the fleet is refilled to its size.
+    void keep_pools();
 
     // KSM on and tuned while forked VMs run, the settings it found back when none does
     // (ksm.manage, a local hypervisor only); restore_ksm() when forkyd stops.

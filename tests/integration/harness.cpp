@@ -259,6 +259,22 @@ unsigned long last_counter(const std::string& vm) {
     return last;
 }
 
+Tick first_tick(const std::string& vm, std::size_t after) {
+    const std::regex re("FORKY-TICK token=([0-9a-f]{16}) counter=([0-9]+) ");
+    for (int i = 0; i < 600; ++i) {
+        std::string log = run_forky({"logs", vm}).out;
+        if (log.size() > after) {
+            std::string tail = log.substr(after);
+            std::smatch m;
+            if (std::regex_search(tail, m, re))
+                return {m[1], std::stoul(m[2])};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    ADD_FAILURE() << vm << " printed no tick";
+    return {};
+}
+
 void up_tiny(const std::string& name) {
     CommandResult up =
         run_forky({"up", "-f", (source_dir() / "domains/tiny.yaml").string(), "--name", name});

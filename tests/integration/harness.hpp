@@ -78,6 +78,14 @@ std::string boot_token(const std::string& vm);
 // The last FORKY-TICK counter the VM printed, 0 if none yet.
 unsigned long last_counter(const std::string& vm);
 
+// A FORKY-TICK line of the test guest: its boot's token and its counter.
+struct Tick {
+    std::string token;
+    unsigned long counter = 0;
+};
+// The first FORKY-TICK the VM printed after `after` bytes of its console, waiting for it.
+Tick first_tick(const std::string& vm, std::size_t after = 0);
+
 // `forky up` of the tiny test guest under `name`, waiting for its first tick.
 void up_tiny(const std::string& name);
 

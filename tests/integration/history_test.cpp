@@ -22,11 +22,6 @@ std::string uuid_of(const std::string& vm) {
     return out.substr(0, out.find('\n'));
 }
 
-struct Tick {
-    std::string token;
-    unsigned long counter = 0;
-};
-
 // The first tick after the counter went back (a revert), after `after` bytes of the console.
 Tick tick_after_drop(const std::string& vm, std::size_t after) {
     const std::regex re("FORKY-TICK token=([0-9a-f]{16}) counter=([0-9]+) ");
@@ -43,23 +38,6 @@ Tick tick_after_drop(const std::string& vm, std::size_t after) {
         std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     ADD_FAILURE() << vm << "'s counter never went back";
-    return {};
-}
-
-// The first FORKY-TICK the VM printed after `after` bytes of its console, waiting for it.
-Tick first_tick(const std::string& vm, std::size_t after = 0) {
-    const std::regex re("FORKY-TICK token=([0-9a-f]{16}) counter=([0-9]+) ");
-    for (int i = 0; i < 600; ++i) {
-        std::string log = run_forky({"logs", vm}).out;
-        if (log.size() > after) {
-            std::string tail = log.substr(after);
-            std::smatch m;
-            if (std::regex_search(tail, m, re))
-                return {m[1], std::stoul(m[2])};
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    ADD_FAILURE() << vm << " printed no tick";
     return {};
 }
 
