@@ -234,32 +234,34 @@ public:
 };
 
 constexpr const char* exit_codes_help = R"(Exit codes:
-  0  success
-  1  internal error (a bug: please report it)
-  2  bad command line or invalid VM name
-  3  invalid spec file (the message names file, line and key)
-  4  not found: no such VM, volume or pool
-  5  conflict: name already taken, VM in the wrong state, resource in use
-  6  libvirt failed or refused (connection, API call)
-  7  storage pool or volume failure
-  130 interrupted
+  0    success
+  1    internal error (a bug: please report it)
+  2    bad command line or invalid VM name
+  3    invalid spec file (the message names file, line and key)
+  4    not found: no such VM, volume or pool
+  5    conflict: name already taken, VM in the wrong state, resource in use
+  6    libvirt failed or refused (connection, API call)
+  7    storage pool or volume failure
+  130  interrupted
 
 Environment:
-  FORKY_URI       libvirt URI used when --connect is not given (default qemu:///system)
-  FORKY_POOL      storage pool used when --pool is not given (default forky)
-  FORKY_POOL_DIR  directory of the pool when forky creates it (default /var/lib/forky)
-  FORKY_CONFIG    forky's settings when --config is not given (default /etc/forky/forky.yaml)
-  FORKY_HOSTS     the host inventory when --hosts is not given (default /etc/forky/hosts.yaml)
-  FORKY_PLACEMENT the placement policy when --placement is not given
-                  (default /etc/forky/placement.yaml; missing: the defaults)
-  FORKY_POLICIES  the folder of ttl.yaml and quotas.yaml (default /etc/forky/policies;
-                  a file missing there: no such rule)
-  FORKY_SERVER    forkyd's address when --server is not given (empty: libvirt directly)
-  FORKY_SERVER_CA, FORKY_SERVER_CERT, FORKY_SERVER_KEY
-                  PEM files for --server tcp://: the CA that signed forkyd's certificate,
-                  and this client's certificate and key when forkyd asks for one
-  FORKY_GPU_POLICY what children of a VM with GPUs get when --gpu-policy is not given
-                  (default /etc/forky/policies/gpu.yaml; missing: no GPU)
+  FORKY_URI         libvirt URI used when --connect is not given (default qemu:///system)
+  FORKY_POOL        storage pool used when --pool is not given (default forky)
+  FORKY_POOL_DIR    directory of the pool when forky creates it (default /var/lib/forky)
+  FORKY_CONFIG      forky's settings when --config is not given (default
+                    /etc/forky/forky.yaml)
+  FORKY_HOSTS       the host inventory when --hosts is not given (default
+                    /etc/forky/hosts.yaml)
+  FORKY_PLACEMENT   the placement policy when --placement is not given
+                    (default /etc/forky/placement.yaml; missing: the defaults)
+  FORKY_POLICIES    the folder of ttl.yaml and quotas.yaml (default /etc/forky/policies;
+                    a file missing there: no such rule)
+  FORKY_SERVER      forkyd's address when --server is not given (empty: libvirt directly)
+  FORKY_SERVER_CA   for --server tcp://: the CA that signed forkyd's certificate
+  FORKY_SERVER_CERT, FORKY_SERVER_KEY
+                    this client's certificate and key, when forkyd asks for one
+  FORKY_GPU_POLICY  what children of a VM with GPUs get when --gpu-policy is not given
+                    (default /etc/forky/policies/gpu.yaml; missing: no GPU)
 
 Ctrl-C (or SIGTERM) undoes what the command had done and exits 130.
 )";

@@ -8,7 +8,7 @@
 //   placement: /etc/forky/placement.yaml     # where a fleet's new VMs and children go
 //   listen: [unix:///run/forky/forkyd.sock]  # and/or tcp://ADDR:PORT (TLS unless loopback)
 //   tls: {cert: FILE, key: FILE, client_ca: FILE}   # client_ca: client certificates needed
-//   policies: /etc/forky/policies           # ttl.yaml, quotas.yaml, gpu.yaml
+//   policies: /etc/forky/policies           # ttl.yaml, quotas.yaml, gpu.yaml, pools.yaml
 //   reap_every: 30s                          # the TTL reaper's round
 //   spec_dirs: [/etc/forky/domains]          # where Up takes specs from
 //   ksm: {manage: true, pages_to_scan: 1000, sleep_ms: 20}   # KSM while forks run

@@ -131,15 +131,34 @@ int main(int argc, char** argv) {
     bool verbose = false;
     bool version = false;
     CLI::App app{
-        "forkyd: forky's service on a hypervisor host. It serves the forky.v1.Forky gRPC\n"
+        "forkyd is forky's service on a hypervisor host. It serves the forky.v1.Forky gRPC\n"
         "API (up, list, fork, snapshot, revert, remove, tree, gc, hosts, gpus, console,\n"
         "events) on a Unix socket, by default unix:///run/forky/forkyd.sock (owner root,\n"
         "group forky, mode 0660: a caller who cannot open it never reaches forky), and\n"
         "on TCP only with TLS (or on loopback). Server reflection is on: grpcurl -plaintext\n"
-        "-unix /run/forky/forkyd.sock list. Runs in the foreground; systemd Type=notify.\n"
-        "Exit codes: 0 ok, 2 usage, 3 bad configuration (file, line, key; unsafe socket\n"
-        "folder, bad TLS files), 5 another forkyd serves the socket or an address is in use,\n"
-        "6 libvirt unreachable."};
+        "-unix /run/forky/forkyd.sock list. It removes VMs past their TTL, keeps warm pools\n"
+        "filled and turns KSM on while forks run. Runs in the foreground; systemd\n"
+        "Type=notify. The forky CLI reaches it with --server (see forky(1))."};
+    app.footer(R"(Configuration (--config, validated as strictly as a spec: file, line and key):
+  connect: qemu:///system                  the hypervisor it serves
+  pool: forky                              forky's storage pool there
+  hosts: /etc/forky/hosts.yaml             or a fleet: every host of this inventory
+  placement: /etc/forky/placement.yaml     where a fleet's new VMs and children go
+  listen: [unix:///run/forky/forkyd.sock]  and/or tcp://ADDR:PORT (TLS unless loopback)
+  tls: {cert: FILE, key: FILE, client_ca: FILE}
+                                           client_ca: client certificates needed
+  policies: /etc/forky/policies            ttl.yaml, quotas.yaml, gpu.yaml, pools.yaml
+  reap_every: 30s                          the TTL reaper's round
+  spec_dirs: [/etc/forky/domains]          where Up takes specs from
+  ksm: {manage: true, pages_to_scan: 1000, sleep_ms: 20}
+                                           KSM while forked VMs run
+
+Exit codes:
+  0  ok
+  2  usage
+  3  bad configuration (file, line, key; unsafe socket folder, bad TLS files)
+  5  another forkyd serves the socket, or an address is in use
+  6  libvirt unreachable)");
     app.add_option("--config", config_file, "configuration file")->capture_default_str();
     app.add_flag("--check", check, "validate the configuration and exit");
     app.add_flag("-v,--verbose", verbose, "log every call");
