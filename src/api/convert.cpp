@@ -372,4 +372,87 @@ MemoryStats stats_from(const v1::StatsResponse& in) {
     return s;
 }
 
+void fill(v1::WarmPool& out, const WarmPool& p) {
+    out.set_name(p.name);
+    out.set_source(p.source);
+    out.set_size(p.size);
+    out.set_host(p.host);
+    out.set_spread(p.spread);
+    out.set_created_at(p.created_at);
+    out.set_declared(p.declared);
+}
+
+WarmPool warm_pool_from(const v1::WarmPool& in) {
+    WarmPool p;
+    p.name = in.name();
+    p.source = in.source();
+    p.size = in.size();
+    p.host = in.host();
+    p.spread = in.spread();
+    p.created_at = in.created_at();
+    p.declared = in.declared();
+    return p;
+}
+
+void fill(v1::PoolRefillResponse& out, const RefillResult& r) {
+    out.set_ready_before(r.ready_before);
+    add_all(out.mutable_made(), r.made);
+    add_all(out.mutable_removed(), r.removed);
+    add_all(out.mutable_placement(), r.placement);
+}
+
+RefillResult refill_from(const v1::PoolRefillResponse& in) {
+    RefillResult r;
+    r.ready_before = in.ready_before();
+    r.made = all(in.made());
+    r.removed = all(in.removed());
+    r.placement = all(in.placement());
+    return r;
+}
+
+void fill(v1::PoolView& out, const WarmPoolView& v) {
+    fill(*out.mutable_pool(), v.pool);
+    out.set_host(v.host_name);
+    for (const auto& c : v.ready) {
+        auto* r = out.add_ready();
+        r->set_name(c.name);
+        r->set_host(c.host_name);
+        r->set_rss_bytes(c.rss_bytes);
+    }
+    out.set_memory_bytes(v.memory_bytes);
+}
+
+WarmPoolView pool_view_from(const v1::PoolView& in) {
+    WarmPoolView v;
+    v.pool = warm_pool_from(in.pool());
+    v.host_name = in.host();
+    for (const auto& c : in.ready())
+        v.ready.push_back({nullptr, c.host(), c.name(), c.rss_bytes()});
+    v.memory_bytes = in.memory_bytes();
+    return v;
+}
+
+void fill(v1::AcquireResponse& out, const Acquired& a) {
+    out.set_name(a.name);
+    out.set_host(a.host_name);
+    for (const auto& p : a.ports) {
+        auto* port = out.add_ports();
+        port->set_guest(p.guest);
+        port->set_host(p.host);
+    }
+    if (a.clock_not_set)
+        out.set_clock_not_set(*a.clock_not_set);
+}
+
+Acquired acquired_from(const v1::AcquireResponse& in) {
+    Acquired a;
+    a.name = in.name();
+    a.host_name = in.host();
+    for (const auto& p : in.ports())
+        a.ports.push_back({p.guest(), p.host()});
+    if (in.has_clock_not_set())
+        a.clock_not_set = in.clock_not_set();
+    return a;
+}
+
 } // namespace forky::api

@@ -13,6 +13,7 @@
 #include "ksm.hpp"
 #include "tree.hpp"
 #include "vm.hpp"
+#include "warm_pool.hpp"
 
 #include <string>
 
@@ -50,5 +51,14 @@ GpuInventory gpus_from(const v1::GpusResponse& in);
 
 void fill(v1::StatsResponse& out, const MemoryStats& s);
 MemoryStats stats_from(const v1::StatsResponse& in);
+
+void fill(v1::WarmPool& out, const WarmPool& p);
+WarmPool warm_pool_from(const v1::WarmPool& in);
+void fill(v1::PoolRefillResponse& out, const RefillResult& r);
+RefillResult refill_from(const v1::PoolRefillResponse& in);
+void fill(v1::PoolView& out, const WarmPoolView& v);
+WarmPoolView pool_view_from(const v1::PoolView& in);
+void fill(v1::AcquireResponse& out, const Acquired& a);
+Acquired acquired_from(const v1::AcquireResponse& in);
 
 } // namespace forky::api

@@ -3,6 +3,7 @@
 #include "commands.hpp"
 #include "forky.hpp"
 #include "json_out.hpp"
+#include "remote.hpp"
 
 #include <fcntl.h>
 #include <spawn.h>
@@ -34,11 +35,6 @@ struct PoolCommand {
     std::vector<std::string> vms;
 };
 
-void refuse_remote(const char* what, Context& ctx) {
-    if (!ctx.options.server.empty())
-        not_served(what, ctx);
-}
-
 // What a refill forks with: the caller's Ctrl-C, the quota and TTL policies.
 ForkOptions refill_options(Context& ctx) {
     ForkOptions o;
@@ -64,22 +60,6 @@ void print_refill(const std::string& name, const RefillResult& r) {
 }
 
 void run_create(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("pool create", ctx);
-    check_warm_pool_name(cmd.name);
-    const auto ref = parse_point_ref(cmd.from);
-    if (!ref)
-        throw UsageError("--from names a snapshot, VM@SNAP (forky snapshot VM SNAP takes one); " +
-                         forky::quoted(cmd.from) + " is not one");
-    if (!cmd.host.empty())
-        ctx.require_host(cmd.host);
-    if (cmd.spread && !ctx.fleet_mode())
-        throw UsageError("--spread needs a host inventory (forky hosts --help)");
-    Fleet& fleet = ctx.fleet();
-    for (const auto& h : fleet.inventory().hosts)
-        if (fleet.host(h.name).find_volume(warm_pool_record_name(cmd.name)))
-            throw ConflictError("A warm pool named '" + cmd.name + "' exists already on host '" +
-                                h.name + "' (forky pool resize changes its size)");
-    Host& host = ctx.host_of(ref->vm);
     WarmPool pool;
     pool.name = cmd.name;
     pool.source = cmd.from;
@@ -87,17 +67,12 @@ void run_create(const PoolCommand& cmd, Context& ctx) {
     pool.host = cmd.host;
     pool.spread = cmd.spread;
     pool.created_at = utc_now_rfc3339();
-    warm_pool_create(host, pool, ctx.cancel());
-    // Filled now, so that it is ready when this returns; a pool that cannot be filled at
-    // all is not kept.
-    try {
+    // Filled before it returns, so that it is ready then.
+    if (Remote* remote = ctx.remote())
+        print_refill(cmd.name, remote->pool_create(pool));
+    else
         print_refill(cmd.name,
-                     warm_pool_refill(fleet, cmd.name, ctx.placement(), refill_options(ctx)));
-    } catch (...) {
-        if (fleet_ready(fleet, cmd.name).empty())
-            warm_pool_remove_record(host, cmd.name);
-        throw;
-    }
+                     warm_pool_make(ctx.fleet(), pool, ctx.placement(), refill_options(ctx)));
 }
 
 std::string format_pool_size(std::uint64_t bytes) {
@@ -105,10 +80,13 @@ std::string format_pool_size(std::uint64_t bytes) {
 }
 
 void run_ls(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("pool ls", ctx);
     std::vector<std::string> unreachable;
-    const auto pools = list_warm_pools(ctx.fleet(), /*with_memory=*/true, &unreachable);
-    const bool fleet = ctx.fleet_mode();
+    Remote* remote = ctx.remote();
+    const auto pools = remote ? remote->pool_list(&unreachable)
+                              : list_warm_pools(ctx.fleet(), /*with_memory=*/true, &unreachable);
+    bool fleet = !remote && ctx.fleet_mode();
+    for (const auto& p : pools)
+        fleet = fleet || p.host_name != "default";
     if (cmd.json) {
         Json out = Json::array();
         for (const auto& p : pools) {
@@ -145,28 +123,20 @@ void run_ls(const PoolCommand& cmd, Context& ctx) {
 }
 
 void run_resize(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("pool resize", ctx);
-    Host& host = warm_pool_host(ctx.fleet(), cmd.name);
-    WarmPool pool = read_warm_pool(host, cmd.name);
-    pool.size = cmd.size;
-    warm_pool_update(host, pool, ctx.cancel());
-    print_refill(cmd.name,
-                 warm_pool_refill(ctx.fleet(), cmd.name, ctx.placement(), refill_options(ctx)));
+    if (Remote* remote = ctx.remote())
+        print_refill(cmd.name, remote->pool_resize(cmd.name, cmd.size));
+    else
+        print_refill(cmd.name, warm_pool_resize(ctx.fleet(), cmd.name, cmd.size, ctx.placement(),
+                                                refill_options(ctx)));
 }
 
 void run_rm(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("pool rm", ctx);
-    Fleet& fleet = ctx.fleet();
-    Host& host = warm_pool_host(fleet, cmd.name);
-    const WarmPool pool = read_warm_pool(host, cmd.name);
-    // The record first: no refill makes another child after it.
-    warm_pool_remove_record(host, cmd.name, ctx.cancel());
-    const auto ready = fleet_ready(fleet, cmd.name);
-    const auto removed = remove_ready(ready, cmd.name, ready.size(), ctx.cancel());
+    Remote* remote = ctx.remote();
+    const PoolRemoved r = remote ? remote->pool_remove(cmd.name)
+                                 : warm_pool_remove(ctx.fleet(), cmd.name, ctx.cancel());
     std::fprintf(stderr, "Removed warm pool '%s' and %zu ready child(ren)%s\n", cmd.name.c_str(),
-                 removed.size(),
-                 removed.size() < ready.size() ? " (the others were being handed out)" : "");
-    if (pool.declared)
+                 r.removed, r.removed < r.ready ? " (the others were being handed out)" : "");
+    if (r.declared)
         std::fprintf(stderr,
                      "note: policies/pools.yaml declares '%s': forkyd makes it again unless "
                      "the declaration goes too\n",
@@ -174,9 +144,11 @@ void run_rm(const PoolCommand& cmd, Context& ctx) {
 }
 
 void run_refill(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("pool refill", ctx);
-    print_refill(cmd.name,
-                 warm_pool_refill(ctx.fleet(), cmd.name, ctx.placement(), refill_options(ctx)));
+    if (Remote* remote = ctx.remote())
+        print_refill(cmd.name, remote->pool_refill(cmd.name));
+    else
+        print_refill(cmd.name,
+                     warm_pool_refill(ctx.fleet(), cmd.name, ctx.placement(), refill_options(ctx)));
 }
 
 // `forky pool refill NAME` in its own session, detached (stdio on /dev/null): the refill
@@ -217,38 +189,25 @@ void start_background_refill(const std::string& name, const Context& ctx) {
 }
 
 void run_acquire(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("acquire", ctx);
-    Fleet& fleet = ctx.fleet();
     Acquired got;
-    if (!cmd.new_name.empty()) {
-        // libvirt renames only shut-off domains: a child under a name of the caller's is
-        // restored from the snapshot now (a fork, not a resume); the ready ones stay.
-        require_valid_name(cmd.new_name);
-        std::string host_name;
-        Host& host = warm_pool_host(fleet, cmd.name, &host_name);
-        const WarmPool pool = read_warm_pool(host, cmd.name);
+    Remote* remote = ctx.remote();
+    if (remote) {
+        // forkyd refills the pool behind it.
+        got = remote->acquire(cmd.name, cmd.new_name, cmd.wait_s);
+    } else if (!cmd.new_name.empty()) {
         ForkOptions o = refill_options(ctx);
         o.lock_wait = std::chrono::seconds(120);
-        o.name = cmd.new_name;
-        o.host_name = host_name;
-        o.names_elsewhere = ctx.names_elsewhere(host_name);
-        ForkResult r = vm_fork(host, pool.source, o);
-        DomainPtr dom = host.domain(cmd.new_name);
-        Lineage lineage = require_forky_vm(dom.get(), cmd.new_name, "not handing it out");
-        lineage.acquired_from = cmd.name;
-        write_lineage(dom.get(), cmd.new_name, lineage);
-        got.name = cmd.new_name;
-        got.host_name = host_name;
-        got.ports = lineage.ports;
-        if (!r.clock_not_set.empty())
-            got.clock_not_set = r.clock_not_set.front();
+        got = warm_pool_acquire_as(ctx.fleet(), cmd.name, cmd.new_name, o);
+    } else {
+        got = warm_pool_acquire(ctx.fleet(), cmd.name, std::chrono::seconds(cmd.wait_s),
+                                ctx.cancel());
+    }
+    if (!cmd.new_name.empty())
         std::fprintf(stderr,
                      "note: libvirt renames only shut-off domains, so '%s' was restored from "
-                     "'%s' (a fork, not a resume); the pool's ready children stay ready\n",
-                     cmd.new_name.c_str(), pool.source.c_str());
-    } else {
-        got = warm_pool_acquire(fleet, cmd.name, std::chrono::seconds(cmd.wait_s), ctx.cancel());
-    }
+                     "the pool's snapshot (a fork, not a resume); its ready children stay "
+                     "ready\n",
+                     cmd.new_name.c_str());
     if (cmd.json) {
         Json ports = Json::array();
         for (const auto& p : got.ports)
@@ -265,26 +224,17 @@ void run_acquire(const PoolCommand& cmd, Context& ctx) {
                          p.host);
     }
     std::cout.flush();
-    if (cmd.new_name.empty() && !cmd.no_refill)
+    if (!remote && cmd.new_name.empty() && !cmd.no_refill)
         start_background_refill(cmd.name, ctx);
 }
 
 void run_release(const PoolCommand& cmd, Context& ctx) {
-    refuse_remote("release", ctx);
     for (const auto& vm : cmd.vms) {
-        Host& host = ctx.host_of(vm);
-        DomainPtr dom = host.domain(vm);
-        const Lineage lineage = require_forky_vm(dom.get(), vm, "not releasing it");
-        if (!lineage.warm_pool.empty())
-            throw ConflictError("VM '" + vm + "' is a ready child of warm pool '" +
-                                lineage.warm_pool +
-                                "', not handed out (forky pool resize or pool rm removes it)");
-        if (lineage.acquired_from.empty())
-            throw ConflictError("VM '" + vm +
-                                "' was not handed out by a warm pool (forky rm removes it)");
-        vm_remove(host, vm, /*force=*/true, ctx.cancel());
-        std::fprintf(stderr, "Released '%s' (from warm pool '%s')\n", vm.c_str(),
-                     lineage.acquired_from.c_str());
+        require_valid_name(vm);
+        Remote* remote = ctx.remote();
+        const std::string pool =
+            remote ? remote->release(vm) : warm_pool_release(ctx.fleet(), vm, ctx.cancel());
+        std::fprintf(stderr, "Released '%s' (from warm pool '%s')\n", vm.c_str(), pool.c_str());
     }
 }
 
@@ -297,7 +247,8 @@ void setup_pool(CLI::App& app, Context& ctx) {
                 "'forky acquire' hands one out with a resume (milliseconds) instead of a restore.\n"
                 "A pool lives on its snapshot's host, recorded in forky's storage pool; its ready\n"
                 "children are ordinary forky VMs (paused, named POOL-N) that forky ls shows.\n"
-                "Pools declared in policies/pools.yaml are kept filled by forkyd.\n"
+                "Pools declared in policies/pools.yaml are kept filled by forkyd, which refills\n"
+                "every pool (every 2 s, and at once after an acquire through it).\n"
                 "Examples: forky snapshot web seeded\n"
                 "          forky pool create sandbox --from web@seeded --size 8\n"
                 "          forky pool ls\n"
@@ -352,7 +303,8 @@ void setup_pool(CLI::App& app, Context& ctx) {
         "Hand out a ready child of a warm pool: resume it and print its name. It is then an\n"
         "ordinary VM (its lineage names the snapshot; its TTL runs from now), never handed\n"
         "out twice, also with many clients at once. A refill starts in the background\n"
-        "(detached: 'forky pool ls' shows its progress, 'forky pool refill' its errors).\n"
+        "(detached: 'forky pool ls' shows its progress, 'forky pool refill' its errors;\n"
+        "through forkyd, --server, forkyd refills).\n"
         "Each child has its own name, UUID, VM generation ID, disk and user-mode network;\n"
         "all share the snapshot's MAC address and in-guest state (random pools, clock): a\n"
         "guest should reseed on a VM generation ID change (Linux 5.18+) and correct its\n"

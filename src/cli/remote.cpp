@@ -353,6 +353,71 @@ MemoryStats Remote::stats(const std::string& host) {
     return api::stats_from(out);
 }
 
+RefillResult Remote::pool_create(const WarmPool& pool) {
+    v1::PoolCreateRequest req;
+    api::fill(*req.mutable_pool(), pool);
+    v1::PoolRefillResponse out;
+    impl_->call(*this, "pool create",
+                [&](auto& s, auto& c) { return s.PoolCreate(&c, req, &out); });
+    return api::refill_from(out);
+}
+
+std::vector<WarmPoolView> Remote::pool_list(std::vector<std::string>* unreachable) {
+    v1::PoolListResponse out;
+    impl_->call(*this, "pool ls", [&](auto& s, auto& c) { return s.PoolList(&c, {}, &out); });
+    std::vector<WarmPoolView> pools;
+    for (const auto& v : out.pools())
+        pools.push_back(api::pool_view_from(v));
+    for (const auto& u : out.unreachable())
+        unreachable->push_back(u);
+    return pools;
+}
+
+RefillResult Remote::pool_resize(const std::string& name, unsigned size) {
+    v1::PoolResizeRequest req;
+    req.set_name(name);
+    req.set_size(size);
+    v1::PoolRefillResponse out;
+    impl_->call(*this, "pool resize",
+                [&](auto& s, auto& c) { return s.PoolResize(&c, req, &out); });
+    return api::refill_from(out);
+}
+
+PoolRemoved Remote::pool_remove(const std::string& name) {
+    v1::PoolRemoveRequest req;
+    req.set_name(name);
+    v1::PoolRemoveResponse out;
+    impl_->call(*this, "pool rm", [&](auto& s, auto& c) { return s.PoolRemove(&c, req, &out); });
+    return {out.removed(), out.ready(), out.declared()};
+}
+
+RefillResult Remote::pool_refill(const std::string& name) {
+    v1::PoolRefillRequest req;
+    req.set_name(name);
+    v1::PoolRefillResponse out;
+    impl_->call(*this, "pool refill",
+                [&](auto& s, auto& c) { return s.PoolRefill(&c, req, &out); });
+    return api::refill_from(out);
+}
+
+Acquired Remote::acquire(const std::string& pool, const std::string& name, unsigned wait_s) {
+    v1::AcquireRequest req;
+    req.set_pool(pool);
+    req.set_name(name);
+    req.set_wait_s(wait_s);
+    v1::AcquireResponse out;
+    impl_->call(*this, "acquire", [&](auto& s, auto& c) { return s.Acquire(&c, req, &out); });
+    return api::acquired_from(out);
+}
+
+std::string Remote::release(const std::string& vm) {
+    v1::ReleaseRequest req;
+    req.set_vm(vm);
+    v1::ReleaseResponse out;
+    impl_->call(*this, "release", [&](auto& s, auto& c) { return s.Release(&c, req, &out); });
+    return out.pool();
+}
+
 void Remote::console(const std::string& vm, bool follow,
                      const std::function<void(const std::string&, bool)>& sink) {
     v1::ConsoleRequest req;

@@ -77,6 +77,15 @@ public:
     std::vector<HostReport> hosts();
     GpuInventory gpus(const std::string& host);
     MemoryStats stats(const std::string& host);
+    // Warm pools (forkyd's policies, placement and refills).
+    RefillResult pool_create(const WarmPool& pool);
+    std::vector<WarmPoolView> pool_list(std::vector<std::string>* unreachable);
+    RefillResult pool_resize(const std::string& name, unsigned size);
+    PoolRemoved pool_remove(const std::string& name);
+    RefillResult pool_refill(const std::string& name);
+    // `name` non-empty: restored under it (acquire --name); `wait` for an empty pool.
+    Acquired acquire(const std::string& pool, const std::string& name, unsigned wait_s);
+    std::string release(const std::string& vm); // the pool that had handed it out
     // The console log from the start; with `follow`, until the VM goes or Ctrl-C
     // (InterruptedError). `sink` gets each chunk, and whether the log started anew.
     void console(const std::string& vm, bool follow,

@@ -383,6 +383,101 @@ RefillResult warm_pool_refill(Fleet& fleet, const std::string& name,
     return result;
 }
 
+RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementPolicy& placement,
+                            ForkOptions base) {
+    check_warm_pool_name(pool.name);
+    const auto ref = parse_point_ref(pool.source);
+    if (!ref)
+        throw UsageError("A warm pool is made from a snapshot, VM@SNAP (forky snapshot VM SNAP "
+                         "takes one); " +
+                         forky::quoted(pool.source) + " is not one");
+    if (!pool.host.empty())
+        fleet.require_host(pool.host);
+    if (pool.spread && !fleet.many())
+        throw UsageError("Spreading a pool's children needs a host inventory (forky hosts --help)");
+    for (const auto& h : fleet.inventory().hosts)
+        if (fleet.host(h.name).find_volume(warm_pool_record_name(pool.name)))
+            throw ConflictError("A warm pool named '" + pool.name + "' exists already on host '" +
+                                h.name + "' (forky pool resize changes its size)");
+    Host& host = fleet.host_of(ref->vm);
+    warm_pool_create(host, pool, base.ctx.cancel);
+    try {
+        return warm_pool_refill(fleet, pool.name, placement, std::move(base));
+    } catch (...) {
+        try {
+            if (fleet_ready(fleet, pool.name).empty())
+                warm_pool_remove_record(host, pool.name);
+        } catch (const std::exception& e) {
+            logger("pool")->warn("Could not remove the record of warm pool '{}': {}", pool.name,
+                                 e.what());
+        }
+        throw;
+    }
+}
+
+RefillResult warm_pool_resize(Fleet& fleet, const std::string& name, unsigned size,
+                              const PlacementPolicy& placement, ForkOptions base) {
+    if (size > max_warm_pool_size)
+        throw UsageError("A warm pool keeps at most " + std::to_string(max_warm_pool_size) +
+                         " children ready");
+    Host& host = warm_pool_host(fleet, name);
+    WarmPool pool = read_warm_pool(host, name);
+    pool.size = size;
+    warm_pool_update(host, pool, base.ctx.cancel);
+    return warm_pool_refill(fleet, name, placement, std::move(base));
+}
+
+PoolRemoved warm_pool_remove(Fleet& fleet, const std::string& name, const CancelToken& cancel) {
+    Host& host = warm_pool_host(fleet, name);
+    const WarmPool pool = read_warm_pool(host, name);
+    warm_pool_remove_record(host, name, cancel);
+    const auto ready = fleet_ready(fleet, name);
+    PoolRemoved r;
+    r.ready = ready.size();
+    r.removed = remove_ready(ready, name, ready.size(), cancel).size();
+    r.declared = pool.declared;
+    return r;
+}
+
+Acquired warm_pool_acquire_as(Fleet& fleet, const std::string& pool_name, const std::string& name,
+                              ForkOptions base) {
+    require_valid_name(name);
+    std::string host_name;
+    Host& host = warm_pool_host(fleet, pool_name, &host_name);
+    const WarmPool pool = read_warm_pool(host, pool_name);
+    ForkOptions o = std::move(base);
+    o.count = 1;
+    o.name = name;
+    o.host_name = host_name;
+    o.names_elsewhere = fleet.names_elsewhere(host_name);
+    ForkResult r = vm_fork(host, pool.source, o);
+    DomainPtr dom = host.domain(name);
+    Lineage lineage = require_forky_vm(dom.get(), name, "not handing it out");
+    lineage.acquired_from = pool_name;
+    write_lineage(dom.get(), name, lineage);
+    Acquired a;
+    a.name = name;
+    a.host_name = host_name;
+    a.ports = lineage.ports;
+    if (!r.clock_not_set.empty())
+        a.clock_not_set = r.clock_not_set.front();
+    return a;
+}
+
+std::string warm_pool_release(Fleet& fleet, const std::string& vm, const CancelToken& cancel) {
+    Host& host = fleet.host_of(vm);
+    DomainPtr dom = host.domain(vm);
+    const Lineage lineage = require_forky_vm(dom.get(), vm, "not releasing it");
+    if (!lineage.warm_pool.empty())
+        throw ConflictError("VM '" + vm + "' is a ready child of warm pool '" + lineage.warm_pool +
+                            "', not handed out (forky pool resize or pool rm removes it)");
+    if (lineage.acquired_from.empty())
+        throw ConflictError("VM '" + vm +
+                            "' was not handed out by a warm pool (forky rm removes it)");
+    vm_remove(host, vm, /*force=*/true, cancel);
+    return lineage.acquired_from;
+}
+
 std::vector<WarmPool> parse_pools_policy(std::string_view text, const fs::path& file) {
     YamlReader r(fs::absolute(file).lexically_normal());
     YAML::Node root = r.load(std::string(text));
@@ -419,7 +514,8 @@ std::vector<WarmPool> parse_pools_policy(std::string_view text, const fs::path& 
         w.source = r.scalar(from, at + ".from");
         try {
             if (!parse_point_ref(w.source))
-                r.fail(from, at + ".from", "expected a snapshot, VM@SNAP, got " + forky::quoted(w.source));
+                r.fail(from, at + ".from",
+                       "expected a snapshot, VM@SNAP, got " + forky::quoted(w.source));
         } catch (const UsageError& e) {
             r.fail(from, at + ".from", e.what());
         }

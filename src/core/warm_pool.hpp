@@ -136,6 +136,31 @@ struct RefillResult {
 RefillResult warm_pool_refill(Fleet& fleet, const std::string& name,
                               const PlacementPolicy& placement, ForkOptions base);
 
+// The commands, as the CLI runs them and forkyd serves them:
+// pool create: records `pool` on its snapshot's host (ConflictError when the fleet has a
+// pool of that name) and fills it; a pool that cannot be filled at all is not kept.
+RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementPolicy& placement,
+                            ForkOptions base);
+// pool resize: the new size recorded, then a refill (made or removed to it).
+RefillResult warm_pool_resize(Fleet& fleet, const std::string& name, unsigned size,
+                              const PlacementPolicy& placement, ForkOptions base);
+struct PoolRemoved {
+    std::size_t removed = 0; // ready children removed
+    std::size_t ready = 0;   // ready children found (the others were being handed out)
+    bool declared = false;   // pools.yaml declares it: forkyd makes it again
+};
+// pool rm: the record first (no refill makes another child after it), then its ready
+// children. Children handed out stay.
+PoolRemoved warm_pool_remove(Fleet& fleet, const std::string& name, const CancelToken& cancel);
+// acquire --name NEW: libvirt renames only shut-off domains, so a child under a name of
+// the caller's is restored from the pool's snapshot now (a fork, not a resume), marked as
+// handed out by the pool; the ready children stay ready.
+Acquired warm_pool_acquire_as(Fleet& fleet, const std::string& pool, const std::string& name,
+                              ForkOptions base);
+// release: removes a child a pool handed out (ConflictError for a ready child or any other
+// VM). Returns the pool's name.
+std::string warm_pool_release(Fleet& fleet, const std::string& vm, const CancelToken& cancel);
+
 // policies/pools.yaml: pools forkyd keeps filled.
 //   pools:
 //     - name: sandbox

@@ -326,7 +326,7 @@ Exit codes:
             auto next_reap = std::chrono::steady_clock::now() + reap_every;
             auto next_ksm = std::chrono::steady_clock::now();
             // Warm pools (policies/pools.yaml and those made with forky pool create) are
-            // brought to their size every 2 s.
+            // brought to their size every 2 s, and at once after an acquire.
             const auto pools_every = std::chrono::seconds(2);
             auto next_pools = std::chrono::steady_clock::now();
             while (!stopping) {
@@ -340,7 +340,7 @@ Exit codes:
                     log->warn("KSM's tuning failed: {}", e.what());
                 }
                 try {
-                    if (now >= next_pools) {
+                    if (now >= next_pools || served.refill_soon()) {
                         next_pools = now + pools_every;
                         served.keep_pools();
                     }

@@ -455,6 +455,89 @@ grpc::Status ForkyService::Pin(grpc::ServerContext* ctx, const v1::PinRequest* r
     });
 }
 
+ForkOptions ForkyService::pool_fork_options(OpContext ctx, std::chrono::milliseconds wait) const {
+    ForkOptions o;
+    o.ctx = std::move(ctx);
+    o.lock_wait = wait;
+    o.quotas = load_quota_policy(config_.policies);
+    o.children_ttl = load_ttl_policy(config_.policies).children;
+    return o;
+}
+
+grpc::Status ForkyService::PoolCreate(grpc::ServerContext* ctx, const v1::PoolCreateRequest* req,
+                                      v1::PoolRefillResponse* out) {
+    return serve(ctx, "PoolCreate", [&](Fleet& fleet) {
+        WarmPool pool = api::warm_pool_from(req->pool());
+        pool.created_at = utc_now_rfc3339();
+        pool.declared = false;
+        api::fill(*out,
+                  warm_pool_make(fleet, pool, placement(),
+                                 pool_fork_options(op_context(ctx), std::chrono::minutes(10))));
+    });
+}
+
+grpc::Status ForkyService::PoolList(grpc::ServerContext* ctx, const v1::PoolListRequest*,
+                                    v1::PoolListResponse* out) {
+    return serve(ctx, "PoolList", [&](Fleet& fleet) {
+        std::vector<std::string> unreachable;
+        for (const auto& v : list_warm_pools(fleet, /*with_memory=*/true, &unreachable))
+            api::fill(*out->add_pools(), v);
+        for (const auto& u : unreachable)
+            out->add_unreachable(u);
+    });
+}
+
+grpc::Status ForkyService::PoolResize(grpc::ServerContext* ctx, const v1::PoolResizeRequest* req,
+                                      v1::PoolRefillResponse* out) {
+    return serve(ctx, "PoolResize", [&](Fleet& fleet) {
+        api::fill(*out,
+                  warm_pool_resize(fleet, req->name(), req->size(), placement(),
+                                   pool_fork_options(op_context(ctx), std::chrono::minutes(10))));
+    });
+}
+
+grpc::Status ForkyService::PoolRemove(grpc::ServerContext* ctx, const v1::PoolRemoveRequest* req,
+                                      v1::PoolRemoveResponse* out) {
+    return serve(ctx, "PoolRemove", [&](Fleet& fleet) {
+        const PoolRemoved r = warm_pool_remove(fleet, req->name(), op_context(ctx).cancel);
+        out->set_removed(static_cast<std::uint32_t>(r.removed));
+        out->set_ready(static_cast<std::uint32_t>(r.ready));
+        out->set_declared(r.declared);
+    });
+}
+
+grpc::Status ForkyService::PoolRefill(grpc::ServerContext* ctx, const v1::PoolRefillRequest* req,
+                                      v1::PoolRefillResponse* out) {
+    return serve(ctx, "PoolRefill", [&](Fleet& fleet) {
+        api::fill(*out,
+                  warm_pool_refill(fleet, req->name(), placement(),
+                                   pool_fork_options(op_context(ctx), std::chrono::minutes(10))));
+    });
+}
+
+grpc::Status ForkyService::Acquire(grpc::ServerContext* ctx, const v1::AcquireRequest* req,
+                                   v1::AcquireResponse* out) {
+    return serve(ctx, "Acquire", [&](Fleet& fleet) {
+        if (!req->name().empty()) {
+            api::fill(*out, warm_pool_acquire_as(
+                                fleet, req->pool(), req->name(),
+                                pool_fork_options(op_context(ctx), std::chrono::seconds(120))));
+            return;
+        }
+        const auto wait = std::chrono::seconds(std::min(req->wait_s(), 3600u));
+        api::fill(*out, warm_pool_acquire(fleet, req->pool(), wait, op_context(ctx).cancel));
+        refill_soon_ = true; // the housekeeping thread's next pass, not this call
+    });
+}
+
+grpc::Status ForkyService::Release(grpc::ServerContext* ctx, const v1::ReleaseRequest* req,
+                                   v1::ReleaseResponse* out) {
+    return serve(ctx, "Release", [&](Fleet& fleet) {
+        require_valid_name(req->vm());
+        out->set_pool(warm_pool_release(fleet, req->vm(), op_context(ctx).cancel));
+    });
+}
+
 grpc::Status ForkyService::Stats(grpc::ServerContext* ctx, const v1::StatsRequest* req,
                                  v1::StatsResponse* out) {
     return serve(ctx, "Stats", [&](Fleet& fleet) {
@@ -617,6 +700,7 @@ std::vector<std::string> ForkyService::reap_host(Host& host) {
 }
 
 void ForkyService::keep_pools() {
+    refill_soon_ = false;
     auto log = logger("forkyd");
     Fleet hosts = fleet();
     std::vector<WarmPool> declared;
@@ -670,12 +754,10 @@ void ForkyService::keep_pools() {
         if (view.ready.size() == view.pool.size)
             continue;
         try {
-            ForkOptions o;
-            o.ctx.cancel = cancel;
-            o.lock_wait = std::chrono::seconds(0); // another refill runs: next round
-            o.quotas = load_quota_policy(config_.policies);
-            o.children_ttl = load_ttl_policy(config_.policies).children;
-            RefillResult r = warm_pool_refill(hosts, view.pool.name, placement_, o);
+            // Another refill running: the next round.
+            RefillResult r =
+                warm_pool_refill(hosts, view.pool.name, placement_,
+                                 pool_fork_options(op_context(nullptr), std::chrono::seconds(0)));
             if (!r.made.empty() || !r.removed.empty())
                 log->info("Warm pool '{}': {} made, {} removed ({} were ready)", view.pool.name,
                           r.made.size(), r.removed.size(), r.ready_before);

@@ -51,6 +51,20 @@ public:
     grpc::Status Gpus(grpc::ServerContext*, const v1::GpusRequest*, v1::GpusResponse*) override;
     grpc::Status Stop(grpc::ServerContext*, const v1::StopRequest*, v1::StopResponse*) override;
     grpc::Status Pin(grpc::ServerContext*, const v1::PinRequest*, v1::PinResponse*) override;
+    grpc::Status PoolCreate(grpc::ServerContext*, const v1::PoolCreateRequest*,
+                            v1::PoolRefillResponse*) override;
+    grpc::Status PoolList(grpc::ServerContext*, const v1::PoolListRequest*,
+                          v1::PoolListResponse*) override;
+    grpc::Status PoolResize(grpc::ServerContext*, const v1::PoolResizeRequest*,
+                            v1::PoolRefillResponse*) override;
+    grpc::Status PoolRemove(grpc::ServerContext*, const v1::PoolRemoveRequest*,
+                            v1::PoolRemoveResponse*) override;
+    grpc::Status PoolRefill(grpc::ServerContext*, const v1::PoolRefillRequest*,
+                            v1::PoolRefillResponse*) override;
+    grpc::Status Acquire(grpc::ServerContext*, const v1::AcquireRequest*,
+                         v1::AcquireResponse*) override;
+    grpc::Status Release(grpc::ServerContext*, const v1::ReleaseRequest*,
+                         v1::ReleaseResponse*) override;
     grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*, v1::StatsResponse*) override;
     grpc::Status Console(grpc::ServerContext*, const v1::ConsoleRequest*,
                          grpc::ServerWriter<v1::ConsoleChunk>*) override;
@@ -68,6 +82,8 @@ public:
     // One round of the warm pools: those policies/pools.yaml declares are made or brought
     // to what it says, then every pool of the fleet is refilled to its size.
     void keep_pools();
+    // An acquire asked for a refill: the housekeeping thread runs keep_pools() now.
+    bool refill_soon() const { return refill_soon_; }
 
     // KSM on and tuned while forked VMs run, the settings it found back when none does
     // (ksm.manage, a local hypervisor only); restore_ksm() when forkyd stops.
@@ -103,6 +119,9 @@ private:
     Config settings_;
     EventHub& events_;
     const std::atomic<bool>& stopping_;
+    std::atomic<bool> refill_soon_{false};
+    // What a warm pool's refill forks with: `ctx`, the quota and TTL policies.
+    ForkOptions pool_fork_options(OpContext ctx, std::chrono::milliseconds wait) const;
     Inventory inventory_;
     PlacementPolicy placement_;
     std::optional<KsmTuner> ksm_;

@@ -458,3 +458,52 @@ TEST(Daemon, OutlivesALibvirtdRestartAndRollsBackAForkOnSigterm) {
     EXPECT_EQ(domain_state_of("it-t"), "running");
     remove_all({"it-t"});
 }
+
+// Warm pools through forkyd: a pool that policies/pools.yaml declares is made and kept
+// filled, also across a restart (with the size the file says then); an acquire through
+// forkyd hands out a child that carries on from the snapshot, and forkyd refills behind it.
+TEST(Daemon, KeepsTheWarmPoolsOfPoolsYamlFilled) {
+    up_tiny("it-w");
+    const std::string token = boot_token("it-w");
+    ASSERT_EQ(run_forky({"snapshot", "it-w", "s"}).rc, 0);
+    const fs::path policies = test_dir() / "pool-policies";
+    fs::create_directories(policies);
+    std::ofstream(policies / "pools.yaml") << "pools:\n  - {name: dw, from: it-w@s, size: 2}\n";
+    PublicDir run_dir;
+    const fs::path socket = run_dir.path / "forkyd.sock";
+    const fs::path config = write_config(socket, "policies: " + policies.string() + "\n");
+    {
+        Daemon daemon(config, socket);
+        ASSERT_TRUE(daemon.ready()) << daemon.log();
+        ASSERT_TRUE(eventually([] { return pool_ready("dw") == 2; }, std::chrono::seconds(180)))
+            << daemon.log();
+        EXPECT_TRUE(contains(daemon.log(), "Made warm pool 'dw' of 'it-w@s' (2 children)"))
+            << daemon.log();
+        CommandResult got = daemon.forky({"acquire", "dw"});
+        ASSERT_EQ(got.rc, 0) << got.all();
+        const std::string child = got.out.substr(0, got.out.find('\n'));
+        EXPECT_EQ(first_tick(child).token, token);
+        EXPECT_TRUE(eventually([] { return pool_ready("dw") == 2; }, std::chrono::seconds(180)))
+            << daemon.log();
+        CommandResult listed = daemon.forky({"pool", "ls", "--json"});
+        EXPECT_EQ(listed.rc, 0) << listed.all();
+        EXPECT_TRUE(contains(listed.out, "\"declared\":true")) << listed.out;
+        CommandResult wrong = daemon.forky({"release", "it-w"});
+        EXPECT_EQ(wrong.rc, 5) << wrong.all();
+        CommandResult released = daemon.forky({"release", child});
+        EXPECT_EQ(released.rc, 0) << released.all();
+        EXPECT_FALSE(has(domain_names(), child));
+        EXPECT_EQ(daemon.stop().rc, 0);
+    }
+    std::ofstream(policies / "pools.yaml") << "pools:\n  - {name: dw, from: it-w@s, size: 3}\n";
+    {
+        Daemon daemon(config, socket);
+        ASSERT_TRUE(daemon.ready()) << daemon.log();
+        EXPECT_TRUE(eventually([] { return pool_ready("dw") == 3; }, std::chrono::seconds(180)))
+            << daemon.log();
+        EXPECT_EQ(daemon.stop().rc, 0);
+    }
+    ASSERT_EQ(run_forky({"pool", "rm", "dw"}).rc, 0);
+    ASSERT_EQ(run_forky({"rm", "--force", "--recursive", "it-w"}).rc, 0);
+    EXPECT_TRUE(domain_names().empty());
+}

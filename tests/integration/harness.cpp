@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <libvirt/libvirt.h>
+#include <nlohmann/json.hpp>
 
 #include <fcntl.h>
 #include <signal.h>
@@ -273,6 +274,15 @@ Tick first_tick(const std::string& vm, std::size_t after) {
     }
     ADD_FAILURE() << vm << " printed no tick";
     return {};
+}
+
+std::size_t pool_ready(const std::string& pool) {
+    CommandResult ls = run_forky({"pool", "ls", "--json"});
+    EXPECT_EQ(ls.rc, 0) << ls.all();
+    for (const auto& p : nlohmann::json::parse(ls.out, nullptr, /*allow_exceptions=*/false))
+        if (p.is_object() && p["name"] == pool)
+            return p["ready"].get<std::size_t>();
+    return 0;
 }
 
 void up_tiny(const std::string& name) {

@@ -86,6 +86,9 @@ struct Tick {
 // The first FORKY-TICK the VM printed after `after` bytes of its console, waiting for it.
 Tick first_tick(const std::string& vm, std::size_t after = 0);
 
+// How many children warm pool `pool` holds ready (forky pool ls --json; 0 when absent).
+std::size_t pool_ready(const std::string& pool);
+
 // `forky up` of the tiny test guest under `name`, waiting for its first tick.
 void up_tiny(const std::string& name);
 
