@@ -420,6 +420,9 @@ void fill(v1::PoolView& out, const WarmPoolView& v) {
         r->set_rss_bytes(c.rss_bytes);
     }
     out.set_memory_bytes(v.memory_bytes);
+    out.set_held(v.held);
+    out.set_stale(v.stale);
+    out.set_snapshot_missing(v.snapshot_missing);
 }
 
 WarmPoolView pool_view_from(const v1::PoolView& in) {
@@ -429,6 +432,9 @@ WarmPoolView pool_view_from(const v1::PoolView& in) {
     for (const auto& c : in.ready())
         v.ready.push_back({nullptr, c.host(), c.name(), c.rss_bytes()});
     v.memory_bytes = in.memory_bytes();
+    v.held = in.held();
+    v.stale = in.stale();
+    v.snapshot_missing = in.snapshot_missing();
     return v;
 }
 

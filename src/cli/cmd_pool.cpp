@@ -101,6 +101,9 @@ void run_ls(const PoolCommand& cmd, Context& ctx) {
                  {"size", p.pool.size},
                  {"ready", p.ready.size()},
                  {"children", ready},
+                 {"held", p.held},
+                 {"stale", p.stale},
+                 {"snapshot_missing", p.snapshot_missing},
                  {"memory_bytes", p.memory_bytes},
                  {"placement", p.pool.spread ? Json("spread") : text_or_null(p.pool.host)},
                  {"declared", p.pool.declared},
@@ -115,6 +118,23 @@ void run_ls(const PoolCommand& cmd, Context& ctx) {
                         p.pool.source.c_str(), p.pool.size, p.ready.size(),
                         format_pool_size(p.memory_bytes).c_str(), fleet ? "  " : "",
                         fleet ? p.host_name.c_str() : "");
+    }
+    for (const auto& p : pools) {
+        if (p.snapshot_missing)
+            std::fprintf(stderr,
+                         "warning: the snapshot of warm pool '%s', '%s', is gone: its refills "
+                         "fail (forky pool rm removes the pool)\n",
+                         p.pool.name.c_str(), p.pool.source.c_str());
+        if (p.held > 0)
+            std::fprintf(stderr,
+                         "note: %u child(ren) of warm pool '%s' held by an operation (those of "
+                         "a killed one: forky gc)\n",
+                         p.held, p.pool.name.c_str());
+        if (p.stale > 0)
+            std::fprintf(stderr,
+                         "note: %u child(ren) of warm pool '%s' resumed or stopped behind "
+                         "forky's back: the next refill removes them\n",
+                         p.stale, p.pool.name.c_str());
     }
     for (const auto& u : unreachable)
         std::fprintf(stderr, "%s\n", u.c_str());
@@ -175,6 +195,9 @@ void start_background_refill(const std::string& name, const Context& ctx) {
     posix_spawn_file_actions_init(&files);
     for (int fd = 0; fd <= 2; ++fd)
         posix_spawn_file_actions_addopen(&files, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0);
+    // Nothing else of the caller's: a pipe it inherited would keep a reader of the
+    // caller's output (forky acquire | cat) waiting for the refill.
+    posix_spawn_file_actions_addclosefrom_np(&files, 3);
     posix_spawnattr_init(&attr);
     posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID);
     pid_t pid = 0;
@@ -188,6 +211,8 @@ void start_background_refill(const std::string& name, const Context& ctx) {
                      name.c_str(), name.c_str(), std::strerror(rc));
 }
 
+void print_acquired(const PoolCommand& cmd, const Acquired& got);
+
 void run_acquire(const PoolCommand& cmd, Context& ctx) {
     Acquired got;
     Remote* remote = ctx.remote();
@@ -199,8 +224,13 @@ void run_acquire(const PoolCommand& cmd, Context& ctx) {
         o.lock_wait = std::chrono::seconds(120);
         got = warm_pool_acquire_as(ctx.fleet(), cmd.name, cmd.new_name, o);
     } else {
+        // An empty pool that is waited for is refilled now (and again after: the
+        // refill started now may have counted the child this call then took).
         got = warm_pool_acquire(ctx.fleet(), cmd.name, std::chrono::seconds(cmd.wait_s),
-                                ctx.cancel());
+                                ctx.cancel(), [&] {
+                                    if (cmd.wait_s > 0 && !cmd.no_refill)
+                                        start_background_refill(cmd.name, ctx);
+                                });
     }
     if (!cmd.new_name.empty())
         std::fprintf(stderr,
@@ -208,6 +238,12 @@ void run_acquire(const PoolCommand& cmd, Context& ctx) {
                      "the pool's snapshot (a fork, not a resume); its ready children stay "
                      "ready\n",
                      cmd.new_name.c_str());
+    print_acquired(cmd, got);
+    if (!remote && cmd.new_name.empty() && !cmd.no_refill)
+        start_background_refill(cmd.name, ctx);
+}
+
+void print_acquired(const PoolCommand& cmd, const Acquired& got) {
     if (cmd.json) {
         Json ports = Json::array();
         for (const auto& p : got.ports)
@@ -224,8 +260,6 @@ void run_acquire(const PoolCommand& cmd, Context& ctx) {
                          p.host);
     }
     std::cout.flush();
-    if (!remote && cmd.new_name.empty() && !cmd.no_refill)
-        start_background_refill(cmd.name, ctx);
 }
 
 void run_release(const PoolCommand& cmd, Context& ctx) {

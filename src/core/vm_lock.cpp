@@ -165,6 +165,22 @@ bool lockable_name(const std::string& name) {
         return !name_problem(std::string_view(name).substr(0, name.size() - suffix.size()));
     return !name_problem(name);
 }
+
+// What a lock is of, for messages: "VM 'web'", or "warm pool 'sandbox'".
+std::string subject(const std::string& name) {
+    const std::string_view suffix = ".warmpool";
+    if (name.size() > suffix.size() &&
+        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+        return "warm pool '" + name.substr(0, name.size() - suffix.size()) + "'";
+    return "VM '" + name + "'";
+}
+
+// "a fork", "an acquire".
+std::string with_article(const std::string& operation) {
+    const bool vowel = !operation.empty() &&
+                       std::string_view("aeiou").find(operation[0]) != std::string_view::npos;
+    return (vowel ? "an " : "a ") + operation;
+}
 } // namespace
 
 Journal Journal::decode(std::string_view raw) {
@@ -307,7 +323,7 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
                        std::chrono::milliseconds wait, const CancelToken& cancel) {
     VmLock lock(host, new_journal(vm, operation));
     const std::string name = lock_volume_name(vm);
-    const std::string what = "Waiting for the lock of VM '" + vm + "'";
+    const std::string what = "Waiting for the lock of " + subject(vm);
     auto deadline = std::chrono::steady_clock::now() + wait;
     bool told = false;
     Journal other;
@@ -339,14 +355,14 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
             const long long pool_owner = host.pool_owner();
             auto info = host.volume_info(name);
             if (info && pool_owner >= 0 && info->owner >= 0 && info->owner != pool_owner)
-                throw ConflictError("VM '" + vm + "' is locked by '" + name +
+                throw ConflictError(subject(vm) + " is locked by '" + name +
                                     "', which belongs to uid " + std::to_string(info->owner) +
                                     ", not to the pool's owner; forky does not act on it: "
                                     "look at it and remove it with 'virsh vol-delete " +
                                     name + " --pool " + host.options().pool + "'");
         }
         if (fresh && other.state == Journal::State::malformed)
-            throw ConflictError("VM '" + vm + "' is locked by '" + name +
+            throw ConflictError(subject(vm) + " is locked by '" + name +
                                 "', whose journal does not parse (" + other.problem +
                                 "); forky does not act on it: look at it and remove it with "
                                 "'virsh vol-delete " +
@@ -356,16 +372,16 @@ VmLock VmLock::acquire(Host& host, const std::string& vm, const std::string& ope
         if (fresh && !other.holder_alive()) {
             Journal again = read_journal(host, name);
             if (again.state == Journal::State::valid && same_holder(again, other))
-                throw ConflictError("VM '" + vm + "' is locked by a " + other.operation +
+                throw ConflictError(subject(vm) + " is locked by " + with_article(other.operation) +
                                     " of process " + std::to_string(other.holder_pid) + " on '" +
                                     other.holder_host +
                                     "' that is gone; run 'forky gc' to undo what it left");
         }
         if (std::chrono::steady_clock::now() >= deadline)
-            throw ConflictError("VM '" + vm + "' is busy: " +
+            throw ConflictError(subject(vm) + " is busy: " +
                                 (other.operation.empty()
                                      ? std::string("another forky holds its lock")
-                                     : "a " + other.operation + " by process " +
+                                     : with_article(other.operation) + " by process " +
                                            std::to_string(other.holder_pid) + " on '" +
                                            other.holder_host + "' holds its lock"));
         if (!told) {

@@ -67,13 +67,13 @@ std::string warm_pool_lock_name(const std::string& pool) {
 }
 
 void check_warm_pool_name(const std::string& name) {
-    if (auto why = name_problem(name))
-        throw UsageError("Invalid pool name " + forky::quoted(name) + ": " + *why +
-                         " (its children are named NAME-1, NAME-2, ...)");
     if (name.size() > max_name_length - 4)
         throw UsageError("Invalid pool name " + forky::quoted(name) + ": at most " +
                          std::to_string(max_name_length - 4) +
                          " characters (its children are named NAME-N)");
+    if (auto why = name_problem(name))
+        throw UsageError("Invalid pool name " + forky::quoted(name) + ": " + *why +
+                         " (its children are named NAME-1, NAME-2, ...)");
 }
 
 std::string warm_pool_to_xml(const WarmPool& p) {
@@ -128,7 +128,11 @@ std::vector<WarmPool> read_warm_pools(Host& host) {
             v.name.compare(v.name.size() - suffix.size(), suffix.size(), suffix) != 0)
             continue;
         try {
-            std::string text = host.read_volume(v.name, 0).data;
+            // A record is at most record_capacity long: a larger file was planted and is
+            // never read (a huge one would cost its size in memory for every command).
+            if (v.capacity > record_capacity)
+                throw Error("larger than a record (" + std::to_string(v.capacity) + " bytes)");
+            std::string text = host.read_volume_range(v.name, 0, v.capacity);
             text = text.substr(0, text.find('\0'));
             if (text.find_first_not_of(" \t\r\n") == std::string::npos)
                 continue; // being created
@@ -201,10 +205,14 @@ std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
                                        const std::string& pool, bool with_memory) {
     std::vector<ReadyChild> out;
     for (const auto& vm : vm_list(host)) {
-        if (vm.lineage.warm_pool != pool || vm.state != VmState::paused)
+        if (vm.lineage.warm_pool != pool)
             continue;
-        ReadyChild c{&host, host_name, vm.name, 0};
-        if (with_memory) {
+        ReadyChild c{&host, host_name, vm.name, 0, ReadyChild::Status::ready};
+        if (vm.state != VmState::paused)
+            c.status = ReadyChild::Status::stale;
+        else if (host.find_volume(lock_volume_name(vm.name)))
+            c.status = ReadyChild::Status::held;
+        if (with_memory && c.status == ReadyChild::Status::ready) {
             try {
                 c.rss_bytes = rss_bytes(host, vm.name);
             } catch (const Error&) {
@@ -213,6 +221,15 @@ std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
         }
         out.push_back(std::move(c));
     }
+    return out;
+}
+
+std::vector<ReadyChild> with_status(const std::vector<ReadyChild>& children,
+                                    ReadyChild::Status status) {
+    std::vector<ReadyChild> out;
+    for (const auto& c : children)
+        if (c.status == status)
+            out.push_back(c);
     return out;
 }
 
@@ -229,22 +246,15 @@ std::optional<Acquired> warm_pool_take(const std::vector<ReadyChild>& candidates
         std::optional<Lineage> lineage = read_lineage(dom.get());
         if (!lineage || lineage->warm_pool != pool)
             continue; // handed out meanwhile
-        // Taken: the mark goes first, so a kill after this point never hands it out twice
-        // (it is left an ordinary paused VM).
-        const Lineage ready = *lineage;
+        // Resumed first, then the mark cleared: a kill between the two leaves a running
+        // child with the mark, stale (never handed out; the next refill removes it),
+        // never a paused one nobody knows of.
+        if (virDomainResume(dom.get()) < 0)
+            throw_libvirt_error("Failed to resume '" + c.name + "' from warm pool '" + pool + "'");
         lineage->warm_pool.clear();
         lineage->acquired_from = pool;
         lineage->created_at = utc_now_rfc3339(); // its TTL runs from now
         write_lineage(dom.get(), c.name, *lineage);
-        if (virDomainResume(dom.get()) < 0) {
-            try {
-                throw_libvirt_error("Failed to resume '" + c.name + "' from warm pool '" + pool +
-                                    "'");
-            } catch (...) {
-                write_lineage(dom.get(), c.name, ready); // ready again
-                throw;
-            }
-        }
         Acquired a;
         a.name = c.name;
         a.host_name = c.host_name;
@@ -306,8 +316,31 @@ std::vector<WarmPoolView> list_warm_pools(Fleet& fleet, bool with_memory,
         for (auto& view : out) {
             for (auto& c : ready_children(*host, name, view.pool.name, with_memory)) {
                 view.memory_bytes += c.rss_bytes;
-                view.ready.push_back(std::move(c));
+                if (c.status == ReadyChild::Status::held)
+                    ++view.held;
+                else if (c.status == ReadyChild::Status::stale)
+                    ++view.stale;
+                else
+                    view.ready.push_back(std::move(c));
             }
+        }
+    }
+    // A pool whose snapshot is gone (rm --recursive of its VM, say) is said, not hidden.
+    for (auto& [name, host] : answered) {
+        std::vector<ForkPoint> points;
+        try {
+            points = read_fork_points(*host);
+        } catch (const Error&) {
+            continue;
+        }
+        for (auto& view : out) {
+            if (view.host_name != name)
+                continue;
+            const auto ref = parse_point_ref(view.pool.source);
+            view.snapshot_missing =
+                std::none_of(points.begin(), points.end(), [&](const ForkPoint& fp) {
+                    return fp.vm == ref->vm && fp.name == ref->name;
+                });
         }
     }
     return out;
@@ -335,21 +368,32 @@ std::vector<ReadyChild> fleet_ready(Fleet& fleet, const std::string& name, bool 
 }
 
 Acquired warm_pool_acquire(Fleet& fleet, const std::string& name, std::chrono::milliseconds wait,
-                           const CancelToken& cancel) {
-    const WarmPool pool = [&] {
-        Host& host = warm_pool_host(fleet, name);
-        return read_warm_pool(host, name);
-    }();
+                           const CancelToken& cancel, const std::function<void()>& on_empty) {
+    Host& host = warm_pool_host(fleet, name);
+    const WarmPool pool = read_warm_pool(host, name);
     const auto deadline = std::chrono::steady_clock::now() + wait;
+    bool said_empty = false;
     for (;;) {
-        if (auto got = warm_pool_take(fleet_ready(fleet, name), name))
+        const std::vector<ReadyChild> children = fleet_ready(fleet, name);
+        if (auto got = warm_pool_take(with_status(children, ReadyChild::Status::ready), name))
             return *got;
-        if (std::chrono::steady_clock::now() >= deadline)
+        if (!said_empty && on_empty) {
+            on_empty();
+            said_empty = true;
+        }
+        if (std::chrono::steady_clock::now() >= deadline) {
+            const std::size_t held = with_status(children, ReadyChild::Status::held).size();
             throw ConflictError(
-                "Warm pool '" + name + "' is empty: all " + std::to_string(pool.size) +
-                " of its children are handed out or being made (forky pool ls shows it; "
-                "--wait SECONDS waits for a refill; forky pool resize makes it larger)");
-        cancel.sleep_for(std::chrono::milliseconds(100), "waiting for a child of '" + name + "'");
+                "Warm pool '" + name + "' is empty: none of its " + std::to_string(pool.size) +
+                " children is ready" +
+                (held > 0 ? " (" + std::to_string(held) +
+                                " held by an operation: a killed one's are freed by forky gc)"
+                          : std::string()) +
+                "; --wait SECONDS waits for a refill, forky pool resize makes it larger");
+        }
+        cancel.sleep_for(std::chrono::milliseconds(100), "Waiting for a child of '" + name + "'");
+        if (!host.find_volume(warm_pool_record_name(name)))
+            throw NotFoundError("Warm pool '" + name + "' was removed while waiting for it");
     }
 }
 
@@ -361,10 +405,15 @@ RefillResult warm_pool_refill(Fleet& fleet, const std::string& name,
                                   base.ctx.cancel);
     const WarmPool pool = read_warm_pool(host, name);
     RefillResult result;
-    std::vector<ReadyChild> ready = fleet_ready(fleet, name);
+    const std::vector<ReadyChild> children = fleet_ready(fleet, name);
+    // Stale ones (resumed or stopped behind forky's back) are never handed out: removed.
+    const auto stale = with_status(children, ReadyChild::Status::stale);
+    result.removed = remove_ready(stale, name, stale.size(), base.ctx.cancel);
+    std::vector<ReadyChild> ready = with_status(children, ReadyChild::Status::ready);
     result.ready_before = static_cast<unsigned>(ready.size());
     if (ready.size() > pool.size) {
-        result.removed = remove_ready(ready, name, ready.size() - pool.size, base.ctx.cancel);
+        for (auto& r : remove_ready(ready, name, ready.size() - pool.size, base.ctx.cancel))
+            result.removed.push_back(std::move(r));
         return result;
     }
     if (ready.size() == pool.size)
@@ -395,10 +444,16 @@ RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementP
         fleet.require_host(pool.host);
     if (pool.spread && !fleet.many())
         throw UsageError("Spreading a pool's children needs a host inventory (forky hosts --help)");
-    for (const auto& h : fleet.inventory().hosts)
-        if (fleet.host(h.name).find_volume(warm_pool_record_name(pool.name)))
+    for (const auto& h : fleet.inventory().hosts) {
+        Host& on = fleet.host(h.name);
+        if (on.find_volume(warm_pool_record_name(pool.name)))
             throw ConflictError("A warm pool named '" + pool.name + "' exists already on host '" +
                                 h.name + "' (forky pool resize changes its size)");
+        // A VM and a pool never share a name (each blocks the other's volumes and locks).
+        if (on.find_domain(pool.name))
+            throw ConflictError("'" + pool.name + "' is the name of a VM on host '" + h.name +
+                                "'; a warm pool needs a name of its own");
+    }
     Host& host = fleet.host_of(ref->vm);
     warm_pool_create(host, pool, base.ctx.cancel);
     try {
@@ -424,7 +479,14 @@ RefillResult warm_pool_resize(Fleet& fleet, const std::string& name, unsigned si
     WarmPool pool = read_warm_pool(host, name);
     pool.size = size;
     warm_pool_update(host, pool, base.ctx.cancel);
-    return warm_pool_refill(fleet, name, placement, std::move(base));
+    try {
+        return warm_pool_refill(fleet, name, placement, std::move(base));
+    } catch (const Error&) {
+        logger("pool")->warn("Warm pool '{}' is now of size {}, but its refill failed (forky "
+                             "pool refill tries again):",
+                             name, size);
+        throw;
+    }
 }
 
 PoolRemoved warm_pool_remove(Fleet& fleet, const std::string& name, const CancelToken& cancel) {

@@ -70,12 +70,21 @@ struct ReadyChild {
     std::string host_name; // in the inventory ("default" without one)
     std::string name;
     std::uint64_t rss_bytes = 0; // its QEMU's resident memory (libvirt's memory stats)
+    // ready: paused, nobody holds its lock; held: paused, an operation holds its lock (an
+    // acquire now, or a killed refill's half-made child until forky gc); stale: marked
+    // but not paused (resumed or stopped behind forky's back): never handed out, removed
+    // by the next refill.
+    enum class Status { ready, held, stale };
+    Status status = Status::ready;
 };
 
-// The ready children of pool `pool` on `host` (paused VMs whose lineage names the pool),
-// by name.
+// The children of pool `pool` on `host` that are not handed out (VMs whose lineage names
+// the pool), each with its status, by name.
 std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
                                        const std::string& pool, bool with_memory = false);
+// Those of `children` with status `status`.
+std::vector<ReadyChild> with_status(const std::vector<ReadyChild>& children,
+                                    ReadyChild::Status status);
 
 struct Acquired {
     std::string name;
@@ -85,9 +94,9 @@ struct Acquired {
 };
 
 // Hands out one ready child from `candidates` (in order): takes its lock (a child another
-// client holds is skipped), checks it is still ready, clears its pool mark (its TTL runs
-// from now), resumes it and sets its clock where a guest agent answers. nullopt when none
-// could be had.
+// client holds is skipped), checks it is still ready, resumes it, then clears its pool
+// mark (its TTL runs from now; a kill between the two leaves it stale, never handed out),
+// and sets its clock where a guest agent answers. nullopt when none could be had.
 std::optional<Acquired> warm_pool_take(const std::vector<ReadyChild>& candidates,
                                        const std::string& pool);
 
@@ -104,9 +113,12 @@ struct ForkOptions;
 
 struct WarmPoolView {
     WarmPool pool;
-    std::string host_name; // where its record (and snapshot) is
-    std::vector<ReadyChild> ready;
+    std::string host_name;          // where its record (and snapshot) is
+    std::vector<ReadyChild> ready;  // status ready
+    unsigned held = 0;              // status held
+    unsigned stale = 0;             // status stale
     std::uint64_t memory_bytes = 0; // held by the ready children (with_memory)
+    bool snapshot_missing = false;  // its snapshot is gone: refills fail until pool rm
 };
 // Every pool of the fleet with its ready children (on whichever hosts they are). A host
 // that does not answer is named in `unreachable` (its pools and children are missing).
@@ -114,14 +126,17 @@ std::vector<WarmPoolView> list_warm_pools(Fleet& fleet, bool with_memory,
                                           std::vector<std::string>* unreachable = nullptr);
 // The host holding pool `name`'s record; NotFoundError when none does.
 Host& warm_pool_host(Fleet& fleet, const std::string& name, std::string* host_name = nullptr);
-// Pool `name`'s ready children across the fleet.
+// Pool `name`'s children not handed out, across the fleet (each with its status).
 std::vector<ReadyChild> fleet_ready(Fleet& fleet, const std::string& name,
                                     bool with_memory = false);
 
 // Hands out one ready child of pool `name` (warm_pool_take over the fleet's). When none is
-// ready: ConflictError "pool empty", or, with `wait`, waits up to it for a refill.
+// ready: ConflictError "pool empty", or, with `wait`, waits up to it for a refill
+// (`on_empty` is called once, when it first finds none: start one). NotFoundError when the
+// pool is removed meanwhile.
 Acquired warm_pool_acquire(Fleet& fleet, const std::string& name,
-                           std::chrono::milliseconds wait = {}, const CancelToken& cancel = {});
+                           std::chrono::milliseconds wait = {}, const CancelToken& cancel = {},
+                           const std::function<void()>& on_empty = {});
 
 struct RefillResult {
     unsigned ready_before = 0;

@@ -525,8 +525,11 @@ grpc::Status ForkyService::Acquire(grpc::ServerContext* ctx, const v1::AcquireRe
             return;
         }
         const auto wait = std::chrono::seconds(std::min(req->wait_s(), 3600u));
-        api::fill(*out, warm_pool_acquire(fleet, req->pool(), wait, op_context(ctx).cancel));
-        refill_soon_ = true; // the housekeeping thread's next pass, not this call
+        // The housekeeping thread refills (at once), not this call; and while a caller
+        // waits for an empty pool.
+        api::fill(*out, warm_pool_acquire(fleet, req->pool(), wait, op_context(ctx).cancel,
+                                          [this] { refill_soon_ = true; }));
+        refill_soon_ = true;
     });
 }
 

@@ -59,6 +59,20 @@ TEST(Pool, AcquireResumesAChildThatCarriesOnFromTheSnapshot) {
     EXPECT_TRUE(eventually([] { return pool_ready("wp") == 2; }, seconds(180)))
         << run_forky({"pool", "ls"}).all() << run_forky({"ls"}).all();
 
+    // A ready child resumed behind forky's back is never handed out: stale, and the next
+    // refill replaces it.
+    const std::string resumed =
+        Json::parse(run_forky({"pool", "ls", "--json"}).out)[0]["children"][0]["name"];
+    const std::string resumed_uuid = virsh({"domuuid", resumed}).out;
+    ASSERT_EQ(virsh({"resume", resumed}).rc, 0);
+    CommandResult stale = run_forky({"pool", "ls", "--json"});
+    EXPECT_EQ(Json::parse(stale.out)[0]["stale"], 1) << stale.out;
+    CommandResult replaced = run_forky({"pool", "refill", "wp"});
+    ASSERT_EQ(replaced.rc, 0) << replaced.all();
+    // (Its name may be given again, to a new child.)
+    EXPECT_NE(virsh({"domuuid", resumed}).out, resumed_uuid) << replaced.all();
+    EXPECT_EQ(pool_ready("wp"), 2u);
+
     // Release removes only children a pool handed out.
     CommandResult wrong = run_forky({"release", "pw"});
     EXPECT_EQ(wrong.rc, 5) << wrong.all();
@@ -149,6 +163,13 @@ TEST(Pool, SixteenAcquiresAtOnceOfEightGiveEightChildren) {
     ASSERT_EQ(w.rc, 0) << w.all();
     EXPECT_FALSE(got.count(w.out)) << w.out;
     EXPECT_EQ(domain_state_of(w.out.substr(0, w.out.size() - 1)), "running");
+
+    // Waiting on an empty pool starts its refill: the wait ends with a child of it.
+    EXPECT_EQ(pool_ready("wc"), 0u);
+    CommandResult refilled = run_forky({"acquire", "wc", "--wait", "300"});
+    ASSERT_EQ(refilled.rc, 0) << refilled.all();
+    EXPECT_FALSE(got.count(refilled.out)) << refilled.out;
+    EXPECT_NE(refilled.out, w.out);
 
     ASSERT_EQ(run_forky({"pool", "rm", "wc"}).rc, 0);
     ASSERT_EQ(run_forky({"rm", "--force", "--recursive", "pc"}).rc, 0);
