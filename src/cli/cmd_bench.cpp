@@ -120,6 +120,7 @@ Json report_json(const BenchReport& r) {
                  {"memory_bytes", r.memory_bytes},
                  {"cold_boot_ms", static_cast<std::uint64_t>(r.cold_boot_ms)},
                  {"parent_rss_bytes", r.parent_rss_bytes},
+                 {"tick_period_ms", r.tick_period_ms},
                  {"rounds", rounds},
                  {"snapshot_ms", static_cast<std::uint64_t>(r.snapshot_ms)},
                  {"snapshot_paused_ms", value_or_null(r.snapshot_paused_ms)},
@@ -207,6 +208,9 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
                     p.acquire_print_ms / r.cold_boot_ms);
         std::printf("%-44s %9.1f ms   %.3f x cold boot\n", "acquire (the resume) returns",
                     p.acquire_call_ms, p.acquire_call_ms / r.cold_boot_ms);
+        if (r.tick_period_ms > 0)
+            std::printf("%-44s %9.1f ms   what 'printing' waits for at most after the resume\n",
+                        "the guest's tick period", r.tick_period_ms);
         std::printf("%-44s %9.0f ms   %.1f children/s\n",
                     ("refill of " + std::to_string(p.size) + " ready children").c_str(),
                     p.refill_ms, p.refill_ms > 0 ? p.size * 1000.0 / p.refill_ms : 0.0);

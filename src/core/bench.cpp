@@ -211,6 +211,20 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         report.vcpus = info.vcpus;
         std::this_thread::sleep_for(std::chrono::seconds(1));
         report.parent_rss_bytes = rss_bytes(host, o.name);
+        {
+            // The guest's own pace: a "child printing" waits for its next tick, at most
+            // one period after it runs.
+            const std::uint64_t from = host.read_volume(console_volume_name(o.name), 0).next_offset;
+            const auto t0 = Clock::now();
+            o.ctx.cancel.sleep_for(std::chrono::seconds(3), "Timing the guest's ticks");
+            const std::string seen = host.read_volume(console_volume_name(o.name), from).data;
+            std::size_t ticks = 0;
+            for (auto at = seen.find("FORKY-TICK"); at != std::string::npos;
+                 at = seen.find("FORKY-TICK", at + 1))
+                ++ticks;
+            if (ticks > 0)
+                report.tick_period_ms = ms_between(t0, Clock::now()) / static_cast<double>(ticks);
+        }
 
         for (unsigned count : o.counts) {
             say("fork into " + std::to_string(count));

@@ -70,6 +70,7 @@ struct BenchReport {
     unsigned vcpus = 0;
     double cold_boot_ms = 0; // forky up until the boot line is on the console
     std::uint64_t parent_rss_bytes = 0;
+    double tick_period_ms = 0; // the guest's FORKY-TICK lines, one every this long
     std::vector<BenchRound> rounds;
     // History: a named snapshot, a fork from it once stored, a revert to it.
     double snapshot_ms = 0;                          // forky snapshot, start to end
