@@ -446,9 +446,17 @@ RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementP
         throw UsageError("Spreading a pool's children needs a host inventory (forky hosts --help)");
     for (const auto& h : fleet.inventory().hosts) {
         Host& on = fleet.host(h.name);
-        if (on.find_volume(warm_pool_record_name(pool.name)))
-            throw ConflictError("A warm pool named '" + pool.name + "' exists already on host '" +
-                                h.name + "' (forky pool resize changes its size)");
+        if (on.find_volume(warm_pool_record_name(pool.name))) {
+            bool readable = false;
+            for (const auto& p : read_warm_pools(on))
+                readable = readable || p.name == pool.name;
+            throw ConflictError(
+                readable ? "A warm pool named '" + pool.name + "' exists already on host '" +
+                               h.name + "' (forky pool resize changes its size)"
+                         : "'" + warm_pool_record_name(pool.name) + "' on host '" + h.name +
+                               "' is no readable warm pool record (forky pool rm " + pool.name +
+                               " removes it)");
+        }
         // A VM and a pool never share a name (each blocks the other's volumes and locks).
         if (on.find_domain(pool.name))
             throw ConflictError("'" + pool.name + "' is the name of a VM on host '" + h.name +
@@ -491,7 +499,15 @@ RefillResult warm_pool_resize(Fleet& fleet, const std::string& name, unsigned si
 
 PoolRemoved warm_pool_remove(Fleet& fleet, const std::string& name, const CancelToken& cancel) {
     Host& host = warm_pool_host(fleet, name);
-    const WarmPool pool = read_warm_pool(host, name);
+    WarmPool pool;
+    try {
+        pool = read_warm_pool(host, name);
+    } catch (const NotFoundError&) {
+        // Its file is there but is no readable record (planted, or damaged): it goes, as
+        // the pool would, with the children that name the pool.
+        logger("pool")->warn("'{}' is not a readable warm pool record; removing it",
+                             warm_pool_record_name(name));
+    }
     warm_pool_remove_record(host, name, cancel);
     const auto ready = fleet_ready(fleet, name);
     PoolRemoved r;

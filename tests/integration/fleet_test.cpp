@@ -360,3 +360,45 @@ TEST(Fleet, ForkydServesTheFleetAsTheCliDoes) {
     CommandResult stopped = finish(daemon, std::chrono::seconds(90));
     EXPECT_EQ(stopped.rc, 0) << stopped.all();
 }
+
+// A warm pool whose children run on another host of the fleet (--host): the snapshot
+// travels there once, the ready children are made and handed out there, and a refill puts
+// the replacement there too; the record stays with the snapshot.
+TEST(Fleet, AWarmPoolOnAnotherHostHandsOutChildrenThere) {
+    Fleet fleet("fleet-pool", 2, false);
+    const std::string spec = (source_dir() / "domains/tiny.yaml").string();
+    CommandResult up = run_forky({"up", "-f", spec, "--name", "fp", "--host", "h1"});
+    ASSERT_EQ(up.rc, 0) << up.all();
+    const std::string token = boot_token("fp");
+    ASSERT_EQ(run_forky({"snapshot", "fp", "s"}).rc, 0);
+    CommandResult made =
+        run_forky({"pool", "create", "fw", "--from", "fp@s", "--size", "2", "--host", "h2"});
+    ASSERT_EQ(made.rc, 0) << made.all();
+    EXPECT_TRUE(has(fleet.domains("h2"), "fw-1")) << made.all();
+    EXPECT_TRUE(has(fleet.domains("h2"), "fw-2")) << made.all();
+    CommandResult ls = run_forky({"pool", "ls", "--json"});
+    ASSERT_EQ(ls.rc, 0) << ls.all();
+    const auto pools = nlohmann::json::parse(ls.out);
+    ASSERT_EQ(pools.size(), 1u) << ls.out;
+    EXPECT_EQ(pools[0]["host"], "h1") << ls.out;
+    EXPECT_EQ(pools[0]["placement"], "h2") << ls.out;
+    EXPECT_EQ(pools[0]["ready"], 2) << ls.out;
+    for (const auto& c : pools[0]["children"])
+        EXPECT_EQ(c["host"], "h2") << ls.out;
+
+    CommandResult got = run_forky({"acquire", "fw", "--no-refill", "--json"});
+    ASSERT_EQ(got.rc, 0) << got.all();
+    const auto j = nlohmann::json::parse(got.out);
+    EXPECT_EQ(j["host"], "h2") << got.out;
+    expect_carries_on(j["name"], token, 0);
+    CommandResult refill = run_forky({"pool", "refill", "fw"});
+    ASSERT_EQ(refill.rc, 0) << refill.all();
+    ASSERT_EQ(lines(refill.out).size(), 1u) << refill.all();
+    EXPECT_TRUE(has(fleet.domains("h2"), lines(refill.out)[0])) << refill.all();
+
+    EXPECT_EQ(run_forky({"release", j["name"].get<std::string>()}).rc, 0);
+    EXPECT_EQ(run_forky({"pool", "rm", "fw"}).rc, 0);
+    EXPECT_EQ(run_forky({"rm", "--force", "--recursive", "fp"}).rc, 0);
+    EXPECT_TRUE(fleet.domains("h1").empty());
+    EXPECT_TRUE(fleet.domains("h2").empty());
+}

@@ -8,11 +8,14 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <set>
 #include <thread>
 
 using namespace forky::it;
+namespace fs = std::filesystem;
 using std::chrono::seconds;
 using Json = nlohmann::json;
 
@@ -114,6 +117,18 @@ TEST(Pool, AcquireResumesAChildThatCarriesOnFromTheSnapshot) {
         EXPECT_EQ(r.rc, b.rc) << b.args[0] << " " << b.args[1] << ": " << r.all();
         EXPECT_TRUE(contains(r.err, b.says)) << r.err;
     }
+
+    // A planted record: listings cope, its name is refused with the reason, pool rm
+    // removes it.
+    std::ofstream(pool_dir() / "evil.warmpool") << "<warm-pool><name>other</name></warm-pool>";
+    ASSERT_EQ(virsh({"pool-refresh", "forky-it"}).rc, 0);
+    CommandResult listed = run_forky({"pool", "ls", "--json"});
+    EXPECT_EQ(listed.rc, 0) << listed.all();
+    CommandResult planted = run_forky({"pool", "create", "evil", "--from", "pw@s1", "--size", "1"});
+    EXPECT_EQ(planted.rc, 5) << planted.all();
+    EXPECT_TRUE(contains(planted.err, "is no readable warm pool record")) << planted.err;
+    EXPECT_EQ(run_forky({"pool", "rm", "evil"}).rc, 0);
+    EXPECT_FALSE(fs::exists(pool_dir() / "evil.warmpool"));
 
     // pool rm takes the ready children with it.
     CommandResult gone = run_forky({"pool", "rm", "wp"});
