@@ -10,6 +10,10 @@ namespace forky {
 
 inline constexpr std::size_t max_name_length = 63;
 
+// A warm pool's record and lock are named NAME.warmpool: a '.' no VM name has, so neither
+// can be a VM's.
+inline constexpr std::string_view warm_pool_suffix = ".warmpool";
+
 // nullopt when `name` is a valid VM name, otherwise why it is not.
 std::optional<std::string> name_problem(std::string_view name);
 

@@ -156,22 +156,22 @@ std::string Journal::encode() const {
 }
 
 namespace {
-// What a lock is taken on: a VM's name, or a warm pool's ("NAME.warmpool": a '.' no VM
-// name has).
+// The warm pool a lock is of ("NAME.warmpool" -> NAME), or nullopt for a VM's.
+std::optional<std::string_view> warm_pool_of(std::string_view name) {
+    if (name.size() > warm_pool_suffix.size() && name.ends_with(warm_pool_suffix))
+        return name.substr(0, name.size() - warm_pool_suffix.size());
+    return std::nullopt;
+}
+
+// What a lock is taken on: a VM's name, or a warm pool's.
 bool lockable_name(const std::string& name) {
-    const std::string_view suffix = ".warmpool";
-    if (name.size() > suffix.size() &&
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-        return !name_problem(std::string_view(name).substr(0, name.size() - suffix.size()));
-    return !name_problem(name);
+    return !name_problem(warm_pool_of(name).value_or(name));
 }
 
 // What a lock is of, for messages: "VM 'web'", or "warm pool 'sandbox'".
 std::string subject(const std::string& name) {
-    const std::string_view suffix = ".warmpool";
-    if (name.size() > suffix.size() &&
-        name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-        return "warm pool '" + name.substr(0, name.size() - suffix.size()) + "'";
+    if (auto pool = warm_pool_of(name))
+        return "warm pool '" + std::string(*pool) + "'";
     return "VM '" + name + "'";
 }
 

@@ -28,7 +28,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-constexpr const char* record_suffix = ".warmpool";
 constexpr const char* warm_pool_namespace = "https://forky.dev/xmlns/warm-pool/1";
 constexpr std::uint64_t record_capacity = 4096;
 
@@ -45,25 +44,37 @@ void write_record(Host& host, const WarmPool& pool) {
 
 // Whether the domain has the QEMU guest agent's channel (what virDomainSetTime needs).
 bool has_guest_agent(virDomainPtr dom) {
-    char* xml = virDomainGetXMLDesc(dom, 0);
-    if (xml == nullptr) {
-        clear_libvirt_error();
-        return false;
+    try {
+        return domain_xml(dom).find("org.qemu.guest_agent.0") != std::string::npos;
+    } catch (const Error&) {
+        return false; // gone meanwhile: no clock to set
     }
-    const bool has = std::string_view(xml).find("org.qemu.guest_agent.0") != std::string::npos;
-    std::free(xml);
-    return has;
+}
+
+// The snapshot a pool is made from; UsageError for anything but VM@SNAP.
+PointRef pool_source(const WarmPool& pool) {
+    const auto ref = parse_point_ref(pool.source);
+    if (!ref)
+        throw UsageError("A warm pool is made from a snapshot, VM@SNAP (forky snapshot VM "
+                         "SNAP takes one); " +
+                         forky::quoted(pool.source) + " is not one");
+    return *ref;
+}
+
+void check_warm_pool_size(unsigned size) {
+    if (size > max_warm_pool_size)
+        throw UsageError("A warm pool keeps at most " + std::to_string(max_warm_pool_size) +
+                         " children ready");
 }
 
 } // namespace
 
 std::string warm_pool_record_name(const std::string& pool) {
-    return pool + record_suffix;
+    return pool + std::string(warm_pool_suffix);
 }
 
 std::string warm_pool_lock_name(const std::string& pool) {
-    // A '.' no VM name has: the lock can be no VM's.
-    return pool + record_suffix;
+    return pool + std::string(warm_pool_suffix); // a lock no VM's can be (names.hpp)
 }
 
 void check_warm_pool_name(const std::string& name) {
@@ -122,10 +133,8 @@ WarmPool warm_pool_from_xml(std::string_view xml) {
 
 std::vector<WarmPool> read_warm_pools(Host& host) {
     std::vector<WarmPool> out;
-    const std::string suffix = record_suffix;
     for (const auto& v : host.volumes()) {
-        if (v.name.size() <= suffix.size() ||
-            v.name.compare(v.name.size() - suffix.size(), suffix.size(), suffix) != 0)
+        if (v.name.size() <= warm_pool_suffix.size() || !v.name.ends_with(warm_pool_suffix))
             continue;
         try {
             // A record is at most record_capacity long: a larger file was planted and is
@@ -162,22 +171,16 @@ WarmPool read_warm_pool(Host& host, const std::string& name) {
 
 void warm_pool_create(Host& host, const WarmPool& pool, const CancelToken& cancel) {
     check_warm_pool_name(pool.name);
-    if (pool.size > max_warm_pool_size)
-        throw UsageError("A warm pool keeps at most " + std::to_string(max_warm_pool_size) +
-                         " children ready");
-    const auto ref = parse_point_ref(pool.source);
-    if (!ref)
-        throw UsageError("A warm pool is made from a snapshot, VM@SNAP (forky snapshot VM "
-                         "SNAP takes one); " +
-                         forky::quoted(pool.source) + " is not one");
+    check_warm_pool_size(pool.size);
+    const PointRef ref = pool_source(pool);
     VmLock lock = VmLock::acquire(host, warm_pool_lock_name(pool.name), "pool-create",
                                   std::chrono::seconds(120), cancel);
     if (host.find_volume(warm_pool_record_name(pool.name)))
         throw ConflictError("A warm pool named '" + pool.name +
                             "' exists already (forky pool resize changes its size)");
     // The snapshot must be here (a kept one, or a fork point of a VM that still has it).
-    DomainPtr vm = host.find_domain(ref->vm);
-    find_fork_point(read_fork_points(host), *ref,
+    DomainPtr vm = host.find_domain(ref.vm);
+    find_fork_point(read_fork_points(host), ref,
                     vm ? std::optional<std::string>(domain_uuid(vm.get())) : std::nullopt);
     host.create_raw_volume(warm_pool_record_name(pool.name), record_capacity);
     try {
@@ -435,11 +438,8 @@ RefillResult warm_pool_refill(Fleet& fleet, const std::string& name,
 RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementPolicy& placement,
                             ForkOptions base) {
     check_warm_pool_name(pool.name);
-    const auto ref = parse_point_ref(pool.source);
-    if (!ref)
-        throw UsageError("A warm pool is made from a snapshot, VM@SNAP (forky snapshot VM SNAP "
-                         "takes one); " +
-                         forky::quoted(pool.source) + " is not one");
+    check_warm_pool_size(pool.size);
+    const PointRef ref = pool_source(pool);
     if (!pool.host.empty())
         fleet.require_host(pool.host);
     if (pool.spread && !fleet.many())
@@ -462,7 +462,7 @@ RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementP
             throw ConflictError("'" + pool.name + "' is the name of a VM on host '" + h.name +
                                 "'; a warm pool needs a name of its own");
     }
-    Host& host = fleet.host_of(ref->vm);
+    Host& host = fleet.host_of(ref.vm);
     warm_pool_create(host, pool, base.ctx.cancel);
     try {
         return warm_pool_refill(fleet, pool.name, placement, std::move(base));
@@ -480,9 +480,7 @@ RefillResult warm_pool_make(Fleet& fleet, const WarmPool& pool, const PlacementP
 
 RefillResult warm_pool_resize(Fleet& fleet, const std::string& name, unsigned size,
                               const PlacementPolicy& placement, ForkOptions base) {
-    if (size > max_warm_pool_size)
-        throw UsageError("A warm pool keeps at most " + std::to_string(max_warm_pool_size) +
-                         " children ready");
+    check_warm_pool_size(size);
     Host& host = warm_pool_host(fleet, name);
     WarmPool pool = read_warm_pool(host, name);
     pool.size = size;
