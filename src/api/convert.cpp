@@ -17,6 +17,24 @@ std::vector<std::string> all(const Field& field) {
     return {field.begin(), field.end()};
 }
 
+// A VM's forwarded ports, each way.
+template <typename Field>
+void add_ports(Field* field, const std::vector<PortForward>& ports) {
+    for (const auto& p : ports) {
+        auto* port = field->Add();
+        port->set_guest(p.guest);
+        port->set_host(p.host);
+    }
+}
+
+template <typename Field>
+std::vector<PortForward> ports_of(const Field& field) {
+    std::vector<PortForward> out;
+    for (const auto& p : field)
+        out.push_back({p.guest(), p.host()});
+    return out;
+}
+
 // The enum value whose to_string() is `text` (each enum's values, first to `last`).
 template <typename Enum>
 Enum parse_enum(const std::string& text, Enum last, Enum fallback) {
@@ -64,11 +82,7 @@ void fill(v1::Vm& out, const VmInfo& vm, const std::string& host) {
     out.set_fork_point(vm.lineage.fork_point);
     out.set_created_at(vm.lineage.created_at);
     out.set_pool(vm.lineage.pool);
-    for (const auto& p : vm.lineage.ports) {
-        auto* port = out.add_ports();
-        port->set_guest(p.guest);
-        port->set_host(p.host);
-    }
+    add_ports(out.mutable_ports(), vm.lineage.ports);
     for (const auto& v : vm.lineage.volumes) {
         auto* vol = out.add_volumes();
         vol->set_role(v.role);
@@ -96,8 +110,7 @@ VmInfo vm_from(const v1::Vm& in) {
     vm.lineage.fork_point = in.fork_point();
     vm.lineage.created_at = in.created_at();
     vm.lineage.pool = in.pool();
-    for (const auto& p : in.ports())
-        vm.lineage.ports.push_back({p.guest(), p.host()});
+    vm.lineage.ports = ports_of(in.ports());
     for (const auto& v : in.volumes())
         vm.lineage.volumes.push_back({v.role(), v.target(), v.name()});
     vm.lineage.parent_host = in.parent_host();
@@ -441,11 +454,7 @@ WarmPoolView pool_view_from(const v1::PoolView& in) {
 void fill(v1::AcquireResponse& out, const Acquired& a) {
     out.set_name(a.name);
     out.set_host(a.host_name);
-    for (const auto& p : a.ports) {
-        auto* port = out.add_ports();
-        port->set_guest(p.guest);
-        port->set_host(p.host);
-    }
+    add_ports(out.mutable_ports(), a.ports);
     if (a.clock_not_set)
         out.set_clock_not_set(*a.clock_not_set);
 }
@@ -454,8 +463,7 @@ Acquired acquired_from(const v1::AcquireResponse& in) {
     Acquired a;
     a.name = in.name();
     a.host_name = in.host();
-    for (const auto& p : in.ports())
-        a.ports.push_back({p.guest(), p.host()});
+    a.ports = ports_of(in.ports());
     if (in.has_clock_not_set())
         a.clock_not_set = in.clock_not_set();
     return a;
