@@ -78,9 +78,7 @@ void run_fork(const ForkCommand& cmd, Context& ctx) {
         o.names_elsewhere = ctx.names_elsewhere(o.host_name);
         o.progress = progress_line("shipping");
         o.load_gpu_policy = [named = cmd.gpu_policy] { return gpu_policy(named); };
-        const std::string policies = env_or("FORKY_POLICIES", default_policies_dir);
-        o.quotas = load_quota_policy(policies);
-        o.children_ttl = load_ttl_policy(policies).children;
+        load_fork_policies(o, env_or("FORKY_POLICIES", default_policies_dir));
         r = vm_fork(host, cmd.parent, o);
         several_hosts = !o.elsewhere.empty();
     }

@@ -40,9 +40,7 @@ ForkOptions refill_options(Context& ctx) {
     ForkOptions o;
     o.ctx = ctx.op_context();
     o.lock_wait = std::chrono::minutes(10);
-    const std::string policies = env_or("FORKY_POLICIES", default_policies_dir);
-    o.quotas = load_quota_policy(policies);
-    o.children_ttl = load_ttl_policy(policies).children;
+    load_fork_policies(o, env_or("FORKY_POLICIES", default_policies_dir));
     return o;
 }
 

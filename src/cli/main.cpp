@@ -65,14 +65,8 @@ void not_served(const char* what, const Context& ctx) {
 Fleet& Context::fleet() {
     if (!fleet_) {
         Inventory hosts = inventory();
-        if (!fleet_mode()) { // --connect's host alone
-            hosts = Inventory{};
-            HostEntry self;
-            self.name = "default";
-            self.uri = options.uri;
-            self.pool = options.pool;
-            hosts.hosts.push_back(self);
-        }
+        if (!fleet_mode()) // --connect's host alone
+            hosts = one_host_inventory(options.uri, options.pool);
         // Connected when first asked for, with the options as they are then (forky up
         // sets create_pool before it connects).
         fleet_.emplace(std::move(hosts), [this](const HostEntry& e) {
@@ -110,13 +104,8 @@ const Config& Context::config() {
 const Inventory& Context::inventory() {
     if (!inventory_) {
         inventory_ = load_inventory(options.hosts, options.hosts_named);
-        if (inventory_->hosts.empty()) {
-            HostEntry self;
-            self.name = "default";
-            self.uri = options.uri;
-            self.pool = options.pool;
-            inventory_->hosts.push_back(self);
-        }
+        if (inventory_->hosts.empty())
+            inventory_->hosts = one_host_inventory(options.uri, options.pool).hosts;
     }
     return *inventory_;
 }

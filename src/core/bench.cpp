@@ -138,13 +138,8 @@ PoolBench bench_pool(Host& host, const std::string& source, const BenchOptions& 
     pool.source = source;
     pool.size = o.pool_size;
     pool.created_at = utc_now_rfc3339();
-    Inventory one;
-    HostEntry entry;
-    entry.name = "default";
-    entry.uri = host.options().uri;
-    entry.pool = host.options().pool;
-    one.hosts.push_back(entry);
-    Fleet fleet(one, [&host](const HostEntry&) { return host.options(); });
+    Fleet fleet(one_host_inventory(host.options().uri, host.options().pool),
+                [&host](const HostEntry&) { return host.options(); });
     warm_pool_create(host, pool, o.ctx.cancel);
     try {
         ForkOptions fo;

@@ -75,6 +75,11 @@ ForkPoint find_fork_point(const std::vector<ForkPoint>& points, const PointRef& 
     return *found.front();
 }
 
+void load_fork_policies(ForkOptions& o, const std::filesystem::path& dir) {
+    o.quotas = load_quota_policy(dir);
+    o.children_ttl = load_ttl_policy(dir).children;
+}
+
 ForkResult vm_fork(Host& host, const std::string& source, const ForkOptions& o) {
     const auto t_start = Clock::now();
     const std::optional<PointRef> ref = parse_point_ref(source);

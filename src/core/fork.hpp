@@ -10,6 +10,7 @@
 #include "policies.hpp"
 
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <optional>
 #include <set>
@@ -89,6 +90,10 @@ struct ForkResult {
     std::vector<std::vector<std::string>> child_gpus;
     unsigned parent_gpus_detached = 0; // detached for the cut and attached again
 };
+
+// The quota policy and the children's TTL of the policy folder `dir` (quotas.yaml,
+// ttl.yaml; a file missing there: no such rule) into `o`.
+void load_fork_policies(ForkOptions& o, const std::filesystem::path& dir);
 
 // A fork point named on the command line: "VM@NAME".
 struct PointRef {

@@ -72,6 +72,16 @@ const HostEntry* Inventory::find(const std::string& name) const {
     return nullptr;
 }
 
+Inventory one_host_inventory(const std::string& uri, const std::string& pool) {
+    Inventory inv;
+    HostEntry self;
+    self.name = "default";
+    self.uri = uri;
+    self.pool = pool;
+    inv.hosts.push_back(std::move(self));
+    return inv;
+}
+
 Inventory parse_inventory(const std::string& text, const fs::path& file) {
     YamlReader r(fs::absolute(file).lexically_normal());
     Inventory inv;

@@ -34,6 +34,9 @@ struct Inventory {
     const HostEntry* find(const std::string& name) const; // null when absent
 };
 
+// The fleet of one host without an inventory: `uri` and its `pool`, named "default".
+Inventory one_host_inventory(const std::string& uri, const std::string& pool);
+
 // Parses inventory text as if it came from `file`. Strict as a domain spec: unknown keys,
 // keys given twice, wrong types, bad names and URIs, a host or URI listed twice are
 // SpecErrors naming the file, the line and the key.

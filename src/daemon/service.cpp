@@ -63,11 +63,7 @@ ForkyService::ForkyService(DaemonConfig config, Config settings, EventHub& event
     if (!config_.hosts.empty()) {
         inventory_ = load_inventory(config_.hosts, /*required=*/true);
     } else {
-        HostEntry self;
-        self.name = "default";
-        self.uri = config_.connect;
-        self.pool = config_.pool;
-        inventory_.hosts.push_back(self);
+        inventory_ = one_host_inventory(config_.connect, config_.pool);
     }
     placement_ = load_placement_policy(config_.placement);
     bool local = false;
@@ -267,8 +263,7 @@ grpc::Status ForkyService::Fork(grpc::ServerContext* ctx, const v1::ForkRequest*
             return std::filesystem::exists(policy, ec) || ec ? load_gpu_policy(policy)
                                                              : GpuPolicy{};
         };
-        o.quotas = load_quota_policy(config_.policies);
-        o.children_ttl = load_ttl_policy(config_.policies).children;
+        load_fork_policies(o, config_.policies);
         api::fill(*out, vm_fork(host, req->source(), o));
         out->set_parent_host(o.host_name);
     });
@@ -459,8 +454,7 @@ ForkOptions ForkyService::pool_fork_options(OpContext ctx, std::chrono::millisec
     ForkOptions o;
     o.ctx = std::move(ctx);
     o.lock_wait = wait;
-    o.quotas = load_quota_policy(config_.policies);
-    o.children_ttl = load_ttl_policy(config_.policies).children;
+    load_fork_policies(o, config_.policies);
     return o;
 }
 
