@@ -49,12 +49,13 @@ void print_refill(const std::string& name, const RefillResult& r) {
         std::fprintf(stderr, "placement: %s\n", why.c_str());
     for (const auto& c : r.made)
         std::cout << c << '\n';
+    // Removed: stale children (resumed or stopped behind forky's back) and ready ones above
+    // the size; a refill may do both and make others in one go.
+    std::fprintf(stderr, "Warm pool '%s': %u ready, %zu made", name.c_str(), r.ready_before,
+                 r.made.size());
     if (!r.removed.empty())
-        std::fprintf(stderr, "Warm pool '%s': removed %zu ready child(ren) above its size\n",
-                     name.c_str(), r.removed.size());
-    else
-        std::fprintf(stderr, "Warm pool '%s': %u ready, %zu made\n", name.c_str(), r.ready_before,
-                     r.made.size());
+        std::fprintf(stderr, ", %zu removed (stale, or above its size)", r.removed.size());
+    std::fprintf(stderr, "\n");
 }
 
 void run_create(const PoolCommand& cmd, Context& ctx) {
