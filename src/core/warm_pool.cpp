@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <fstream>
+#include <map>
 #include <set>
 #include <sstream>
 #include <thread>
@@ -204,11 +205,17 @@ void warm_pool_remove_record(Host& host, const std::string& name, const CancelTo
     host.delete_volume(warm_pool_record_name(name));
 }
 
-std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
-                                       const std::string& pool, bool with_memory) {
-    std::vector<ReadyChild> out;
+namespace {
+
+// The children not handed out of every pool on `host` (or of `only` when not null), by
+// pool, from one listing of the host's VMs.
+std::map<std::string, std::vector<ReadyChild>> children_by_pool(Host& host,
+                                                                const std::string& host_name,
+                                                                const std::string* only,
+                                                                bool with_memory) {
+    std::map<std::string, std::vector<ReadyChild>> out;
     for (const auto& vm : vm_list(host)) {
-        if (vm.lineage.warm_pool != pool)
+        if (vm.lineage.warm_pool.empty() || (only != nullptr && vm.lineage.warm_pool != *only))
             continue;
         ReadyChild c{&host, host_name, vm.name, 0, ReadyChild::Status::ready};
         if (vm.state != VmState::paused)
@@ -222,9 +229,17 @@ std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
                 // gone meanwhile
             }
         }
-        out.push_back(std::move(c));
+        out[vm.lineage.warm_pool].push_back(std::move(c));
     }
     return out;
+}
+
+} // namespace
+
+std::vector<ReadyChild> ready_children(Host& host, const std::string& host_name,
+                                       const std::string& pool, bool with_memory) {
+    auto by_pool = children_by_pool(host, host_name, &pool, with_memory);
+    return std::move(by_pool[pool]);
 }
 
 std::vector<ReadyChild> with_status(const std::vector<ReadyChild>& children,
@@ -316,8 +331,9 @@ std::vector<WarmPoolView> list_warm_pools(Fleet& fleet, bool with_memory,
         }
     }
     for (auto& [name, host] : answered) {
+        auto by_pool = children_by_pool(*host, name, nullptr, with_memory);
         for (auto& view : out) {
-            for (auto& c : ready_children(*host, name, view.pool.name, with_memory)) {
+            for (auto& c : by_pool[view.pool.name]) {
                 view.memory_bytes += c.rss_bytes;
                 if (c.status == ReadyChild::Status::held)
                     ++view.held;
