@@ -29,6 +29,8 @@ void setup_gpus(CLI::App& app, Context& ctx);
 void setup_pin(CLI::App& app, Context& ctx); // pin and unpin
 void setup_stats(CLI::App& app, Context& ctx);
 void setup_pool(CLI::App& app, Context& ctx); // pool, acquire and release
+void setup_diff(CLI::App& app, Context& ctx);
+void setup_export(CLI::App& app, Context& ctx); // export and import
 
 // On stderr, after a start from a stored fork point (fork VM@SNAP, revert): the guests
 // whose clock forky could not set, and what that means.

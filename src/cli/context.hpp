@@ -78,6 +78,6 @@ private:
 
 // A progress line on stderr while volumes travel (bytes, rate, time left) for anything
 // that takes more than a moment; none when stderr is not a terminal.
-ProgressFn progress_line(const char* what);
+ProgressFn progress_line(std::string what);
 
 } // namespace forky::cli

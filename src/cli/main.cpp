@@ -140,7 +140,7 @@ const PlacementPolicy& Context::placement() {
     return *placement_;
 }
 
-ProgressFn progress_line(const char* what) {
+ProgressFn progress_line(std::string what) {
     if (!::isatty(STDERR_FILENO))
         return {};
     struct State {
@@ -163,7 +163,7 @@ ProgressFn progress_line(const char* what) {
         const double left = rate > 0 ? static_cast<double>(total - done) / rate : 0;
         const int width = 24;
         const int filled = total > 0 ? static_cast<int>(width * done / total) : width;
-        std::fprintf(stderr, "\r%s [%s%s] %s of %s, %s/s, %.0f s left   ", what,
+        std::fprintf(stderr, "\r%s [%s%s] %s of %s, %s/s, %.0f s left   ", what.c_str(),
                      std::string(static_cast<std::size_t>(filled), '#').c_str(),
                      std::string(static_cast<std::size_t>(width - filled), '.').c_str(),
                      format_size(done).c_str(), format_size(total).c_str(),
@@ -339,6 +339,8 @@ int run(int argc, char** argv) {
     setup_pin(app, ctx);
     setup_stats(app, ctx);
     setup_pool(app, ctx);
+    setup_diff(app, ctx);
+    setup_export(app, ctx);
 
     try {
         app.parse(argc, argv);

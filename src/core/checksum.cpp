@@ -6,6 +6,8 @@
 #include <gnutls/gnutls.h>
 
 #include <array>
+#include <fstream>
+#include <vector>
 
 namespace forky {
 
@@ -59,6 +61,26 @@ std::string sha256_hex(std::string_view data) {
 bool is_sha256_hex(std::string_view text) {
     return text.size() == 64 &&
            text.find_first_not_of("0123456789abcdef") == std::string_view::npos;
+}
+
+std::string file_sha256(const std::filesystem::path& file,
+                        const std::function<void(std::uint64_t)>& progress) {
+    std::ifstream in(file, std::ios::binary);
+    if (!in)
+        throw NotFoundError("Cannot read '" + file.string() + "'");
+    Sha256 hash;
+    std::vector<char> buf(1 << 20);
+    std::uint64_t done = 0;
+    while (in) {
+        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
+        hash.update(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount())));
+        done += static_cast<std::uint64_t>(in.gcount());
+        if (progress)
+            progress(done);
+    }
+    if (in.bad())
+        throw Error("Failed to read '" + file.string() + "'");
+    return hash.hex();
 }
 
 } // namespace forky

@@ -4,6 +4,8 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -30,6 +32,10 @@ private:
 
 // SHA-256 of `data`, hex.
 std::string sha256_hex(std::string_view data);
+
+// SHA-256 of a file on this machine, hex; `progress` is told the bytes read so far.
+std::string file_sha256(const std::filesystem::path& file,
+                        const std::function<void(std::uint64_t)>& progress = {});
 
 // Whether `text` looks like a SHA-256 digest as hex() writes it.
 bool is_sha256_hex(std::string_view text);

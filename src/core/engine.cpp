@@ -99,16 +99,16 @@ DomainPtr domain_by_uuid(Host& host, const std::string& uuid, const std::string&
     return d;
 }
 
-// The XML a target is restored under: the image's, with the target's identity, disks,
-// console and lineage.
-std::string target_xml(const SaveImageHeader& header, const SpawnTarget& t) {
+} // namespace
+
+std::string spawn_target_xml(std::string_view domain_xml, const SpawnTarget& t) {
     ChildPlan plan;
     plan.name = t.name;
     plan.uuid = t.uuid;
     plan.disk_paths = t.disk_paths;
     plan.console_log_path = t.console_path;
     plan.lineage = t.lineage;
-    std::string xml = make_child_xml(header.xml, plan);
+    std::string xml = make_child_xml(domain_xml, plan);
     if (t.boot_paths.empty())
         return xml;
     // On another host: its kernel and initrd are the copies there.
@@ -121,8 +121,6 @@ std::string target_xml(const SaveImageHeader& header, const SpawnTarget& t) {
     doc.save(out, "", pugi::format_raw | pugi::format_no_declaration);
     return out.str();
 }
-
-} // namespace
 
 SaveImageHeader read_header(Host& host, const ForkPoint& point) {
     if (point.memory_image.empty())
@@ -388,7 +386,7 @@ void restore_onto(Host& host, const ForkPoint& point, const SpawnTarget& t, bool
     const SaveImageHeader header = read_header(host, point);
     StorageVolPtr mem = host.find_volume(point.memory_image);
     const std::string mem_path = host.volume_path(mem.get());
-    const std::string xml = target_xml(header, t);
+    const std::string xml = spawn_target_xml(header.xml, t);
     host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
     const int rc = virDomainRestoreFlags(host.conn(), mem_path.c_str(), nullptr,
                                          paused ? VIR_DOMAIN_SAVE_PAUSED : VIR_DOMAIN_SAVE_RUNNING);
@@ -475,7 +473,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
         SpawnTarget& t = targets[i];
         const unsigned n = static_cast<unsigned>(i + 1);
         t.lineage.genid = with_genid ? random_uuid() : std::string();
-        std::string xml = target_xml(header, t);
+        std::string xml = spawn_target_xml(header.xml, t);
         host.write_volume(point.memory_image, 0, encode_save_header(header, xml));
         op.step("header", n);
         op.step("restore", n);
@@ -550,7 +548,7 @@ SpawnResult spawn(Operation& op, const ForkPoint& point, std::vector<SpawnTarget
             const std::string genid = domain_genid(domain_xml(live.get()));
             if (!genid.empty() && genid != t.lineage.genid) {
                 t.lineage.genid = genid;
-                s.xml = target_xml(header, t);
+                s.xml = spawn_target_xml(header.xml, t);
                 genid_moved = true;
             }
         }

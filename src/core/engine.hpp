@@ -78,6 +78,9 @@ struct SpawnResult {
 // that answers); the reason when it could not.
 std::optional<std::string> set_guest_clock(virDomainPtr dom);
 
+// The XML `t` runs under, made from `domain_xml` (a memory image's header, or a VM's
+// definition): the target's identity, disks, console, lineage, kernel and initrd.
+std::string spawn_target_xml(std::string_view domain_xml, const SpawnTarget& t);
 // Starts each target from `point` (its memory image): the header set to the target's XML,
 // restored side by side, made persistent only once its restore was seen to succeed under
 // its UUID. The header is the fork point's own again afterwards.

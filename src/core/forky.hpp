@@ -8,7 +8,9 @@
 #include "bench.hpp"      // run_bench
 #include "cancel.hpp"     // CancelToken
 #include "config.hpp"     // load_config
+#include "diff.hpp"       // vm_diff
 #include "errors.hpp"     // Error, exit codes
+#include "export.hpp"     // vm_export, vm_import
 #include "fleet.hpp"      // Fleet: the hosts a command works on
 #include "fork.hpp"       // vm_fork, parse_point_ref, find_fork_point
 #include "fork_point.hpp" // ForkPoint

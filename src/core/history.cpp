@@ -147,6 +147,37 @@ SnapshotResult vm_snapshot(Host& host, const std::string& vm, const std::string&
     return {frozen.point, frozen.paused_ms, frozen.ms};
 }
 
+ForkPoint freeze_for_reading(Operation& op, const std::string& vm, bool memory) {
+    Host& host = op.host();
+    const PoolFacts pool = pool_facts(host);
+    DomainPtr dom = host.domain(vm);
+    const VmFacts facts = vm_facts(host, dom.get(), pool);
+    FreezeRequest request;
+    request.kind = ForkPoint::Kind::fork;
+    request.disk_only = !memory || facts.state == VmState::shut_off;
+    request.cold = facts.state == VmState::paused;
+    request.keep_paused = request.cold; // as it was
+    if (memory && !request.disk_only) {
+        const std::vector<GpuAssignment> gpus = domain_gpus(domain_xml(dom.get()));
+        if (!gpus.empty())
+            throw ConflictError("VM '" + vm +
+                                "' has GPUs passed through: its memory cannot be saved while "
+                                "they are attached; take a snapshot first ('forky snapshot " +
+                                vm + "', which detaches them for the cut) and use VM@SNAP");
+    }
+    const FreezePlan plan = plan_freeze(facts, pool, request);
+    op.lock().reserve(journal_bytes(op.lock().journal(), &plan, nullptr));
+    return freeze(op, facts, plan).point;
+}
+
+void drop_reading_point(Host& host, const ForkPoint& point) {
+    std::vector<std::string> deleted;
+    ForkPoint p = point;
+    if (p.record_volume.empty()) // as freeze returned it, not as listed
+        p.record_volume = fork_point_record_name(p.vm, p.seq);
+    drop_fork_point(host, p, deleted);
+}
+
 std::vector<SnapshotInfo> vm_snapshots(Host& host, const std::string& vm) {
     require_valid_name(vm);
     host.pool();

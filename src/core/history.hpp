@@ -61,6 +61,16 @@ struct RevertResult {
 RevertResult vm_revert(Host& host, const std::string& vm, const std::string& snap,
                        const RevertOptions& options);
 
+// A fork point of the VM `op` locks, taken inside `op` for a command that only reads that
+// state and lets it go (forky diff, forky export): kind fork (fpN), so gc reclaims it
+// should the command be killed once `op` is gone, and leaves it alone while `op` lives.
+// `memory` false: its disks alone (a disk-only snapshot: the VM never pauses). A paused VM
+// is frozen cold. The VM carries on on new tops, one layer deeper ('forky squash').
+ForkPoint freeze_for_reading(Operation& op, const std::string& vm, bool memory);
+// Removes such a fork point (its record, memory image and libvirt's record of it); its
+// layers stay below the VM's tops. Gone already (gc) is fine.
+void drop_reading_point(Host& host, const ForkPoint& point);
+
 struct RemoveSnapshotResult {
     std::vector<std::string> deleted; // volumes
 };

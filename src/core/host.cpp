@@ -10,10 +10,13 @@
 #include <libvirt/virterror.h>
 #include <pugixml.hpp>
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -696,6 +699,96 @@ ShipResult Host::upload_file(const std::string& file, const std::string& to_name
     result.sha256 = hash.hex();
     drop.done = true;
     return result;
+}
+
+ShipResult Host::download_file(const std::string& name, const std::string& file,
+                               const ProgressFn& progress) {
+    StorageVolPtr vol = find_volume(name);
+    if (!vol)
+        throw NotFoundError("No volume '" + name + "' in pool '" + options_.pool + "'");
+    const std::string context =
+        "Failed to download volume '" + name + "' from '" + options_.uri + "' to '" + file + "'";
+    ShipResult result;
+    result.size = file_length(vol.get(), name);
+    const int fd = ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        throw Error(context + ": " + std::strerror(errno));
+    bool done = false;
+    struct Cleanup {
+        int fd;
+        const std::string& file;
+        bool& done;
+        ~Cleanup() {
+            ::close(fd);
+            if (!done)
+                ::unlink(file.c_str());
+        }
+    } cleanup{fd, file, done};
+    StreamPtr in(lv_check(virStreamNew(conn(), 0), "Failed to open a stream"));
+    lv_check(virStorageVolDownload(vol.get(), in.get(), 0, result.size,
+                                   VIR_STORAGE_VOL_DOWNLOAD_SPARSE_STREAM),
+             context);
+    std::vector<char> buf(1 << 20);
+    Sha256 hash;
+    std::uint64_t offset = 0;
+    try {
+        for (;;) {
+            long long hole = 0;
+            const long long got = recv_segment(in.get(), buf, hole, context);
+            if (got == 0)
+                break;
+            if (got == -3) {
+                hash.update_zeros(static_cast<std::uint64_t>(hole));
+                offset += static_cast<std::uint64_t>(hole);
+            } else {
+                const std::string_view data(buf.data(), static_cast<std::size_t>(got));
+                hash.update(data);
+                for (std::size_t put = 0; put < data.size();) {
+                    const ssize_t n = ::pwrite(fd, data.data() + put, data.size() - put,
+                                               static_cast<off_t>(offset + put));
+                    if (n < 0 && errno == EINTR)
+                        continue;
+                    if (n <= 0)
+                        throw StorageError(context + ": " + std::strerror(errno));
+                    put += static_cast<std::size_t>(n);
+                }
+                offset += data.size();
+                result.data_bytes += data.size();
+            }
+            if (progress)
+                progress(offset, result.size);
+        }
+        if (::ftruncate(fd, static_cast<off_t>(offset)) != 0 || ::fsync(fd) != 0)
+            throw StorageError(context + ": " + std::strerror(errno));
+    } catch (...) {
+        virStreamAbort(in.get());
+        throw;
+    }
+    lv_check(virStreamFinish(in.get()), context);
+    result.sha256 = hash.hex();
+    done = true;
+    return result;
+}
+
+StorageVolPtr Host::flatten_volume(const std::string& from, const std::string& to_name) {
+    StorageVolPtr src = find_volume(from);
+    if (!src)
+        throw NotFoundError("No volume '" + from + "' in pool '" + options_.pool + "'");
+    virStorageVolInfo info{};
+    lv_check(virStorageVolGetInfo(src.get(), &info), "Failed to query volume '" + from + "'");
+    pugi::xml_document doc;
+    pugi::xml_node v = doc.append_child("volume");
+    v.append_child("name").text().set(to_name.c_str());
+    pugi::xml_node cap = v.append_child("capacity");
+    cap.append_attribute("unit") = "bytes";
+    cap.text().set(std::to_string(info.capacity).c_str());
+    pugi::xml_node target = v.append_child("target");
+    target.append_child("format").append_attribute("type") = "qcow2";
+    target.append_child("compat").text().set("1.1");
+    StorageVolPtr vol(virStorageVolCreateXMLFrom(pool(), to_xml(doc).c_str(), src.get(), 0));
+    lv_check(vol.get(), "Failed to copy volume '" + from + "' into '" + to_name + "' in pool '" +
+                            options_.pool + "'");
+    return vol;
 }
 
 std::string Host::volume_sha256(const std::string& name) {

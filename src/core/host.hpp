@@ -117,6 +117,14 @@ public:
     // of this host's pool, blocks of zeros as holes; the volume goes again if it fails.
     ShipResult upload_file(const std::string& file, const std::string& to_name,
                            const ProgressFn& progress = {});
+    // Downloads volume `name` into new local file `file` (on the machine forky runs on;
+    // never an existing one), holes as holes; the file goes again if it fails.
+    ShipResult download_file(const std::string& name, const std::string& file,
+                             const ProgressFn& progress = {});
+    // A new qcow2 volume `to_name` holding what volume `from` shows through its whole
+    // backing chain, with no backing file of its own (libvirt copies it with qemu-img
+    // convert on the host).
+    StorageVolPtr flatten_volume(const std::string& from, const std::string& to_name);
     // SHA-256 of a volume's file as read through libvirt (holes as zeros).
     std::string volume_sha256(const std::string& name);
     // Makes qcow2 volume `name` name `backing` as its backing file (a layer shipped here

@@ -38,6 +38,22 @@ std::string Operation::create_raw(const std::string& name, std::uint64_t capacit
     return host_->volume_path(vol.get());
 }
 
+void Operation::flatten(const std::string& name, const std::string& from) {
+    lock_.record_volume(name);
+    host_->flatten_volume(from, name);
+    undo_to_.back()->on_rollback("delete volume '" + name + "'",
+                                 [this, name] { host_->delete_volume(name); });
+}
+
+ShipResult Operation::upload(const std::string& file, const std::string& name,
+                             const ProgressFn& progress) {
+    lock_.record_volume(name);
+    ShipResult r = host_->upload_file(file, name, progress);
+    undo_to_.back()->on_rollback("delete volume '" + name + "'",
+                                 [this, name] { host_->delete_volume(name); });
+    return r;
+}
+
 ShipResult Operation::ship_in(Host& from, const std::string& name, const ProgressFn& progress) {
     lock_.record_volume(name);
     ShipResult r = from.ship_volume(name, *host_, name, progress);

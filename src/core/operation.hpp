@@ -53,6 +53,13 @@ public:
     // Journals volume `name` of `from` (another host) and copies it here under the same
     // name (Host::ship_volume); registers its deletion.
     ShipResult ship_in(Host& from, const std::string& name, const ProgressFn& progress = {});
+    // Journals volume `name` and makes it a flattened copy of volume `from`
+    // (Host::flatten_volume); registers its deletion.
+    void flatten(const std::string& name, const std::string& from);
+    // Journals volume `name` and uploads local file `file` into it (Host::upload_file);
+    // registers its deletion.
+    ShipResult upload(const std::string& file, const std::string& name,
+                      const ProgressFn& progress = {});
     // Journals a domain about to be made (name and UUID) and registers its removal.
     void expect_domain(const std::string& name, const std::string& uuid);
     // Any other undo.

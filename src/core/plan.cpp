@@ -23,7 +23,8 @@ unsigned next_seq(const std::string& vm, unsigned counter, const std::set<std::s
 
 FreezePlan plan_freeze(const VmFacts& vm, const PoolFacts& pool, const FreezeRequest& req) {
     FreezePlan plan;
-    const bool fork = req.kind == ForkPoint::Kind::fork;
+    // Children will start from it (a fork point only read, by diff or export, need not).
+    const bool fork = req.kind == ForkPoint::Kind::fork && !req.disk_only;
     for (const auto& [target, path] : vm.top_paths)
         if (!vm.top_volumes.count(target))
             throw ConflictError("Disk '" + target + "' of VM '" + vm.name + "' ('" + path +
@@ -53,6 +54,10 @@ FreezePlan plan_freeze(const VmFacts& vm, const PoolFacts& pool, const FreezeReq
     default:
         throw ConflictError("VM '" + vm.name + "' is " + to_string(vm.state) +
                             "; only a running, paused or shut off VM can be frozen");
+    }
+    if (req.disk_only) {
+        plan.memory = false;
+        plan.cold = false;
     }
     plan.keep_paused = req.keep_paused;
     plan.children_made = req.children_made;

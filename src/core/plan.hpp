@@ -43,6 +43,7 @@ struct FreezeRequest {
     std::string name;              // a snapshot's name; empty: fpN (fork), snapN, pre-revert-N
     bool cold = false;             // pause for the cut instead of a live snapshot
     bool keep_paused = false;      // cold: leave it paused afterwards
+    bool disk_only = false;        // its disks alone, even of a running VM (never paused)
     std::uint64_t extra_bytes = 0; // what the operation needs besides (its children)
     std::optional<unsigned> children_made; // the VM's new count of children named
 };

@@ -275,21 +275,6 @@ ForkPoint ship_fork_point(Host& from, const std::string& from_name, const ForkPo
 
 namespace {
 
-std::string file_sha256(const std::filesystem::path& file) {
-    std::ifstream in(file, std::ios::binary);
-    if (!in)
-        throw NotFoundError("Cannot read '" + file.string() + "'");
-    Sha256 hash;
-    std::vector<char> buf(1 << 20);
-    while (in) {
-        in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-        hash.update(std::string_view(buf.data(), static_cast<std::size_t>(in.gcount())));
-    }
-    if (in.bad())
-        throw Error("Failed to read '" + file.string() + "'");
-    return hash.hex();
-}
-
 // "qcow2" of "rootfs.qcow2"; empty when the name has no plain extension.
 std::string extension_of(const std::filesystem::path& file) {
     std::string ext = file.extension().string();

@@ -1,0 +1,802 @@
+#include "export.hpp"
+
+#include "checksum.hpp"
+#include "child_xml.hpp"
+#include "engine.hpp"
+#include "errors.hpp"
+#include "fork.hpp"
+#include "images.hpp"
+#include "lineage.hpp"
+#include "log.hpp"
+#include "names.hpp"
+#include "network.hpp"
+#include "process.hpp"
+#include "save_image.hpp"
+#include "ship.hpp"
+#include "vm.hpp"
+
+#include <libvirt/libvirt.h>
+#include <nlohmann/json.hpp>
+#include <pugixml.hpp>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <set>
+#include <sstream>
+
+namespace forky {
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using json = nlohmann::ordered_json;
+
+constexpr const char* manifest_name = "manifest.json";
+constexpr std::uint64_t manifest_limit = 1 << 20;
+constexpr std::uint64_t text_file_limit = 16 << 20; // domain.xml, lineage.xml, spec.yaml
+
+double ms_since(Clock::time_point t) {
+    return std::chrono::duration<double, std::milli>(Clock::now() - t).count();
+}
+
+// The caller's progress line for one file, which also stops the copy on Ctrl-C (the
+// copy's file or volume goes, the operation undoes the rest).
+ProgressFn progress_of(const ProgressFor& p, const std::string& what, const CancelToken& cancel) {
+    ProgressFn shown = p ? p(what) : ProgressFn{};
+    return [shown, what, cancel](std::uint64_t done, std::uint64_t total) {
+        cancel.check("Copying the " + what);
+        if (shown)
+            shown(done, total);
+    };
+}
+
+void write_text(const fs::path& file, const std::string& text) {
+    std::ofstream out(file, std::ios::binary | std::ios::trunc);
+    out << text;
+    out.flush();
+    if (!out)
+        throw StorageError("Failed to write '" + file.string() + "'");
+}
+
+std::string read_text(const fs::path& file, std::uint64_t limit) {
+    struct stat st {};
+    if (::lstat(file.c_str(), &st) != 0)
+        throw NotFoundError("Cannot read '" + file.string() + "': " + std::strerror(errno));
+    if (!S_ISREG(st.st_mode))
+        throw ConflictError("'" + file.string() + "' is not a regular file");
+    if (static_cast<std::uint64_t>(st.st_size) > limit)
+        throw ConflictError("'" + file.string() + "' is larger than forky reads (" +
+                            std::to_string(limit) + " bytes)");
+    std::ifstream in(file, std::ios::binary);
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+// The directory an export is written into, beside its final place; removed unless the
+// export completes (then renamed into place, never over anything).
+struct StagingDir {
+    fs::path path;
+    bool kept = false;
+    explicit StagingDir(const fs::path& final_dir) {
+        std::string tmpl = final_dir.string() + ".partial-XXXXXX";
+        std::vector<char> buf(tmpl.begin(), tmpl.end());
+        buf.push_back('\0');
+        if (::mkdtemp(buf.data()) == nullptr)
+            throw StorageError("Cannot create a directory beside '" + final_dir.string() +
+                               "': " + std::strerror(errno));
+        path = buf.data();
+    }
+    ~StagingDir() {
+        if (!kept) {
+            std::error_code ec;
+            fs::remove_all(path, ec);
+        }
+    }
+    void move_to(const fs::path& final_dir) {
+        if (::renameat2(AT_FDCWD, path.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) != 0)
+            throw StorageError("Cannot move the export into '" + final_dir.string() +
+                               "': " + std::strerror(errno));
+        kept = true;
+    }
+};
+
+std::string xml_text(const pugi::xml_document& doc, const char* xpath) {
+    return doc.select_node(xpath).node().text().get();
+}
+
+std::string xml_attr(const pugi::xml_document& doc, const char* xpath) {
+    return doc.select_node(xpath).attribute().value();
+}
+
+// What a memory image needs of the host it is restored on, from the domain XML.
+json machine_of(const std::string& domain_xml) {
+    pugi::xml_document doc;
+    doc.load_string(domain_xml.c_str());
+    json m;
+    m["domain_type"] = xml_attr(doc, "/domain/@type");
+    m["arch"] = xml_attr(doc, "/domain/os/type/@arch");
+    m["machine"] = xml_attr(doc, "/domain/os/type/@machine");
+    pugi::xml_node cpu = doc.select_node("/domain/cpu").node();
+    std::string mode = cpu.attribute("mode").value();
+    const std::string model = cpu.child("model").text().get();
+    if (mode.empty())
+        mode = model.empty() ? "default" : "custom";
+    m["cpu_mode"] = mode;
+    m["cpu_model"] = model;
+    return m;
+}
+
+// The volume of the pool whose file is `path`.
+std::string volume_at(Host& host, const std::string& path) {
+    for (const auto& v : host.volumes())
+        if (v.path == path)
+            return v.name;
+    return {};
+}
+
+bool simple_file_name(const std::string& name) {
+    return !name.empty() && name.size() < 128 && name != "." && name != ".." &&
+           name.find_first_not_of("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                                  "._-") == std::string::npos;
+}
+
+} // namespace
+
+ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_in,
+                       const ExportOptions& o) {
+    const auto t0 = Clock::now();
+    ExportResult result;
+    result.source = text;
+    const fs::path dir = fs::absolute(dir_in).lexically_normal();
+    result.dir = dir;
+    if (dir.filename().empty())
+        throw UsageError("Export directory '" + dir_in.string() + "' names no directory");
+    std::error_code ec;
+    if (fs::symlink_status(dir, ec).type() != fs::file_type::not_found)
+        throw ConflictError("'" + dir.string() + "' exists; forky export writes a new directory");
+    if (!fs::is_directory(dir.parent_path()))
+        throw NotFoundError("No directory '" + dir.parent_path().string() + "' to export into");
+
+    const auto ref = parse_point_ref(text);
+    const std::string vm = ref ? ref->vm : text;
+    require_valid_name(vm);
+    host.pool();
+    DomainPtr dom = host.find_domain(vm);
+    if (!ref && !dom)
+        throw NotFoundError("No VM " + forky::quoted(vm) + " on '" + host.options().uri +
+                            "' ('forky ls' lists them; a snapshot is written VM@NAME)");
+    if (dom)
+        require_forky_vm(dom.get(), vm, "not exporting it");
+
+    Operation op(host, vm, "export", o.ctx, o.lock_wait);
+    op.step("lock");
+    ForkPoint point;
+    bool borrowed = false;
+    if (ref) {
+        std::optional<std::string> uuid;
+        if ((dom = host.find_domain(vm)))
+            uuid = domain_uuid(dom.get());
+        point = find_fork_point(read_fork_points(host), *ref, uuid);
+    } else {
+        dom = host.domain(vm);
+        point = freeze_for_reading(op, vm, /*memory=*/true);
+        borrowed = true;
+    }
+    result.point = point.label();
+    result.memory = !point.memory_image.empty();
+
+    // The definition and lineage at that instant.
+    std::string domain_def;
+    Lineage lineage;
+    if (result.memory) {
+        domain_def = read_header(host, point).xml;
+        lineage = lineage_at(host, point);
+    } else {
+        if (!dom)
+            throw ConflictError("'" + point.label() +
+                                "' holds disks only and its VM is gone: nothing says how to "
+                                "start it elsewhere");
+        domain_def = domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE);
+        lineage = point.vm_lineage.empty() ? require_forky_vm(dom.get(), vm, "not exporting it")
+                                           : lineage_from_xml(point.vm_lineage);
+    }
+
+    StagingDir staging(dir);
+    json files = json::array();
+    auto add_file = [&](const std::string& name, const std::string& role, const std::string& target,
+                        std::uint64_t bytes, const std::string& sha, json extra = json::object()) {
+        json f = {{"name", name}, {"role", role}, {"bytes", bytes}, {"sha256", sha}};
+        if (!target.empty())
+            f["target"] = target;
+        f.update(extra);
+        files.push_back(f);
+        result.files.push_back({name, role, target, bytes, sha});
+        result.bytes += bytes;
+    };
+
+    // Disks: flattened on the host (libvirt), downloaded, compressed here if asked.
+    for (const auto& [target, layer] : point.layers) {
+        op.cancel().check("Exporting");
+        const std::string flat = vm + "." + target + ".export-" + op.id().substr(0, 8) + ".qcow2";
+        op.flatten(flat, layer);
+        op.step("export-flatten");
+        const auto info = host.volume_info(flat);
+        const std::string name = "disk-" + target + ".qcow2";
+        fs::path file = staging.path / name;
+        ShipResult got;
+        if (o.compress) {
+            const fs::path raw = staging.path / (name + ".uncompressed");
+            host.download_file(flat, raw.string(),
+                               progress_of(o.progress, "disk " + target, o.ctx.cancel));
+            ProcessResult r =
+                run_process({"qemu-img", "convert", "-q", "-c", "-f", "qcow2", "-O", "qcow2", "-o",
+                             "compat=1.1", raw.string(), file.string()},
+                            std::chrono::hours(6));
+            fs::remove(raw, ec);
+            if (r.rc != 0)
+                throw StorageError("Failed to compress disk '" + target + "': " + r.err);
+            got.size = fs::file_size(file);
+            got.sha256 = file_sha256(file);
+        } else {
+            got = host.download_file(flat, file.string(),
+                                     progress_of(o.progress, "disk " + target, o.ctx.cancel));
+        }
+        host.delete_volume(flat);
+        op.step("export-disk");
+        add_file(name, "disk", target, got.size, got.sha256,
+                 {{"format", "qcow2"},
+                  {"virtual_size", info ? info->capacity : 0},
+                  {"compressed", o.compress}});
+    }
+    if (result.memory) {
+        const ShipResult got =
+            host.download_file(point.memory_image, (staging.path / "memory.img").string(),
+                               progress_of(o.progress, "memory image", o.ctx.cancel));
+        op.step("export-memory");
+        add_file("memory.img", "memory", "", got.size, got.sha256);
+    }
+    // The kernel and initrd it boots: volumes of the pool (a copy's are its boot_files).
+    {
+        pugi::xml_document doc;
+        doc.load_string(domain_def.c_str());
+        for (const auto& [role, name] :
+             {std::pair<std::string, std::string>{"kernel", "vmlinuz"}, {"initrd", "initrd.img"}}) {
+            const std::string path = xml_text(doc, ("/domain/os/" + role).c_str());
+            if (path.empty())
+                continue;
+            std::string volume =
+                point.boot_files.count(role) ? point.boot_files.at(role) : volume_at(host, path);
+            const fs::path file = staging.path / name;
+            if (!volume.empty()) {
+                const ShipResult got = host.download_file(
+                    volume, file.string(), progress_of(o.progress, role, o.ctx.cancel));
+                add_file(name, role, "", got.size, got.sha256);
+                continue;
+            }
+            // A spec's file the host reads in place ('forky up' on this machine).
+            if (!host.is_local())
+                throw ConflictError("The " + role + " of '" + point.label() + "', '" + path +
+                                    "', is not in pool '" + host.options().pool + "' on '" +
+                                    host.options().uri +
+                                    "': forky exports only what the pool holds from another "
+                                    "machine");
+            if (!fs::copy_file(path, file, ec) || ec)
+                throw StorageError("Cannot copy the " + role + " '" + path + "': " + ec.message());
+            add_file(name, role, "", fs::file_size(file), file_sha256(file));
+        }
+    }
+    auto add_text = [&](const std::string& name, const std::string& role,
+                        const std::string& content) {
+        write_text(staging.path / name, content);
+        add_file(name, role, "", content.size(), sha256_hex(content));
+    };
+    add_text("domain.xml", "domain", domain_def);
+    add_text("lineage.xml", "lineage", lineage_to_xml(lineage));
+    if (!lineage.spec.empty()) {
+        try {
+            add_text("spec.yaml", "spec", read_text(lineage.spec, text_file_limit));
+        } catch (const Error& e) {
+            logger("export")->warn("The spec '{}' is not in the export: {}", lineage.spec,
+                                   e.what());
+        }
+    }
+
+    json manifest = {{"format", export_format},
+                     {"version", export_version},
+                     {"source", text},
+                     {"vm", vm},
+                     {"vm_uuid", point.vm_uuid},
+                     {"fork_point", point.label()},
+                     {"state", to_string(point.state)},
+                     {"frozen_at", point.created_at},
+                     {"exported_at", utc_now_rfc3339()},
+                     {"host", host.options().uri},
+                     {"memory", result.memory},
+                     {"files", files}};
+    manifest.update(machine_of(domain_def));
+    if (manifest["cpu_mode"] == "host-passthrough" || manifest["cpu_mode"] == "host-model") {
+        char* caps = virConnectGetCapabilities(host.conn());
+        if (caps != nullptr) {
+            pugi::xml_document d;
+            d.load_string(caps);
+            std::free(caps);
+            manifest["host_cpu_model"] = xml_text(d, "/capabilities/host/cpu/model");
+        }
+    }
+    write_text(staging.path / manifest_name, manifest.dump(2) + "\n");
+    ::sync();
+    staging.move_to(dir);
+    if (borrowed)
+        drop_reading_point(host, point);
+    op.step("commit");
+    op.commit();
+    result.ms = ms_since(t0);
+    return result;
+}
+
+std::vector<std::string> imported_xml_problems(std::string_view xml,
+                                               const std::vector<std::string>& disk_targets) {
+    std::vector<std::string> out;
+    pugi::xml_document doc;
+    if (!doc.load_buffer(xml.data(), xml.size()))
+        return {"its domain XML does not parse"};
+    pugi::xml_node dom = doc.child("domain");
+    if (!dom)
+        return {"its domain XML has no <domain>"};
+    for (pugi::xml_node n : dom.children()) {
+        const std::string name = n.name();
+        if (name.find(':') != std::string::npos && name.rfind("qemu:", 0) == 0)
+            out.push_back("it passes QEMU options of its own (<" + name + ">)");
+    }
+    for (const char* tag : {"loader", "nvram", "dtb"})
+        if (dom.child("os").child(tag))
+            out.push_back(std::string("it names a firmware file (<os><") + tag + ">)");
+    static const std::set<std::string> allowed = {
+        "emulator", "disk",     "controller", "interface",  "serial", "console",
+        "input",    "graphics", "video",      "memballoon", "rng",    "audio",
+        "sound",    "watchdog", "panic",      "channel"};
+    std::set<std::string> seen_disks;
+    for (pugi::xml_node d : dom.child("devices").children()) {
+        const std::string kind = d.name();
+        if (!allowed.count(kind)) {
+            out.push_back("it has a <" + kind + "> device, which forky does not import");
+            continue;
+        }
+        if (kind == "disk") {
+            const std::string target = d.child("target").attribute("dev").value();
+            const std::string device = d.attribute("device").value();
+            if (device != "disk") {
+                if (d.child("source"))
+                    out.push_back("its " + device + " '" + target + "' names a host file");
+                continue;
+            }
+            if (std::find(disk_targets.begin(), disk_targets.end(), target) == disk_targets.end())
+                out.push_back("its disk '" + target + "' is not one of the exported disks");
+            else
+                seen_disks.insert(target);
+        } else if (kind == "interface") {
+            const std::string type = d.attribute("type").value();
+            if (type != "user" && type != "network")
+                out.push_back("its network interface is of type '" + type +
+                              "' (only 'user' and 'network' are imported)");
+        } else if (kind == "serial" || kind == "console" || kind == "channel") {
+            const std::string type = d.attribute("type").value();
+            if (type != "pty" && type != "unix" && type != "spicevmc")
+                out.push_back("its " + kind + " is of type '" + type + "'");
+            if (type == "unix" && d.child("source").attribute("path"))
+                out.push_back("its " + kind + " names a socket on the host");
+        } else if (kind == "rng") {
+            const std::string dev = d.child("backend").text().get();
+            if (!dev.empty() && dev != "/dev/urandom" && dev != "/dev/random")
+                out.push_back("its random number generator reads '" + dev + "'");
+        }
+    }
+    for (const auto& t : disk_targets)
+        if (!seen_disks.count(t))
+            out.push_back("exported disk '" + t + "' is not in its definition");
+    return out;
+}
+
+namespace {
+
+struct ManifestFile {
+    std::string name;
+    std::string role;
+    std::string target;
+    std::uint64_t bytes = 0;
+    std::string sha256;
+};
+
+struct Manifest {
+    json doc;
+    std::vector<ManifestFile> files;
+    const ManifestFile* role(const std::string& r) const {
+        for (const auto& f : files)
+            if (f.role == r)
+                return &f;
+        return nullptr;
+    }
+    std::string text(const char* key) const {
+        auto it = doc.find(key);
+        return it != doc.end() && it->is_string() ? it->get<std::string>() : std::string();
+    }
+};
+
+Manifest read_manifest(const fs::path& dir) {
+    const fs::path file = dir / manifest_name;
+    Manifest m;
+    const std::string text = read_text(file, manifest_limit);
+    try {
+        m.doc = json::parse(text);
+    } catch (const json::exception& e) {
+        throw ConflictError("'" + file.string() + "' is not JSON: " + e.what());
+    }
+    auto bad = [&](const std::string& why) {
+        return ConflictError("'" + file.string() + "' is not a forky export's manifest: " + why);
+    };
+    if (!m.doc.is_object() || m.text("format") != export_format)
+        throw bad("no \"format\": \"" + std::string(export_format) + "\"");
+    if (!m.doc.contains("version") || m.doc["version"] != export_version)
+        throw bad("version " + (m.doc.contains("version") ? m.doc["version"].dump() : "none") +
+                  " (this forky reads version " + std::to_string(export_version) + ")");
+    if (!m.doc.contains("files") || !m.doc["files"].is_array())
+        throw bad("no \"files\" list");
+    static const std::set<std::string> roles = {"disk",   "memory",  "kernel", "initrd",
+                                                "domain", "lineage", "spec"};
+    std::set<std::string> names;
+    std::set<std::string> single;
+    for (const auto& f : m.doc["files"]) {
+        ManifestFile mf;
+        try {
+            mf.name = f.at("name").get<std::string>();
+            mf.role = f.at("role").get<std::string>();
+            mf.bytes = f.at("bytes").get<std::uint64_t>();
+            mf.sha256 = f.at("sha256").get<std::string>();
+            if (f.contains("target"))
+                mf.target = f.at("target").get<std::string>();
+        } catch (const json::exception& e) {
+            throw bad(std::string("a file entry: ") + e.what());
+        }
+        if (!simple_file_name(mf.name) || mf.name == manifest_name)
+            throw bad("file name " + forky::quoted(mf.name) +
+                      " (only plain names in the directory)");
+        if (!roles.count(mf.role))
+            throw bad("file role " + forky::quoted(mf.role));
+        if (!is_sha256_hex(mf.sha256))
+            throw bad("the SHA-256 of '" + mf.name + "'");
+        if (!names.insert(mf.name).second)
+            throw bad("'" + mf.name + "' is listed twice");
+        if (mf.role == "disk") {
+            if (name_problem(mf.target))
+                throw bad("disk target " + forky::quoted(mf.target));
+        } else if (!single.insert(mf.role).second) {
+            throw bad("two files of role '" + mf.role + "'");
+        }
+        m.files.push_back(std::move(mf));
+    }
+    if (!m.role("domain"))
+        throw bad("no domain.xml listed");
+    if (!m.role("disk"))
+        throw bad("no disk listed");
+    return m;
+}
+
+// Every file as the manifest says: a regular file of its size and SHA-256.
+void verify_files(const fs::path& dir, const Manifest& m, const ProgressFor& progress,
+                  const CancelToken& cancel) {
+    for (const auto& f : m.files) {
+        cancel.check("Checking the export");
+        const fs::path file = dir / f.name;
+        struct stat st {};
+        if (::lstat(file.c_str(), &st) != 0)
+            throw NotFoundError("'" + file.string() + "', listed in the manifest, is missing");
+        if (!S_ISREG(st.st_mode))
+            throw ConflictError("'" + file.string() + "' is not a regular file");
+        if (static_cast<std::uint64_t>(st.st_size) != f.bytes)
+            throw ConflictError("'" + file.string() + "' is " + std::to_string(st.st_size) +
+                                " bytes, the manifest says " + std::to_string(f.bytes) +
+                                ": the export was changed or damaged since it was written; "
+                                "nothing imported");
+        ProgressFn p = progress_of(progress, "checking " + f.name, cancel);
+        const std::string sha = file_sha256(file, [&](std::uint64_t done) {
+            if (p)
+                p(done, f.bytes);
+        });
+        if (sha != f.sha256)
+            throw ConflictError("'" + file.string() + "' does not match its SHA-256 in the " +
+                                "manifest (it is " + sha + ", the manifest says " + f.sha256 +
+                                "): the export was changed or damaged since it was written; "
+                                "nothing imported");
+    }
+}
+
+// Whether `host` can restore a memory image made for `m`'s machine; the reason when not.
+void require_restorable(Host& host, const Manifest& m, const std::string& domain_def) {
+    const std::string uri = host.options().uri;
+    const std::string arch = m.text("arch");
+    const std::string type = m.text("domain_type");
+    const std::string machine = m.text("machine");
+    char* caps_c = virConnectGetCapabilities(host.conn());
+    if (caps_c == nullptr)
+        throw_libvirt_error("Failed to read the capabilities of '" + uri + "'");
+    const std::string caps_s = caps_c;
+    std::free(caps_c);
+    pugi::xml_document caps;
+    caps.load_string(caps_s.c_str());
+    const std::string guest = "/capabilities/guest[arch/@name='" + arch + "']";
+    if (arch.empty() || !caps.select_node(guest.c_str()))
+        throw ConflictError("The export is for architecture '" + arch + "', which '" + uri +
+                            "' does not run");
+    if (!caps.select_node((guest + "/arch/domain[@type='" + type + "']").c_str()))
+        throw ConflictError("The memory image was made under '" + type + "' (" +
+                            (type == "kvm" ? "KVM" : "emulation") + "), which '" + uri +
+                            "' does not offer: it cannot be restored there");
+    bool has_machine = false;
+    std::string offered;
+    for (auto n : caps.select_nodes((guest + "/arch/machine").c_str())) {
+        const std::string name = n.node().text().get();
+        const std::string canonical = n.node().attribute("canonical").value();
+        if (name == machine || canonical == machine)
+            has_machine = true;
+        if (name.rfind(machine.substr(0, machine.rfind('-') + 1), 0) == 0)
+            offered += (offered.empty() ? "" : ", ") + name;
+    }
+    if (!has_machine)
+        throw ConflictError("The memory image needs QEMU machine type '" + machine + "', which " +
+                            "QEMU on '" + uri + "' does not offer" +
+                            (offered.empty() ? "" : " (it offers " + offered + ")") +
+                            ": a memory image restores only on the machine type it was made on");
+    // The emulator the definition names must be the host's own.
+    pugi::xml_document def;
+    def.load_string(domain_def.c_str());
+    const std::string emulator = xml_text(def, "/domain/devices/emulator");
+    bool emulator_ok = emulator.empty();
+    for (auto n : caps.select_nodes((guest + "/arch//emulator").c_str()))
+        emulator_ok = emulator_ok || emulator == n.node().text().get();
+    if (!emulator_ok)
+        throw ConflictError("Its definition runs emulator '" + emulator + "', which is not one '" +
+                            uri + "' offers");
+    const std::string mode = m.text("cpu_mode");
+    const std::string model = m.text("cpu_model");
+    if (mode == "custom" && !model.empty()) {
+        char* dc = virConnectGetDomainCapabilities(host.conn(), nullptr, arch.c_str(),
+                                                   machine.c_str(), type.c_str(), 0);
+        if (dc == nullptr)
+            throw_libvirt_error("Failed to read the domain capabilities of '" + uri + "'");
+        pugi::xml_document d;
+        d.load_string(dc);
+        std::free(dc);
+        pugi::xml_node found;
+        for (auto n : d.select_nodes("/domainCapabilities/cpu/mode[@name='custom']/model"))
+            if (model == n.node().text().get())
+                found = n.node();
+        if (!found || std::string_view(found.attribute("usable").value()) == "no")
+            throw ConflictError("The memory image needs CPU model '" + model + "', which " +
+                                (found ? "is not usable" : "QEMU does not offer") + " on '" + uri +
+                                "'");
+    } else if (mode == "host-passthrough" || mode == "host-model") {
+        const std::string here = xml_text(caps, "/capabilities/host/cpu/model");
+        const std::string there = m.text("host_cpu_model");
+        if (!there.empty() && here != there)
+            throw ConflictError("The memory image passes the CPU of its host through (" + there +
+                                "); '" + uri + "' has a " + here + ": it cannot be restored there");
+    }
+}
+
+} // namespace
+
+ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& o) {
+    const auto t0 = Clock::now();
+    const fs::path dir = fs::absolute(dir_in).lexically_normal();
+    if (!fs::is_directory(dir))
+        throw NotFoundError("No export directory '" + dir_in.string() + "'");
+    const Manifest m = read_manifest(dir);
+    ImportResult result;
+    result.vm = o.name.empty() ? m.text("vm") : o.name;
+    if (auto why = name_problem(result.vm))
+        throw UsageError("Invalid VM name " + forky::quoted(result.vm) + ": " + *why +
+                         (o.name.empty() ? " (the export's; give one with --name)" : ""));
+    const std::string& vm = result.vm;
+
+    // Everything checked before anything is made.
+    verify_files(dir, m, o.progress, o.ctx.cancel);
+    std::vector<std::string> targets;
+    for (const auto& f : m.files) {
+        if (f.role != "disk")
+            continue;
+        const auto chain = inspect_image_chain(dir / f.name, DiskFormat::qcow2);
+        if (chain.size() != 1 || !chain.front().backing.empty() || !chain.front().data_file.empty())
+            throw ConflictError("'" + (dir / f.name).string() +
+                                "' is not a whole qcow2 image (it names a backing or data file): "
+                                "not importing it");
+        targets.push_back(f.target);
+    }
+    const bool memory = m.role("memory") != nullptr;
+    std::string domain_def = read_text(dir / m.role("domain")->name, text_file_limit);
+    if (memory) {
+        // The definition that runs is the one in the memory image's header.
+        std::ifstream in(dir / m.role("memory")->name, std::ios::binary);
+        std::string fixed(save_header_size, '\0');
+        in.read(fixed.data(), static_cast<std::streamsize>(fixed.size()));
+        std::string head(save_header_size + save_header_data_len(fixed), '\0');
+        in.seekg(0);
+        in.read(head.data(), static_cast<std::streamsize>(head.size()));
+        domain_def = parse_save_header(head).xml;
+    }
+    if (auto problems = imported_xml_problems(domain_def, targets); !problems.empty()) {
+        std::string all;
+        for (const auto& p : problems)
+            all += (all.empty() ? "" : "; ") + p;
+        throw ConflictError("Not importing '" + dir.string() + "': " + all);
+    }
+    Lineage exported;
+    if (const ManifestFile* l = m.role("lineage"))
+        exported = lineage_from_xml(read_text(dir / l->name, text_file_limit));
+
+    host.pool();
+    require_restorable(host, m, domain_def);
+    if (host.find_domain(vm))
+        throw ConflictError("A VM named " + forky::quoted(vm) + " exists on '" +
+                            host.options().uri + "'; import under another name with --name NEW");
+    Operation op(host, vm, "import", o.ctx, o.lock_wait);
+    op.step("lock");
+    if (host.find_domain(vm))
+        throw ConflictError("A VM named " + forky::quoted(vm) + " exists on '" +
+                            host.options().uri + "'");
+    // A removed VM of that name may have kept snapshots (and its volumes' names).
+    std::set<std::string> planned = {console_volume_name(vm), fork_point_record_name(vm, 1),
+                                     fork_point_memory_name(vm, 1)};
+    for (const auto& t : targets) {
+        planned.insert(disk_volume_name(vm, t));
+        planned.insert(layer_volume_name(vm, t, 1));
+    }
+    const auto kept = read_fork_points(host);
+    for (const auto& v : host.volumes())
+        if (planned.count(v.name) ||
+            std::any_of(kept.begin(), kept.end(), [&](const ForkPoint& p) { return p.vm == vm; }))
+            throw ConflictError("Pool '" + host.options().pool +
+                                "' keeps volumes of a removed VM " + "named " + forky::quoted(vm) +
+                                " (its snapshots: 'forky snapshots " + vm +
+                                "'); import under another name with --name NEW");
+
+    // The kernel, initrd and disks as the pool's content-named images (shared with any VM
+    // that uses the same), through the same upload as a spec's files.
+    DomainSpec files;
+    files.source = dir / manifest_name;
+    if (const ManifestFile* k = m.role("kernel"))
+        files.boot.kernel = {dir / k->name, {1, "kernel"}};
+    if (const ManifestFile* i = m.role("initrd"))
+        files.boot.initrd = {dir / i->name, {1, "initrd"}};
+    for (const auto& f : m.files)
+        if (f.role == "disk") {
+            DiskSpec d;
+            d.base = {dir / f.name, {1, "disk"}};
+            d.base_format = DiskFormat::qcow2;
+            d.format_stated = true;
+            d.has_qcow2_header = true;
+            d.target = f.target;
+            files.disks.push_back(d);
+        }
+    UploadStats stats;
+    const DomainSpec uploaded = upload_spec_files(
+        host, files, stats, [&op](const std::string& v) { op.lock().record_volume(v); },
+        progress_of(o.progress, "uploading", o.ctx.cancel), o.ctx.cancel);
+    result.bytes_uploaded = stats.bytes_sent;
+    result.images_reused = stats.files_reused;
+    op.step("import-upload");
+
+    // The imported state as the VM's first fork point, 'imported': its own first tops
+    // (empty overlays on the images) frozen below the tops it runs on.
+    const unsigned seq = 1;
+    const std::string uuid = random_uuid();
+    ForkPoint point;
+    point.id = random_uuid();
+    point.name = "imported";
+    point.kind = ForkPoint::Kind::snapshot;
+    point.seq = seq;
+    point.vm = vm;
+    point.vm_uuid = uuid;
+    point.created_at = utc_now_rfc3339();
+    point.host = host.options().uri;
+    point.pool = host.options().pool;
+    point.state = memory ? VmState::running : VmState::shut_off;
+    point.operation = op.id();
+
+    Lineage at_point;
+    at_point.created_at = point.created_at;
+    at_point.operation = op.id();
+    at_point.pool = host.options().pool;
+    at_point.spec = exported.spec;
+    at_point.ttl = std::nullopt;
+    at_point.gpu_fork_detach = exported.gpu_fork_detach;
+    for (const auto& p : exported.ports)
+        at_point.ports.push_back({p.guest, 0});
+    SpawnTarget t;
+    t.name = vm;
+    t.uuid = uuid;
+    for (const auto& d : uploaded.disks) {
+        const std::string frozen = disk_volume_name(vm, d.target);
+        const std::string frozen_path = op.create_overlay(frozen, d.base.path, DiskFormat::qcow2);
+        point.layers[d.target] = frozen;
+        at_point.volumes.push_back({"disk", d.target, frozen});
+        const std::string top = layer_volume_name(vm, d.target, seq);
+        t.disk_paths[d.target] = op.create_overlay(top, frozen_path, DiskFormat::qcow2);
+        t.lineage.volumes.push_back({"disk", d.target, top});
+        op.step("import-overlay");
+    }
+    const bool console = exported.console_volume() != nullptr;
+    if (console) {
+        const std::string log = console_volume_name(vm);
+        t.console_path = op.create_raw(log);
+        at_point.volumes.push_back({"console", "", log});
+        t.lineage.volumes.push_back({"console", "", log});
+    }
+    if (!uploaded.boot.kernel.empty())
+        t.boot_paths["kernel"] = uploaded.boot.kernel.path.string();
+    if (!uploaded.boot.initrd.empty())
+        t.boot_paths["initrd"] = uploaded.boot.initrd.path.string();
+    for (const auto& [role, path] : t.boot_paths)
+        point.boot_files[role] = volume_at(host, path);
+    {
+        Lineage& l = t.lineage;
+        const auto volumes = l.volumes;
+        l = at_point;
+        l.volumes = volumes;
+        l.forks = seq;
+    }
+    point.vm_lineage = lineage_to_xml(at_point);
+    op.create_raw(fork_point_record_name(vm, seq), fork_point_record_capacity);
+
+    if (memory) {
+        point.memory_image = fork_point_memory_name(vm, seq);
+        op.upload((dir / m.role("memory")->name).string(), point.memory_image,
+                  progress_of(o.progress, "memory image", o.ctx.cancel));
+        op.step("import-memory");
+        SpawnOptions so;
+        so.set_clock = true; // the image is as old as the export
+        SpawnResult spawned = spawn(op, point, {t}, so);
+        result.clock_not_set = spawned.clock_not_set;
+        result.resumed = true;
+    } else {
+        pugi::xml_document def;
+        def.load_string(domain_def.c_str());
+        if (!xml_text(def, "/domain/genid").empty())
+            t.lineage.genid = random_uuid();
+        const std::string xml = spawn_target_xml(domain_def, t);
+        op.expect_domain(vm, uuid);
+        DomainPtr dom(virDomainDefineXML(host.conn(), xml.c_str()));
+        lv_check(dom.get(), "Failed to define VM '" + vm + "'");
+        op.step("import-define");
+        lv_check(virDomainCreate(dom.get()), "Failed to start VM '" + vm + "'");
+        op.step("import-start");
+        std::vector<unsigned> guest_ports;
+        for (const auto& p : t.lineage.ports)
+            guest_ports.push_back(p.guest);
+        if (!guest_ports.empty()) {
+            Lineage running = t.lineage;
+            running.ports = forward_ports(dom.get(), vm, guest_ports);
+            write_lineage(dom.get(), vm, running, /*live_only=*/true);
+        }
+    }
+    write_fork_point(host, point);
+    DomainPtr dom = host.domain(vm);
+    define_snapshot_metadata(host, point, domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE));
+    op.step("commit");
+    op.commit();
+    result.snapshot = point.label();
+    result.ms = ms_since(t0);
+    return result;
+}
+
+} // namespace forky

@@ -1,0 +1,98 @@
+// What forky import refuses in an export's domain definition: anything that would reach
+// the host beyond the disks, kernel and console forky replaces. Pure: no libvirt.
+#include "export.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+using namespace forky;
+
+namespace {
+
+// The golden domain XML forky writes for the tiny guest (what an export carries).
+std::string tiny_xml() {
+    std::ifstream in(std::filesystem::path(FORKY_TEST_DATA) / "golden" / "tiny.xml");
+    std::ostringstream s;
+    s << in.rdbuf();
+    return s.str();
+}
+
+std::string with_device(const std::string& device) {
+    std::string xml = tiny_xml();
+    const auto at = xml.find("</devices>");
+    return xml.insert(at, device);
+}
+
+bool mentions(const std::vector<std::string>& problems, const std::string& part) {
+    for (const auto& p : problems)
+        if (p.find(part) != std::string::npos)
+            return true;
+    return false;
+}
+
+} // namespace
+
+TEST(ImportedXml, ForkysOwnDefinitionPasses) {
+    ASSERT_FALSE(tiny_xml().empty());
+    EXPECT_TRUE(imported_xml_problems(tiny_xml(), {"vda"}).empty());
+}
+
+TEST(ImportedXml, DisksMustBeExactlyTheExportedOnes) {
+    EXPECT_TRUE(mentions(imported_xml_problems(tiny_xml(), {"vda", "vdb"}), "'vdb'"));
+    EXPECT_TRUE(mentions(imported_xml_problems(tiny_xml(), {"vdb"}), "'vda'"));
+    const auto block = imported_xml_problems(
+        with_device("<disk type='block' device='disk'><source dev='/dev/sda'/>"
+                    "<target dev='vdz' bus='virtio'/></disk>"),
+        {"vda"});
+    EXPECT_TRUE(mentions(block, "'vdz'")) << block.size();
+    const auto cdrom = imported_xml_problems(
+        with_device("<disk type='file' device='cdrom'><source file='/etc/shadow'/>"
+                    "<target dev='hdc' bus='ide'/></disk>"),
+        {"vda"});
+    EXPECT_TRUE(mentions(cdrom, "host file"));
+}
+
+TEST(ImportedXml, DevicesThatReachTheHostAreRefused) {
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<hostdev mode='subsystem' type='pci'><source><address "
+                                          "domain='0' bus='0' slot='2' function='0'/></source>"
+                                          "</hostdev>"),
+                              {"vda"}),
+        "<hostdev>"));
+    EXPECT_TRUE(
+        mentions(imported_xml_problems(with_device("<filesystem type='mount'><source dir='/'/>"
+                                                   "<target dir='root'/></filesystem>"),
+                                       {"vda"}),
+                 "<filesystem>"));
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<serial type='file'><source path='/etc/passwd'/>"
+                                          "<target port='1'/></serial>"),
+                              {"vda"}),
+        "'file'"));
+    EXPECT_TRUE(
+        mentions(imported_xml_problems(with_device("<interface type='bridge'><source bridge='br0'/>"
+                                                   "</interface>"),
+                                       {"vda"}),
+                 "'bridge'"));
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<rng model='virtio'><backend model='random'>/dev/sda"
+                                          "</backend></rng>"),
+                              {"vda"}),
+        "/dev/sda"));
+    EXPECT_TRUE(mentions(imported_xml_problems("<not-xml", {"vda"}), "parse"));
+}
+
+TEST(ImportedXml, FirmwareFilesAndQemuOptionsAreRefused) {
+    std::string xml = tiny_xml();
+    xml.insert(xml.find("</os>"), "<loader readonly='yes' type='pflash'>/etc/shadow</loader>");
+    EXPECT_TRUE(mentions(imported_xml_problems(xml, {"vda"}), "<loader>"));
+    std::string q = tiny_xml();
+    q.replace(q.find("<domain "), 8,
+              "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' ");
+    q.insert(q.find("</domain>"),
+             "<qemu:commandline><qemu:arg value='-device'/></qemu:commandline>");
+    EXPECT_TRUE(mentions(imported_xml_problems(q, {"vda"}), "QEMU options"));
+}
