@@ -19,6 +19,7 @@ struct BenchCommand {
     std::string name = "forky-bench";
     std::vector<unsigned> counts{1, 4, 8};
     unsigned pool_size = 8;
+    bool no_export = false;
     bool json = false;
 };
 
@@ -103,6 +104,18 @@ Json pool_json(const std::optional<PoolBench>& p) {
             {"acquire_print_ms", p->acquire_print_ms}};
 }
 
+Json export_json(const std::optional<ExportBench>& e) {
+    if (!e)
+        return nullptr;
+    return {{"export_ms", static_cast<std::uint64_t>(e->export_ms)},
+            {"export_bytes", e->export_bytes},
+            {"import_print_ms", static_cast<std::uint64_t>(e->import_print_ms)},
+            {"diff_blocks_ms", static_cast<std::uint64_t>(e->diff_blocks_ms)},
+            {"diff_ms", e->diff_ms ? Json(static_cast<std::uint64_t>(*e->diff_ms)) : Json()},
+            {"diff_appliance_ms", static_cast<std::uint64_t>(e->diff_appliance_ms)},
+            {"diff_appliance_tcg", e->diff_tcg}};
+}
+
 Json report_json(const BenchReport& r) {
     Json rounds = Json::array();
     for (const auto& x : r.rounds)
@@ -128,7 +141,8 @@ Json report_json(const BenchReport& r) {
                  {"revert_ms", static_cast<std::uint64_t>(r.revert_ms)},
                  {"ksm", ksm_round_json(r.ksm)},
                  {"ksm_skipped", text_or_null(r.ksm_skipped)},
-                 {"warm_pool", pool_json(r.pool)}});
+                 {"warm_pool", pool_json(r.pool)},
+                 {"export", export_json(r.exported)}});
 }
 
 void print_table(const DomainSpec& spec, const BenchReport& r) {
@@ -161,6 +175,19 @@ void print_table(const DomainSpec& spec, const BenchReport& r) {
     std::printf("%-44s %9.0f ms   %.2f x cold boot\n", "revert -> VM printing again", r.revert_ms,
                 r.revert_ms / r.cold_boot_ms);
     std::printf("%-44s %9.0f ms\n", "snapshot (forky snapshot returns)", r.snapshot_ms);
+    if (const auto& e = r.exported) {
+        std::printf("%-44s %9.0f ms   %.2f x cold boot (%s)\n", "export of the running VM",
+                    e->export_ms, e->export_ms / r.cold_boot_ms,
+                    format_size(e->export_bytes).c_str());
+        std::printf("%-44s %9.0f ms   %.2f x cold boot\n", "import -> copy printing",
+                    e->import_print_ms, e->import_print_ms / r.cold_boot_ms);
+        std::printf("%-44s %9.0f ms   %.3f x cold boot\n", "diff --blocks", e->diff_blocks_ms,
+                    e->diff_blocks_ms / r.cold_boot_ms);
+        if (e->diff_ms)
+            std::printf("%-44s %9.0f ms   %.2f x cold boot (libguestfs %.0f ms, %s)\n",
+                        "diff, file by file", *e->diff_ms, *e->diff_ms / r.cold_boot_ms,
+                        e->diff_appliance_ms, e->diff_tcg ? "under emulation" : "KVM");
+    }
     if (r.snapshot_paused_ms)
         std::printf("%-44s %9llu ms   (<= 50 ms)\n", "VM paused, snapshot",
                     static_cast<unsigned long long>(*r.snapshot_paused_ms));
@@ -265,6 +292,7 @@ void run_bench_command(const BenchCommand& cmd, Context& ctx) {
     o.name = cmd.name;
     o.counts = cmd.counts;
     o.pool_size = cmd.pool_size;
+    o.export_diff = !cmd.no_export;
     o.progress = [](const std::string& line) { std::fprintf(stderr, "bench: %s\n", line.c_str()); };
     if (!ctx.fleet_mode()) {
         std::optional<ApiRoundTrip> api;
@@ -328,6 +356,9 @@ void setup_bench(CLI::App& app, Context& ctx) {
         "Then a warm pool of the stored snapshot (--pool-size children): its refill rate,\n"
         "the memory its paused children hold (and after KSM), and an acquire until the\n"
         "child prints, against the cold boot.\n"
+        "Then an export of the running VM and its import until the copy prints, and diffs\n"
+        "against its snapshot: --blocks, and file by file (libguestfs's appliance; only where\n"
+        "the host is this machine). --no-export leaves them out.\n"
         "With --server (forkyd serving the same host), a listing through forkyd's API is\n"
         "timed against forky ls's own call to libvirt.\n"
         "Example: forky bench -f domains/tiny.yaml --counts 1,4,8\n"
@@ -342,6 +373,7 @@ void setup_bench(CLI::App& app, Context& ctx) {
                     "children of the warm pool measured (0: no warm pool)")
         ->capture_default_str()
         ->check(CLI::Range(0u, 64u));
+    sub->add_flag("--no-export", cmd->no_export, "no export, import and diff figures");
     sub->add_flag("--json", cmd->json, "print the figures as JSON");
     sub->callback([cmd, &ctx] { run_bench_command(*cmd, ctx); });
 }

@@ -1,5 +1,8 @@
 #include "bench.hpp"
 
+#include "diff.hpp"
+#include "export.hpp"
+
 #include "errors.hpp"
 #include "fleet.hpp"
 #include "fork.hpp"
@@ -176,6 +179,54 @@ PoolBench bench_pool(Host& host, const std::string& source, const BenchOptions& 
     return b;
 }
 
+ExportBench bench_export(Host& host, const BenchOptions& o, const std::string& snapshot,
+                         std::vector<std::string>& made) {
+    ExportBench b;
+    std::string tmpl = (std::filesystem::temp_directory_path() / "forky-bench-XXXXXX").string();
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (::mkdtemp(buf.data()) == nullptr)
+        throw StorageError("Cannot make a folder for the bench's export");
+    const std::filesystem::path tmp = buf.data();
+    struct Cleanup {
+        std::filesystem::path dir;
+        ~Cleanup() {
+            std::error_code ec;
+            std::filesystem::remove_all(dir, ec);
+        }
+    } cleanup{tmp};
+    ExportOptions eo;
+    eo.ctx = o.ctx;
+    auto t = Clock::now();
+    ExportResult ex = vm_export(host, o.name, tmp / "export", eo);
+    b.export_ms = ms_between(t, Clock::now());
+    b.export_bytes = ex.bytes;
+    ImportOptions io;
+    io.ctx = o.ctx;
+    io.name = o.name + "-imported";
+    made.push_back(io.name);
+    t = Clock::now();
+    vm_import(host, tmp / "export", io);
+    b.import_print_ms = ms_between(t, wait_console(host, io.name, "FORKY-TICK"));
+    remove_everything(host, io.name);
+    made.pop_back();
+    DiffOptions d;
+    d.ctx = o.ctx;
+    d.blocks = true;
+    t = Clock::now();
+    vm_diff(host, o.name, snapshot, d);
+    b.diff_blocks_ms = ms_between(t, Clock::now());
+    if (host.is_local()) {
+        d.blocks = false;
+        t = Clock::now();
+        DiffResult r = vm_diff(host, o.name, snapshot, d);
+        b.diff_ms = ms_between(t, Clock::now());
+        b.diff_appliance_ms = r.appliance_s * 1000;
+        b.diff_tcg = guestfs_needs_tcg();
+    }
+    return b;
+}
+
 } // namespace
 
 BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o) {
@@ -289,6 +340,11 @@ BenchReport run_bench(Host& host, const DomainSpec& spec, const BenchOptions& o)
         for (const auto& c : children)
             remove_quietly(host, c);
         children.clear();
+        if (o.export_diff) {
+            say("export of '" + o.name + "', its import, diffs against '" + snap.point.label() +
+                "'");
+            report.exported = bench_export(host, o, snap.point.label(), children);
+        }
         if (o.pool_size > 0) {
             say("warm pool of " + std::to_string(o.pool_size) + " children of '" +
                 snap.point.label() + "', an acquire");

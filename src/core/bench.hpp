@@ -28,6 +28,9 @@ struct BenchOptions {
     std::function<void()> while_forked;
     // A warm pool of this many children of the stored snapshot (0: none).
     unsigned pool_size = 8;
+    // An export of the running parent and its import; diffs against its snapshot (file by
+    // file only where the host is this machine: libguestfs reads the images here).
+    bool export_diff = true;
     OpContext ctx;
 };
 
@@ -64,6 +67,18 @@ struct PoolBench {
     double acquire_print_ms = 0;        // acquire until the child prints a tick
 };
 
+// forky export of the running parent, forky import of it, forky diff against its stored
+// snapshot (--blocks, and file by file through libguestfs).
+struct ExportBench {
+    double export_ms = 0;           // forky export of the running VM, call to directory
+    std::uint64_t export_bytes = 0; // the directory's files
+    double import_print_ms = 0;     // forky import until the copy prints a tick
+    double diff_blocks_ms = 0;      // forky diff --blocks
+    std::optional<double> diff_ms;  // forky diff, file by file (none: remote host)
+    double diff_appliance_ms = 0;   // of which libguestfs (launch, reads, shutdown)
+    bool diff_tcg = false;          // libguestfs's appliance under emulation
+};
+
 struct BenchReport {
     std::string domain_type;
     std::uint64_t memory_bytes = 0;
@@ -80,6 +95,7 @@ struct BenchReport {
     std::optional<KsmRound> ksm;                     // none: no KSM here, or a remote host
     std::string ksm_skipped;                         // why not
     std::optional<PoolBench> pool;                   // a warm pool (pool_size > 0)
+    std::optional<ExportBench> exported;             // export_diff
 };
 
 // Forks to another host of the fleet against a fork on the same host, side by side: the

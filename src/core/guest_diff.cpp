@@ -1,8 +1,10 @@
 // guest_diff: one libguestfs appliance, every image added read-only, each filesystem
-// mounted on both sides (/a<i> before, /b<i> after) and compared by listing both sides in
-// a few round trips (find0, then lstatnslist/readlinklist in batches). Under emulation
-// each round trip into the appliance is slow, so nothing here is ever done per file
-// except the SHA-256 and byte comparisons of files whose metadata says they may differ.
+// mounted on both sides (/a<i> before, /b<i> after) and compared by listing both sides:
+// find0 for the names (one round trip), then lstatnslist/readlinklist per directory (they
+// take bare names within one directory), in batches. Under emulation each round trip into
+// the appliance costs some 10-20 ms, so nothing here is done per file except the SHA-256
+// (batched per subtree where that is cheaper) and byte comparisons of files whose
+// metadata says they may differ. The cost thus grows with the number of directories.
 #include "guest_diff.hpp"
 
 #include "errors.hpp"
@@ -15,10 +17,10 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <stop_token>
 #include <thread>
 #include <unistd.h>
@@ -445,9 +447,9 @@ void read_links(guestfs_h* g, const std::string& root, const std::vector<std::st
 
 // --- comparing ---------------------------------------------------------------------------
 
-// SHA-256 of `paths` (regular files relative to `root`, listed in `listing`). One
+// SHA-256 of `paths` (sorted; regular files relative to `root`, listed in `listing`). One
 // guestfs_checksum per file costs a round trip each (a fork and exec in the appliance, some
-// 15 ms under emulation); where many candidates share a directory whose whole subtree is
+// 15 ms under emulation); where many candidates lie in a directory whose whole subtree is
 // small, one guestfs_checksums_out over that directory hashes them all in a single trip.
 std::map<std::string, std::string> checksums(guestfs_h* g, const std::string& root,
                                              const Listing& listing,
@@ -458,28 +460,35 @@ std::map<std::string, std::string> checksums(guestfs_h* g, const std::string& ro
     constexpr std::size_t min_candidates = 8;
 
     std::map<std::string, std::string> sums;
-    std::map<std::string, std::vector<const std::string*>> dirs;
-    for (const auto& p : paths) {
-        const auto slash = p.rfind('/');
-        dirs[slash == std::string::npos ? std::string() : p.substr(0, slash)].push_back(&p);
-    }
-    for (const auto& [dir, members] : dirs) {
-        if (members.size() < min_candidates)
-            continue;
-        // Everything under `dir` (sorted maps keep a subtree together: "dir/" up to "dir0").
-        auto first = dir.empty() ? listing.begin() : listing.lower_bound(dir + "/");
-        auto last = dir.empty() ? listing.end() : listing.lower_bound(dir + "0");
-        std::uint64_t subtree = 0, wanted = 0;
+    // Every directory that holds a candidate somewhere below it, parents first.
+    std::set<std::string> dirs;
+    for (const auto& p : paths)
+        for (auto slash = p.find('/'); slash != std::string::npos; slash = p.find('/', slash + 1))
+            dirs.insert(p.substr(0, slash));
+    if (!paths.empty())
+        dirs.insert("");
+    for (const auto& dir : dirs) {
+        // A subtree is contiguous in sorted order: from "dir/" up to (not including) "dir0".
+        const std::string lo = dir.empty() ? std::string() : dir + "/";
+        const std::string hi = dir.empty() ? std::string() : dir + "0";
+        const auto pfirst = std::lower_bound(paths.begin(), paths.end(), lo);
+        const auto plast = dir.empty() ? paths.end() : std::lower_bound(pfirst, paths.end(), hi);
+        const auto lfirst = listing.lower_bound(lo);
+        const auto llast = dir.empty() ? listing.end() : listing.lower_bound(hi);
         std::size_t pending = 0;
-        for (auto it = first; it != last; ++it)
+        std::uint64_t wanted = 0;
+        for (auto it = pfirst; it != plast; ++it)
+            if (sums.count(*it) == 0) {
+                ++pending;
+                wanted += listing.at(*it).size;
+            }
+        if (pending < min_candidates)
+            continue;
+        std::uint64_t subtree = 0;
+        for (auto it = lfirst; it != llast && subtree <= wanted + pending * trip_bytes; ++it)
             if (it->second.type == "file")
                 subtree += it->second.size;
-        for (const std::string* p : members)
-            if (sums.count(*p) == 0) {
-                ++pending;
-                wanted += listing.at(*p).size;
-            }
-        if (pending < min_candidates || subtree > wanted + pending * trip_bytes)
+        if (subtree > wanted + pending * trip_bytes)
             continue;
         cancel.check("Comparing the disks' files");
         const std::string directory = dir.empty() ? root : root + "/" + dir;
@@ -664,6 +673,7 @@ std::vector<DiskDiff> guest_diff(const std::vector<DiskPair>& disks,
     }
     launch(g, options, t0);
     options.cancel.check(step);
+    progress("finding the filesystems"); // list_filesystems probes every device: seconds
 
     std::vector<std::string> devices;
     try {

@@ -60,7 +60,7 @@ struct GuestDiffOptions {
     // for hosts where KVM is absent or unusable (nested). Without it, libguestfs's own
     // default (or LIBGUESTFS_BACKEND / LIBGUESTFS_BACKEND_SETTINGS when set).
     bool force_tcg = false;
-    // Told what it is doing ("starting the appliance", "reading vda", ...) and the
+    // Told what it is doing ("starting libguestfs's appliance", "reading vda", ...) and the
     // seconds since the diff began; called from a helper thread about once a second while
     // the appliance starts, so a terminal can show that it is alive.
     std::function<void(const std::string& stage, double seconds)> progress;
