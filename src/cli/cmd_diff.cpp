@@ -6,6 +6,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -144,9 +145,12 @@ void run_diff(const DiffCommand& cmd, Context& ctx) {
                     std::string what;
                     for (const auto& w : c.what)
                         what += (what.empty() ? "" : ", ") + w;
-                    std::printf("  ~ %s  (%s; %s: %s -> %s bytes", c.path.c_str(),
-                                c.type_after.c_str(), what.c_str(),
-                                size_text(c.size_before).c_str(), size_text(c.size_after).c_str());
+                    std::printf("  ~ %s  (%s; %s", c.path.c_str(), c.type_after.c_str(),
+                                what.c_str());
+                    if (c.size_before != c.size_after ||
+                        std::find(c.what.begin(), c.what.end(), "content") != c.what.end())
+                        std::printf(": %s -> %s bytes", size_text(c.size_before).c_str(),
+                                    size_text(c.size_after).c_str());
                     if (c.first_difference)
                         std::printf(", first difference at byte %llu",
                                     static_cast<unsigned long long>(*c.first_difference));

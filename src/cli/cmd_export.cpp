@@ -24,6 +24,7 @@ struct ExportCommand {
 struct ImportCommand {
     std::string dir;
     std::string name;
+    bool name_given = false;
     std::string host;
     bool json = false;
     unsigned wait_s = 120;
@@ -70,6 +71,8 @@ void run_export(const ExportCommand& cmd, Context& ctx) {
 void run_import(const ImportCommand& cmd, Context& ctx) {
     if (ctx.remote())
         not_served("import", ctx);
+    if (cmd.name_given && cmd.name.empty())
+        throw UsageError("--name is empty; leave it out for the exported VM's name");
     ImportOptions o;
     o.name = cmd.name;
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
@@ -111,7 +114,9 @@ void setup_export(CLI::App& app, Context& ctx) {
         "the switch-over, as for a snapshot) and removed afterwards; its disk chain is one\n"
         "layer deeper. Everything travels through libvirt's storage API (works against a\n"
         "remote host); a progress bar shows on a terminal. The directory appears whole or\n"
-        "not at all. Prints the directory. 'forky import DIR' brings it back.\n"
+        "not at all: it is written beside it as DIR.partial-XXXXXX and renamed (a killed\n"
+        "export leaves that folder, which forky gc does not see: remove it). Prints the\n"
+        "directory. 'forky import DIR' brings it back.\n"
         "Examples: forky export web-1 /srv/exports/web-1\n"
         "          forky export web@before-upgrade /srv/exports/web-bu --compress");
     sub->add_option("source", cmd->source, "the VM, or VM@SNAP")->required();
@@ -137,7 +142,8 @@ void setup_export(CLI::App& app, Context& ctx) {
         "Examples: forky import /srv/exports/web-1 --name web-1-copy\n"
         "          forky --hosts fleet.yaml import /srv/exports/web-1 --host node2");
     isub->add_option("dir", imp->dir, "the export directory")->required();
-    isub->add_option("--name", imp->name, "the new VM's name (default: the exported VM's)");
+    isub->add_option("--name", imp->name, "the new VM's name (default: the exported VM's)")
+        ->each([imp](const std::string&) { imp->name_given = true; });
     isub->add_option("--host", imp->host, "the host of the inventory to import into");
     isub->add_option("--wait", imp->wait_s, "seconds to wait while another operation runs")
         ->capture_default_str();

@@ -65,7 +65,7 @@ Side resolve(Host& host, const std::string& text, bool read_files, const DiffOpt
         side.vm = ref->vm;
         std::optional<std::string> uuid;
         if (DomainPtr d = host.find_domain(ref->vm)) {
-            require_forky_vm(d.get(), ref->vm, "not comparing it");
+            require_forky_vm(d.get(), ref->vm, "not comparing");
             uuid = domain_uuid(d.get());
         }
         const ForkPoint point = find_fork_point(read_fork_points(host), *ref, uuid);
@@ -78,7 +78,7 @@ Side resolve(Host& host, const std::string& text, bool read_files, const DiffOpt
     if (!dom)
         throw NotFoundError("No VM " + forky::quoted(text) + " on '" + host.options().uri +
                             "' ('forky ls' lists them; a snapshot is written VM@NAME)");
-    require_forky_vm(dom.get(), text, "not comparing it");
+    require_forky_vm(dom.get(), text, "not comparing");
     const VmState state = domain_state(dom.get());
     if (read_files && state != VmState::shut_off) {
         if (o.no_snapshot)
@@ -119,7 +119,8 @@ struct Borrowed {
             if (!s->borrowed)
                 continue;
             try {
-                Operation op(host, s->vm, "rm", o.ctx, o.lock_wait);
+                // Also after Ctrl-C: a context of its own, which nothing cancels.
+                Operation op(host, s->vm, "rm", OpContext{}, o.lock_wait);
                 drop_reading_point(host, *s->borrowed);
                 op.commit();
             } catch (const std::exception& e) {
@@ -224,7 +225,12 @@ DiffResult vm_diff(Host& host, const std::string& after, const std::string& befo
         go.progress = o.progress;
         go.cancel = o.ctx.cancel;
         const auto t_g = Clock::now();
-        result.files = guest_diff(pairs, go);
+        try {
+            result.files = guest_diff(pairs, go);
+        } catch (const Error&) {
+            o.ctx.cancel.check("The diff"); // the appliance died of the same signal
+            throw;
+        }
         result.appliance_s = std::chrono::duration<double>(Clock::now() - t_g).count();
         // Disks whose files could not be read: their block-level figures instead.
         for (const auto& d : result.files)

@@ -11,6 +11,7 @@
 #include "names.hpp"
 #include "network.hpp"
 #include "process.hpp"
+#include "qcow2.hpp"
 #include "save_image.hpp"
 #include "ship.hpp"
 #include "vm.hpp"
@@ -158,10 +159,14 @@ ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_
     const auto t0 = Clock::now();
     ExportResult result;
     result.source = text;
-    const fs::path dir = fs::absolute(dir_in).lexically_normal();
+    if (dir_in.empty())
+        throw UsageError("The export directory is empty; name a new directory");
+    fs::path dir = fs::absolute(dir_in).lexically_normal();
+    if (dir.filename().empty()) // "exports/new/"
+        dir = dir.parent_path();
     result.dir = dir;
-    if (dir.filename().empty())
-        throw UsageError("Export directory '" + dir_in.string() + "' names no directory");
+    if (dir.filename().empty() || dir == dir.root_path())
+        throw UsageError("Export directory '" + dir_in.string() + "' names no new directory");
     std::error_code ec;
     if (fs::symlink_status(dir, ec).type() != fs::file_type::not_found)
         throw ConflictError("'" + dir.string() + "' exists; forky export writes a new directory");
@@ -172,12 +177,15 @@ ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_
     const std::string vm = ref ? ref->vm : text;
     require_valid_name(vm);
     host.pool();
+    if (host.is_local() && is_under(dir, host.pool_path()))
+        throw UsageError("'" + dir.string() + "' lies in pool '" + host.options().pool +
+                         "''s folder, which is forky's alone; export somewhere else");
     DomainPtr dom = host.find_domain(vm);
     if (!ref && !dom)
         throw NotFoundError("No VM " + forky::quoted(vm) + " on '" + host.options().uri +
                             "' ('forky ls' lists them; a snapshot is written VM@NAME)");
     if (dom)
-        require_forky_vm(dom.get(), vm, "not exporting it");
+        require_forky_vm(dom.get(), vm, "not exporting");
 
     Operation op(host, vm, "export", o.ctx, o.lock_wait);
     op.step("lock");
@@ -208,10 +216,16 @@ ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_
                                 "' holds disks only and its VM is gone: nothing says how to "
                                 "start it elsewhere");
         domain_def = domain_xml(dom.get(), VIR_DOMAIN_XML_INACTIVE);
-        lineage = point.vm_lineage.empty() ? require_forky_vm(dom.get(), vm, "not exporting it")
+        lineage = point.vm_lineage.empty() ? require_forky_vm(dom.get(), vm, "not exporting")
                                            : lineage_from_xml(point.vm_lineage);
     }
 
+    // An export killed midway leaves its staging folder (nothing else knows of it).
+    for (const auto& e : fs::directory_iterator(dir.parent_path(), ec))
+        if (e.path().filename().string().rfind(dir.filename().string() + ".partial-", 0) == 0)
+            logger("export")->warn("'{}' is left from an export to '{}' that did not finish; "
+                                   "remove it",
+                                   e.path().string(), dir.string());
     StagingDir staging(dir);
     json files = json::array();
     auto add_file = [&](const std::string& name, const std::string& role, const std::string& target,
@@ -354,26 +368,62 @@ std::vector<std::string> imported_xml_problems(std::string_view xml,
     pugi::xml_node dom = doc.child("domain");
     if (!dom)
         return {"its domain XML has no <domain>"};
+    // What a definition may hold, element by element: anything else may reach the host
+    // (files QEMU opens or writes, sockets, listening ports, host devices, host memory)
+    // and is refused, never dropped (a memory image's definition must stay as it was).
+    static const std::set<std::string> top = {
+        "name",        "uuid",      "genid",    "title",
+        "description", "metadata",  "memory",   "currentMemory",
+        "maxMemory",   "vcpu",      "vcpus",    "iothreads",
+        "os",          "features",  "cpu",      "clock",
+        "on_poweroff", "on_reboot", "on_crash", "pm",
+        "devices",     "seclabel"};
     for (pugi::xml_node n : dom.children()) {
         const std::string name = n.name();
-        if (name.find(':') != std::string::npos && name.rfind("qemu:", 0) == 0)
-            out.push_back("it passes QEMU options of its own (<" + name + ">)");
-    }
-    for (const char* tag : {"loader", "nvram", "dtb"})
-        if (dom.child("os").child(tag))
-            out.push_back(std::string("it names a firmware file (<os><") + tag + ">)");
-    static const std::set<std::string> allowed = {
-        "emulator", "disk",     "controller", "interface",  "serial", "console",
-        "input",    "graphics", "video",      "memballoon", "rng",    "audio",
-        "sound",    "watchdog", "panic",      "channel"};
-    std::set<std::string> seen_disks;
-    for (pugi::xml_node d : dom.child("devices").children()) {
-        const std::string kind = d.name();
-        if (!allowed.count(kind)) {
-            out.push_back("it has a <" + kind + "> device, which forky does not import");
+        if (name == "resource") { // libvirt's own default for a running domain
+            const std::string_view partition = n.child("partition").text().get();
+            if (partition != "/machine" || n.select_nodes("*").size() != 1)
+                out.push_back("its <resource> is not libvirt's default (/machine)");
             continue;
         }
-        if (kind == "disk") {
+        if (n.type() == pugi::node_element && !top.count(name))
+            out.push_back("it has <" + name + ">, which forky does not import");
+    }
+    static const std::set<std::string> os = {"type",    "kernel", "initrd",
+                                             "cmdline", "boot",   "bootmenu"};
+    for (pugi::xml_node n : dom.child("os").children())
+        if (n.type() == pugi::node_element && !os.count(n.name()))
+            out.push_back(std::string("it has <os><") + n.name() +
+                          ">, which forky does not import (firmware and tables are files)");
+    for (pugi::xml_node c = dom.child("clock").first_child(); c; c = c.next_sibling())
+        if (std::string_view(c.name()) != "timer")
+            out.push_back(std::string("it has <clock><") + c.name() + ">");
+    for (auto n : dom.select_nodes("cpu//*[@memAccess='shared' or @discard or @file]"))
+        out.push_back(std::string("its CPU definition has <") + n.node().name() +
+                      "> with host memory settings");
+    std::set<std::string> seen_disks;
+    auto only_local_listen = [&](pugi::xml_node g) {
+        auto local = [](std::string_view a) { return a == "127.0.0.1" || a == "::1"; };
+        if (g.attribute("listen") && !local(g.attribute("listen").value()))
+            return false;
+        for (pugi::xml_node l : g.children("listen")) {
+            const std::string_view type = l.attribute("type").value();
+            if (type == "none")
+                continue;
+            if (type != "address" || !local(l.attribute("address").value()))
+                return false;
+        }
+        return !g.attribute("socket") && !g.child("gl");
+    };
+    for (pugi::xml_node d : dom.child("devices").children()) {
+        if (d.type() != pugi::node_element)
+            continue;
+        const std::string kind = d.name();
+        const std::string type = d.attribute("type").value();
+        if (kind == "emulator" || kind == "controller" || kind == "video" || kind == "memballoon" ||
+            kind == "watchdog" || kind == "panic") {
+            continue; // the emulator: checked against the host's (require_restorable)
+        } else if (kind == "disk") {
             const std::string target = d.child("target").attribute("dev").value();
             const std::string device = d.attribute("device").value();
             if (device != "disk") {
@@ -386,20 +436,36 @@ std::vector<std::string> imported_xml_problems(std::string_view xml,
             else
                 seen_disks.insert(target);
         } else if (kind == "interface") {
-            const std::string type = d.attribute("type").value();
             if (type != "user" && type != "network")
                 out.push_back("its network interface is of type '" + type +
                               "' (only 'user' and 'network' are imported)");
-        } else if (kind == "serial" || kind == "console" || kind == "channel") {
-            const std::string type = d.attribute("type").value();
-            if (type != "pty" && type != "unix" && type != "spicevmc")
-                out.push_back("its " + kind + " is of type '" + type + "'");
-            if (type == "unix" && d.child("source").attribute("path"))
-                out.push_back("its " + kind + " names a socket on the host");
+        } else if (kind == "serial" || kind == "console") {
+            if (type != "pty")
+                out.push_back("its " + kind + " is of type '" + type + "' (only 'pty')");
+        } else if (kind == "channel") {
+            if ((type != "unix" && type != "spicevmc") || d.child("source").attribute("path"))
+                out.push_back("its channel is of type '" + type + "' or names a host socket");
+        } else if (kind == "input") {
+            if (type != "mouse" && type != "keyboard" && type != "tablet")
+                out.push_back("its input device is of type '" + type + "'");
+        } else if (kind == "graphics") {
+            if ((type != "vnc" && type != "spice") || !only_local_listen(d))
+                out.push_back("its graphics (" + type +
+                              ") listen beyond this host's loopback or on a socket");
+        } else if (kind == "sound") {
+            if (d.first_child())
+                out.push_back("its sound device has settings of its own");
+        } else if (kind == "audio") {
+            if (type != "none")
+                out.push_back("its audio backend is of type '" + type + "' (only 'none')");
         } else if (kind == "rng") {
+            const std::string backend = d.child("backend").attribute("model").value();
             const std::string dev = d.child("backend").text().get();
-            if (!dev.empty() && dev != "/dev/urandom" && dev != "/dev/random")
-                out.push_back("its random number generator reads '" + dev + "'");
+            if (backend != "random" ||
+                (!dev.empty() && dev != "/dev/urandom" && dev != "/dev/random"))
+                out.push_back("its random number generator reads '" + backend + "' " + dev);
+        } else {
+            out.push_back("it has a <" + kind + "> device, which forky does not import");
         }
     }
     for (const auto& t : disk_targets)
@@ -503,6 +569,9 @@ void verify_files(const fs::path& dir, const Manifest& m, const ProgressFor& pro
             throw NotFoundError("'" + file.string() + "', listed in the manifest, is missing");
         if (!S_ISREG(st.st_mode))
             throw ConflictError("'" + file.string() + "' is not a regular file");
+        if (st.st_nlink > 1)
+            throw ConflictError("'" + file.string() + "' has " + std::to_string(st.st_nlink) +
+                                " names (hard links): forky cannot tell what else it is");
         if (static_cast<std::uint64_t>(st.st_size) != f.bytes)
             throw ConflictError("'" + file.string() + "' is " + std::to_string(st.st_size) +
                                 " bytes, the manifest says " + std::to_string(f.bytes) +
@@ -596,6 +665,20 @@ void require_restorable(Host& host, const Manifest& m, const std::string& domain
 
 } // namespace
 
+namespace {
+
+void require_importable(const fs::path& dir, const std::string& domain_def,
+                        const std::vector<std::string>& targets) {
+    if (auto problems = imported_xml_problems(domain_def, targets); !problems.empty()) {
+        std::string all;
+        for (const auto& p : problems)
+            all += (all.empty() ? "" : "; ") + p;
+        throw ConflictError("Not importing '" + dir.string() + "': " + all);
+    }
+}
+
+} // namespace
+
 ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& o) {
     const auto t0 = Clock::now();
     const fs::path dir = fs::absolute(dir_in).lexically_normal();
@@ -609,21 +692,47 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
                          (o.name.empty() ? " (the export's; give one with --name)" : ""));
     const std::string& vm = result.vm;
 
-    // Everything checked before anything is made.
+    // Everything checked before anything is made: here, to fail early; and again on what
+    // arrived in the pool, which is what runs (the directory may change meanwhile).
+    if (m.doc.contains("memory") && m.doc["memory"] != (m.role("memory") != nullptr))
+        throw ConflictError("'" + (dir / manifest_name).string() +
+                            "' says \"memory\": " + m.doc["memory"].dump() + " but lists " +
+                            (m.role("memory") ? "a" : "no") + " memory image: not importing it");
     verify_files(dir, m, o.progress, o.ctx.cancel);
     std::vector<std::string> targets;
     for (const auto& f : m.files) {
         if (f.role != "disk")
             continue;
-        const auto chain = inspect_image_chain(dir / f.name, DiskFormat::qcow2);
+        std::vector<ImageLayer> chain;
+        try {
+            chain = inspect_image_chain(dir / f.name, DiskFormat::qcow2);
+        } catch (const Error& e) {
+            throw ConflictError("'" + (dir / f.name).string() +
+                                "' is not a readable qcow2 image (" + e.what() +
+                                "): not importing it");
+        }
         if (chain.size() != 1 || !chain.front().backing.empty() || !chain.front().data_file.empty())
             throw ConflictError("'" + (dir / f.name).string() +
                                 "' is not a whole qcow2 image (it names a backing or data file): "
                                 "not importing it");
+        const ProcessResult check =
+            run_process({"qemu-img", "check", "-q", "-f", "qcow2", (dir / f.name).string()},
+                        std::chrono::minutes(30));
+        if (check.rc != 0)
+            throw ConflictError("'" + (dir / f.name).string() + "' is damaged (qemu-img check: " +
+                                check.out + check.err + "): not importing it");
         targets.push_back(f.target);
     }
     const bool memory = m.role("memory") != nullptr;
-    std::string domain_def = read_text(dir / m.role("domain")->name, text_file_limit);
+    // The definition and lineage, read once and checked in memory against the manifest.
+    auto read_verified = [&](const ManifestFile& f) {
+        std::string text = read_text(dir / f.name, text_file_limit);
+        if (sha256_hex(text) != f.sha256)
+            throw ConflictError("'" + (dir / f.name).string() +
+                                "' changed while it was imported: not importing it");
+        return text;
+    };
+    std::string domain_def = read_verified(*m.role("domain"));
     if (memory) {
         // The definition that runs is the one in the memory image's header.
         std::ifstream in(dir / m.role("memory")->name, std::ios::binary);
@@ -634,15 +743,10 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
         in.read(head.data(), static_cast<std::streamsize>(head.size()));
         domain_def = parse_save_header(head).xml;
     }
-    if (auto problems = imported_xml_problems(domain_def, targets); !problems.empty()) {
-        std::string all;
-        for (const auto& p : problems)
-            all += (all.empty() ? "" : "; ") + p;
-        throw ConflictError("Not importing '" + dir.string() + "': " + all);
-    }
+    require_importable(dir, domain_def, targets);
     Lineage exported;
     if (const ManifestFile* l = m.role("lineage"))
-        exported = lineage_from_xml(read_text(dir / l->name, text_file_limit));
+        exported = lineage_from_xml(read_verified(*l));
 
     host.pool();
     require_restorable(host, m, domain_def);
@@ -695,6 +799,45 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
     result.bytes_uploaded = stats.bytes_sent;
     result.images_reused = stats.files_reused;
     op.step("import-upload");
+    // What arrived is what the manifest describes (its name is its content's SHA-256, read
+    // back from the pool), and each disk is a whole qcow2 of the stated size.
+    auto arrived = [&](const SpecFile& f, const ManifestFile& mf) {
+        const std::string name = fs::path(f.path).filename().string();
+        if (image_sha(name) != mf.sha256)
+            throw ConflictError("'" + (dir / mf.name).string() +
+                                "' changed while it was imported (it arrived as " + name +
+                                "): not importing it");
+        return name;
+    };
+    if (const ManifestFile* k = m.role("kernel"))
+        arrived(uploaded.boot.kernel, *k);
+    if (const ManifestFile* i = m.role("initrd"))
+        arrived(uploaded.boot.initrd, *i);
+    for (const auto& d : uploaded.disks) {
+        const ManifestFile* mf = nullptr;
+        for (const auto& f : m.files)
+            if (f.role == "disk" && f.target == d.target)
+                mf = &f;
+        const std::string name = arrived(d.base, *mf);
+        Qcow2Facts q;
+        try {
+            q = qcow2_facts(host.read_volume_range(name, 0, 4096));
+        } catch (const Error& e) {
+            throw ConflictError("'" + (dir / mf->name).string() + "' is not a qcow2 image (" +
+                                e.what() + "): not importing it");
+        }
+        if (q.has_backing || q.external_data)
+            throw ConflictError("'" + (dir / mf->name).string() +
+                                "' names a backing or data file: not importing it");
+        std::uint64_t stated = 0;
+        for (const auto& f : m.doc["files"])
+            if (f.value("name", "") == mf->name)
+                stated = f.value("virtual_size", std::uint64_t{0});
+        if (q.virtual_size != stated)
+            throw ConflictError("Disk '" + d.target + "' is " + std::to_string(q.virtual_size) +
+                                " bytes, the manifest says " + std::to_string(stated) +
+                                ": not importing it");
+    }
 
     // The imported state as the VM's first fork point, 'imported': its own first tops
     // (empty overlays on the images) frozen below the tops it runs on.
@@ -717,7 +860,9 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
     at_point.created_at = point.created_at;
     at_point.operation = op.id();
     at_point.pool = host.options().pool;
-    at_point.spec = exported.spec;
+    // The spec path names a file on the exporting machine: nothing here (its copy is in
+    // the export directory).
+    at_point.spec.clear();
     at_point.ttl = std::nullopt;
     at_point.gpu_fork_detach = exported.gpu_fork_detach;
     for (const auto& p : exported.ports)
@@ -760,9 +905,16 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
 
     if (memory) {
         point.memory_image = fork_point_memory_name(vm, seq);
-        op.upload((dir / m.role("memory")->name).string(), point.memory_image,
-                  progress_of(o.progress, "memory image", o.ctx.cancel));
+        const ShipResult up = op.upload((dir / m.role("memory")->name).string(), point.memory_image,
+                                        progress_of(o.progress, "memory image", o.ctx.cancel));
         op.step("import-memory");
+        if (up.sha256 != m.role("memory")->sha256)
+            throw ConflictError("'" + (dir / m.role("memory")->name).string() +
+                                "' changed while it was imported: not importing it");
+        // The definition QEMU will run is the pool copy's: checked again there.
+        const std::string header_xml = read_header(host, point).xml;
+        require_importable(dir, header_xml, targets);
+        require_restorable(host, m, header_xml);
         SpawnOptions so;
         so.set_clock = true; // the image is as old as the export
         SpawnResult spawned = spawn(op, point, {t}, so);

@@ -145,14 +145,14 @@ std::optional<std::string> journal_child_problem(const Journal& j, const std::st
         return "it carries no forky metadata";
     if (lineage->pool != pool)
         return "its volumes are in pool '" + lineage->pool + "', not '" + pool + "'";
-    if (j.operation == "up") {
+    if (j.operation == "up" || j.operation == "import") {
         if (name != j.vm || !lineage->parent.empty())
-            return "it is not the VM that 'forky up' of '" + j.vm + "' made";
+            return "it is not the VM that 'forky " + j.operation + "' of '" + j.vm + "' made";
     } else if (j.operation == "fork") {
         if (lineage->parent != j.vm)
             return "its parent is '" + lineage->parent + "', not '" + j.vm + "'";
     } else {
-        return "a " + j.operation + " creates no VMs";
+        return "'forky " + j.operation + "' creates no VMs";
     }
     auto created = parse_rfc3339(lineage->created_at);
     if (!created || *created < j.since)

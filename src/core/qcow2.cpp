@@ -41,6 +41,19 @@ std::uint64_t qcow2_first_cluster_size(std::string_view h) {
     return std::uint64_t{1} << bits;
 }
 
+Qcow2Facts qcow2_facts(std::string_view h) {
+    require_qcow2(h);
+    Qcow2Facts f;
+    f.virtual_size = be(h, 24, 8);
+    f.has_backing = be(h, 8, 8) != 0;
+    if (be(h, 4, 4) == 3) {
+        if (h.size() < 80)
+            throw Error("The qcow2 header was read short of its feature bits");
+        f.external_data = (be(h, 72, 8) & 0x4) != 0;
+    }
+    return f;
+}
+
 std::string qcow2_backing_name(std::string_view h) {
     require_qcow2(h);
     const auto offset = be(h, 8, 8);

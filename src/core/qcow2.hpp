@@ -28,6 +28,17 @@ std::string qcow2_backing_name(std::string_view header);
 // Error when the image has no backing file or the name does not fit the first cluster.
 std::vector<ByteEdit> qcow2_set_backing(std::string_view header, const std::string& backing);
 
+// What an image whose first bytes are `header` (at least 104) is, as a whole disk: its
+// virtual size, whether it names a backing file (`backing_offset` non-zero), an external
+// data file (incompatible feature bit 2 of a version 3 image). Throws Error for what is not
+// a qcow2 header.
+struct Qcow2Facts {
+    std::uint64_t virtual_size = 0;
+    bool has_backing = false;
+    bool external_data = false;
+};
+Qcow2Facts qcow2_facts(std::string_view header);
+
 // The size of the first cluster, from the header's first 24 bytes.
 std::uint64_t qcow2_first_cluster_size(std::string_view header);
 

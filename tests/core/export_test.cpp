@@ -94,5 +94,44 @@ TEST(ImportedXml, FirmwareFilesAndQemuOptionsAreRefused) {
               "<domain xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0' ");
     q.insert(q.find("</domain>"),
              "<qemu:commandline><qemu:arg value='-device'/></qemu:commandline>");
-    EXPECT_TRUE(mentions(imported_xml_problems(q, {"vda"}), "QEMU options"));
+    EXPECT_TRUE(mentions(imported_xml_problems(q, {"vda"}), "<qemu:commandline>"));
+}
+
+// What a hostile review got through a first version: files QEMU writes or reads for the
+// guest (audio to a file, ACPI tables, firmware config entries), consoles on the network,
+// shared host memory.
+TEST(ImportedXml, FilesAndListenersOutsideDevicesAreRefused) {
+    EXPECT_TRUE(
+        mentions(imported_xml_problems(with_device("<sound model='ich6'/><audio id='1' type='file' "
+                                                   "path='/etc/passwd'/>"),
+                                       {"vda"}),
+                 "'file'"));
+    std::string acpi = tiny_xml();
+    acpi.insert(acpi.find("</os>"), "<acpi><table type='slic'>/etc/shadow</table></acpi>");
+    EXPECT_TRUE(mentions(imported_xml_problems(acpi, {"vda"}), "<os><acpi>"));
+    std::string sysinfo = tiny_xml();
+    sysinfo.insert(sysinfo.find("<devices>"),
+                   "<sysinfo type='fwcfg'><entry name='opt/x' file='/etc/shadow'/></sysinfo>");
+    EXPECT_TRUE(mentions(imported_xml_problems(sysinfo, {"vda"}), "<sysinfo>"));
+    std::string shared = tiny_xml();
+    shared.insert(shared.find("<devices>"),
+                  "<memoryBacking><access mode='shared'/></memoryBacking>");
+    EXPECT_TRUE(mentions(imported_xml_problems(shared, {"vda"}), "<memoryBacking>"));
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<graphics type='vnc' listen='0.0.0.0'/>"), {"vda"}),
+        "graphics"));
+    EXPECT_TRUE(
+        mentions(imported_xml_problems(with_device("<graphics type='vnc'><listen type='socket' "
+                                                   "socket='/tmp/x'/></graphics>"),
+                                       {"vda"}),
+                 "graphics"));
+    EXPECT_TRUE(imported_xml_problems(with_device("<graphics type='vnc'><listen type='address' "
+                                                  "address='127.0.0.1'/></graphics>"),
+                                      {"vda"})
+                    .empty());
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<input type='evdev'><source dev='/dev/input/event0'/>"
+                                          "</input>"),
+                              {"vda"}),
+        "'evdev'"));
 }
