@@ -12,6 +12,9 @@
 #include <fstream>
 #include <map>
 #include <set>
+#include <thread>
+
+#include <csignal>
 
 using namespace forky::it;
 namespace fs = std::filesystem;
@@ -262,4 +265,40 @@ TEST(Export, AVmThatIsOffBootsFromItsDisks) {
     EXPECT_FALSE(boot_token("eo-copy").empty()) << "it booted";
     EXPECT_EQ(guest_eval("eo-copy", "cat /mnt/kept.txt"), "on-disk");
     remove_all({"eo", "eo-copy"});
+}
+
+// An import that fails at any step, or is killed while its VM is restored, leaves no domain
+// and no volume of its own once undone or collected (the content-named images it uploaded
+// stay for the next import, as forky up's do).
+TEST(Export, AFailedOrKilledImportLeavesNothingOfItsOwn) {
+    up_tiny("ek");
+    const fs::path dir = test_dir() / "ek.export";
+    CommandResult exported = run_forky({"export", "ek", dir.string()});
+    ASSERT_EQ(exported.rc, 0) << exported.all();
+    const auto domains = domain_names();
+    for (const char* step :
+         {"import-upload", "import-overlay", "import-memory", "header:1", "restored:1"}) {
+        CommandResult r = run_forky({"import", dir.string(), "--name", "ek-new"},
+                                    {std::string("FORKY_FAULT=") + step});
+        EXPECT_NE(r.rc, 0) << step << ": " << r.all();
+        EXPECT_TRUE(contains(r.err, "Injected fault")) << step << ": " << r.all();
+        EXPECT_EQ(domain_names(), domains) << step;
+        EXPECT_TRUE(pool_files_of("ek-new").empty()) << step;
+    }
+    Background bg =
+        start_forky({"import", dir.string(), "--name", "ek-new"}, {"FORKY_FAULT_SLEEP=restored:1"});
+    ASSERT_TRUE(eventually([] { return has(domain_names(), "ek-new"); }));
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    ::kill(bg.pid, SIGKILL);
+    finish(bg);
+    CommandResult gc = run_forky({"gc"});
+    ASSERT_EQ(gc.rc, 0) << gc.all();
+    EXPECT_TRUE(contains(gc.out, "removed domain ek-new")) << gc.out;
+    EXPECT_EQ(domain_names(), domains);
+    EXPECT_TRUE(pool_files_of("ek-new").empty()) << gc.out;
+    // And then it imports.
+    CommandResult ok = run_forky({"import", dir.string(), "--name", "ek-new"});
+    ASSERT_EQ(ok.rc, 0) << ok.all();
+    EXPECT_EQ(first_tick("ek-new").token, boot_token("ek"));
+    remove_all({"ek", "ek-new"});
 }
