@@ -78,8 +78,16 @@ void run_import(const ImportCommand& cmd, Context& ctx) {
     o.lock_wait = std::chrono::seconds(cmd.wait_s);
     o.ctx = ctx.op_context();
     o.progress = progress_lines();
-    Host& host = cmd.host.empty() ? ctx.host() : ctx.host_named(ctx.require_host(cmd.host));
-    ImportResult r = vm_import(host, cmd.dir, o);
+    Host* host = &ctx.host();
+    if (ctx.fleet_mode()) {
+        if (cmd.host.empty())
+            throw UsageError("With a host inventory, say which host imports it: --host NAME");
+        host = &ctx.host_named(ctx.require_host(cmd.host));
+        o.names_elsewhere = ctx.names_elsewhere(cmd.host);
+    } else if (!cmd.host.empty()) {
+        ctx.require_host(cmd.host); // UsageError: no inventory
+    }
+    ImportResult r = vm_import(*host, cmd.dir, o);
     if (cmd.json) {
         print_json({{"vm", r.vm},
                     {"snapshot", r.snapshot},

@@ -691,6 +691,10 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
         throw UsageError("Invalid VM name " + forky::quoted(result.vm) + ": " + *why +
                          (o.name.empty() ? " (the export's; give one with --name)" : ""));
     const std::string& vm = result.vm;
+    if (o.names_elsewhere.count(vm))
+        throw ConflictError("A VM named " + forky::quoted(vm) +
+                            " runs on another host of the fleet; import under another name "
+                            "with --name NEW");
 
     // Everything checked before anything is made: here, to fail early; and again on what
     // arrived in the pool, which is what runs (the directory may change meanwhile).

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -60,7 +61,8 @@ ExportResult vm_export(Host& host, const std::string& ref, const std::filesystem
                        const ExportOptions& options);
 
 struct ImportOptions : HistoryOptions {
-    std::string name; // the new VM's name; empty: the exported VM's
+    std::string name;                      // the new VM's name; empty: the exported VM's
+    std::set<std::string> names_elsewhere; // VMs on the fleet's other hosts: not the new name
     ProgressFor progress;
 };
 
