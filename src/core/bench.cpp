@@ -20,17 +20,6 @@
 
 namespace forky {
 
-std::uint64_t rss_bytes(Host& host, const std::string& vm) {
-    DomainPtr dom = host.domain(vm);
-    virDomainMemoryStatStruct stats[VIR_DOMAIN_MEMORY_STAT_NR];
-    int n = lv_check(virDomainMemoryStats(dom.get(), stats, VIR_DOMAIN_MEMORY_STAT_NR, 0),
-                     "Failed to read the memory statistics of VM '" + vm + "'");
-    for (int i = 0; i < n; ++i)
-        if (stats[i].tag == VIR_DOMAIN_MEMORY_STAT_RSS)
-            return stats[i].val * 1024;
-    return 0;
-}
-
 namespace {
 
 using Clock = std::chrono::steady_clock;

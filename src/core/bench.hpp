@@ -117,9 +117,6 @@ CrossHostReport run_cross_host_bench(Host& a, const std::string& a_name, Host& b
                                      const std::string& b_name, const DomainSpec& spec,
                                      const BenchOptions& options);
 
-// The resident memory of a running VM's QEMU (libvirt's memory statistics: works on a
-// remote host too).
-std::uint64_t rss_bytes(Host& host, const std::string& vm);
 
 // Boots spec as options.name, forks it for each count (removing the children between
 // rounds), then snapshots it, forks from the stored snapshot and reverts to it; removes

@@ -31,6 +31,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <set>
 #include <sstream>
 
@@ -177,9 +178,12 @@ ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_
     const std::string vm = ref ? ref->vm : text;
     require_valid_name(vm);
     host.pool();
-    if (host.is_local() && is_under(dir, host.pool_path()))
-        throw UsageError("'" + dir.string() + "' lies in pool '" + host.options().pool +
-                         "''s folder, which is forky's alone; export somewhere else");
+    // (links resolved: a link into the pool's folder is the pool's folder)
+    if (host.is_local() && (is_under(dir, host.pool_path()) ||
+                            is_under(fs::weakly_canonical(dir.parent_path(), ec) / dir.filename(),
+                                     fs::weakly_canonical(host.pool_path(), ec))))
+        throw ConflictError("'" + dir.string() + "' lies in pool '" + host.options().pool +
+                            "''s folder, which is forky's alone; export somewhere else");
     DomainPtr dom = host.find_domain(vm);
     if (!ref && !dom)
         throw NotFoundError("No VM " + forky::quoted(vm) + " on '" + host.options().uri +
@@ -368,6 +372,63 @@ std::vector<std::string> imported_xml_problems(std::string_view xml,
     pugi::xml_node dom = doc.child("domain");
     if (!dom)
         return {"its domain XML has no <domain>"};
+    // libvirt reads an attribute by its local name whatever its prefix (z:type='ethernet'
+    // is type='ethernet' to it): no prefixed names at all outside <metadata>, no element
+    // twice where libvirt reads one (a second <devices>), and no attribute that names a host
+    // path except where forky sets it itself.
+    std::set<std::string> seen_top;
+    std::function<void(pugi::xml_node, const std::string&)> walk = [&](pugi::xml_node n,
+                                                                       const std::string& at) {
+        for (pugi::xml_attribute a : n.attributes()) {
+            const std::string name = a.name();
+            if (name.find(':') != std::string::npos || name == "xmlns")
+                out.push_back("<" + at + "> has a namespaced attribute '" + name + "'");
+            static const std::set<std::string> paths = {
+                "path", "file",  "dir",   "socket", "script",   "rendernode",
+                "tap",  "vhost", "evdev", "dev",    "filename", "rom"};
+            if (!paths.count(name))
+                continue;
+            const std::string_view value = a.value();
+            // Set by forky (disk sources, console logs), dropped (a pty's /dev/pts/N),
+            // libvirt's own (a guest agent's socket), or no path at all (a disk's target, the
+            // boot device).
+            const bool forky_sets =
+                (at == "domain/devices/disk/source" && name == "file") ||
+                (at == "domain/devices/disk/target" && name == "dev") ||
+                (at == "domain/os/boot" && name == "dev") ||
+                ((at == "domain/devices/serial/log" || at == "domain/devices/console/log") &&
+                 name == "file") ||
+                ((at == "domain/devices/serial/source" || at == "domain/devices/console/source") &&
+                 name == "path" && value.rfind("/dev/pts/", 0) == 0) ||
+                (at == "domain/devices/channel/source" && name == "path" &&
+                 (value.rfind("/var/lib/libvirt/qemu/channel/", 0) == 0 ||
+                  value.rfind("/run/libvirt/qemu/channel/", 0) == 0) &&
+                 value.find("/..") == std::string_view::npos);
+            if (!forky_sets)
+                out.push_back("<" + at + "> names a host path ('" + name + "')");
+        }
+        for (pugi::xml_node c : n.children()) {
+            if (c.type() != pugi::node_element)
+                continue;
+            const std::string name = c.name();
+            if (name.find(':') != std::string::npos) {
+                out.push_back("it has <" + name + ">, which forky does not import");
+                continue;
+            }
+            if (at == "domain" && name == "metadata")
+                continue; // forky's lineage is replaced; others' metadata is only data
+            walk(c, at + "/" + name);
+        }
+    };
+    walk(dom, "domain");
+    for (pugi::xml_node n : dom.children())
+        if (n.type() == pugi::node_element && std::string_view(n.name()) != "seclabel" &&
+            !seen_top.insert(n.name()).second)
+            out.push_back(std::string("it has <") + n.name() + "> twice");
+    for (const char* action : {"on_poweroff", "on_reboot", "on_crash"})
+        if (std::string_view(dom.child(action).text().get()).find("coredump") !=
+            std::string_view::npos)
+            out.push_back(std::string("its <") + action + "> dumps the guest's memory on the host");
     // What a definition may hold, element by element: anything else may reach the host
     // (files QEMU opens or writes, sockets, listening ports, host devices, host memory)
     // and is refused, never dropped (a memory image's definition must stay as it was).
@@ -422,6 +483,8 @@ std::vector<std::string> imported_xml_problems(std::string_view xml,
         const std::string type = d.attribute("type").value();
         if (kind == "emulator" || kind == "controller" || kind == "video" || kind == "memballoon" ||
             kind == "watchdog" || kind == "panic") {
+            if (kind == "watchdog" && std::string_view(d.attribute("action").value()) == "dump")
+                out.push_back("its watchdog dumps the guest's memory on the host");
             continue; // the emulator: checked against the host's (require_restorable)
         } else if (kind == "disk") {
             const std::string target = d.child("target").attribute("dev").value();
@@ -433,18 +496,43 @@ std::vector<std::string> imported_xml_problems(std::string_view xml,
             }
             if (std::find(disk_targets.begin(), disk_targets.end(), target) == disk_targets.end())
                 out.push_back("its disk '" + target + "' is not one of the exported disks");
-            else
-                seen_disks.insert(target);
+            else if (!seen_disks.insert(target).second)
+                out.push_back("its disk '" + target + "' is defined twice");
+            const std::string format = d.child("driver").attribute("type").value();
+            if (format != "qcow2")
+                out.push_back("its disk '" + target + "' is read as '" + format +
+                              "', not qcow2 (a guest could rewrite the image's header)");
+            for (pugi::xml_node c : d.children())
+                if (c.type() == pugi::node_element &&
+                    !std::set<std::string>{"driver", "source", "target", "address", "alias", "boot",
+                                           "serial", "backingStore"}
+                         .count(c.name()))
+                    out.push_back("its disk '" + target + "' has <" + std::string(c.name()) + ">");
+            for (pugi::xml_node c : d.child("source").children())
+                if (c.type() == pugi::node_element && std::string_view(c.name()) != "seclabel")
+                    out.push_back("its disk '" + target + "' has <source><" +
+                                  std::string(c.name()) + ">");
         } else if (kind == "interface") {
             if (type != "user" && type != "network")
                 out.push_back("its network interface is of type '" + type +
                               "' (only 'user' and 'network' are imported)");
+            for (pugi::xml_node c : d.children())
+                if (c.type() == pugi::node_element &&
+                    !std::set<std::string>{"mac", "model", "address", "alias", "link", "ip",
+                                           "route", "boot", "mtu", "source", "rom"}
+                         .count(c.name()))
+                    out.push_back(std::string("its network interface has <") + c.name() + ">");
+            for (pugi::xml_attribute a : d.child("source").attributes())
+                if (type != "network" || (std::string_view(a.name()) != "network" &&
+                                          std::string_view(a.name()) != "portgroup"))
+                    out.push_back("its network interface's source has '" + std::string(a.name()) +
+                                  "'");
         } else if (kind == "serial" || kind == "console") {
             if (type != "pty")
                 out.push_back("its " + kind + " is of type '" + type + "' (only 'pty')");
         } else if (kind == "channel") {
-            if ((type != "unix" && type != "spicevmc") || d.child("source").attribute("path"))
-                out.push_back("its channel is of type '" + type + "' or names a host socket");
+            if (type != "unix" && type != "spicevmc")
+                out.push_back("its channel is of type '" + type + "'");
         } else if (kind == "input") {
             if (type != "mouse" && type != "keyboard" && type != "tablet")
                 out.push_back("its input device is of type '" + type + "'");
@@ -797,9 +885,14 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
             files.disks.push_back(d);
         }
     UploadStats stats;
-    const DomainSpec uploaded = upload_spec_files(
-        host, files, stats, [&op](const std::string& v) { op.lock().record_volume(v); },
-        progress_of(o.progress, "uploading", o.ctx.cancel), o.ctx.cancel);
+    DomainSpec uploaded;
+    try {
+        uploaded = upload_spec_files(
+            host, files, stats, [&op](const std::string& v) { op.lock().record_volume(v); },
+            progress_of(o.progress, "uploading", o.ctx.cancel), o.ctx.cancel);
+    } catch (const SpecError& e) { // a file changed since it was checked
+        throw ConflictError(std::string(e.what()) + ": not importing it");
+    }
     result.bytes_uploaded = stats.bytes_sent;
     result.images_reused = stats.files_reused;
     op.step("import-upload");

@@ -107,4 +107,8 @@ private:
     bool holding_ = false;
 };
 
+// The resident memory of a running VM's QEMU (libvirt's memory statistics: works on a
+// remote host too).
+std::uint64_t rss_bytes(Host& host, const std::string& vm);
+
 } // namespace forky

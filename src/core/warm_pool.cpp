@@ -1,6 +1,6 @@
 #include "warm_pool.hpp"
 
-#include "bench.hpp"
+#include "ksm.hpp"
 #include "config.hpp"
 #include "engine.hpp"
 #include "errors.hpp"

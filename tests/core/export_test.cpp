@@ -135,3 +135,47 @@ TEST(ImportedXml, FilesAndListenersOutsideDevicesAreRefused) {
                               {"vda"}),
         "'evdev'"));
 }
+
+// What a second hostile review got through: libvirt reads an attribute by its local name
+// whatever its prefix, and reads the last of two <devices>; a disk read as raw; files named
+// by attributes (a NIC's boot ROM); the guest's memory dumped on the host.
+TEST(ImportedXml, PrefixesSecondElementsAndPathAttributesAreRefused) {
+    std::string ns = tiny_xml();
+    ns.replace(ns.find("<domain "), 8, "<domain xmlns:z='urn:z' ");
+    std::string iface = ns;
+    iface.replace(iface.find("<interface type=\"user\">"), 23,
+                  "<interface z:type='ethernet' type='user'><script path='/tmp/x.sh'/>");
+    const auto i = imported_xml_problems(iface, {"vda"});
+    EXPECT_TRUE(mentions(i, "'z:type'"));
+    EXPECT_TRUE(mentions(i, "<script>"));
+    std::string disk = ns;
+    disk.replace(disk.find("<source file="), 13, "<source z:file='/tmp/secret' file=");
+    EXPECT_TRUE(mentions(imported_xml_problems(disk, {"vda"}), "'z:file'"));
+    std::string raw = tiny_xml();
+    raw.replace(raw.find("type=\"qcow2\""), 12, "type=\"raw\"");
+    EXPECT_TRUE(mentions(imported_xml_problems(raw, {"vda"}), "'raw'"));
+    std::string twice = tiny_xml();
+    twice.insert(twice.find("</domain>"),
+                 "<devices><serial type='file'><source path='/tmp/s'/></serial></devices>");
+    const auto t = imported_xml_problems(twice, {"vda"});
+    EXPECT_TRUE(mentions(t, "<devices> twice"));
+    EXPECT_TRUE(mentions(t, "host path"));
+    std::string rom = tiny_xml();
+    rom.insert(rom.find("</interface>"), "<rom file='/tmp/secret'/>");
+    EXPECT_TRUE(mentions(imported_xml_problems(rom, {"vda"}), "host path"));
+    std::string crash = tiny_xml();
+    crash.replace(crash.find("<on_crash>destroy"), 17, "<on_crash>coredump-destroy");
+    EXPECT_TRUE(mentions(imported_xml_problems(crash, {"vda"}), "dumps"));
+    EXPECT_TRUE(mentions(
+        imported_xml_problems(with_device("<watchdog model='i6300esb' action='dump'/>"), {"vda"}),
+        "dumps"));
+    // What a running domain's own definition carries stays accepted.
+    std::string live = tiny_xml();
+    live.replace(live.find("<serial type=\"pty\">"), 19,
+                 "<serial type=\"pty\"><source path=\"/dev/pts/3\"/>");
+    live.insert(live.find("</devices>"),
+                "<channel type='unix'><source mode='bind' "
+                "path='/var/lib/libvirt/qemu/channel/target/domain-1-x/org.qemu.guest_agent.0'/>"
+                "<target type='virtio' name='org.qemu.guest_agent.0'/></channel>");
+    EXPECT_TRUE(imported_xml_problems(live, {"vda"}).empty());
+}
