@@ -113,8 +113,8 @@ void setup_export(CLI::App& app, Context& ctx) {
     auto cmd = std::make_shared<ExportCommand>();
     CLI::App* sub = app.add_subcommand(
         "export",
-        "Write a VM or one of its snapshots (VM@SNAP) into a new directory, self-contained:\n"
-        "each disk flattened to one qcow2 (no backing file; --compress compresses it), the\n"
+        "Write a VM or one of its snapshots (VM@SNAP) into a new, self-contained directory.\n"
+        "In it: each disk flattened to one qcow2 (no backing file; --compress compresses it), the\n"
         "memory image when there is one, the kernel and initrd, the definition (domain.xml),\n"
         "the lineage, the spec it came from, and manifest.json with every file's size and\n"
         "SHA-256 and the QEMU machine type, accelerator and CPU model the memory image needs.\n"
