@@ -344,13 +344,9 @@ ExportResult vm_export(Host& host, const std::string& text, const fs::path& dir_
                      {"files", files}};
     manifest.update(machine_of(domain_def));
     if (manifest["cpu_mode"] == "host-passthrough" || manifest["cpu_mode"] == "host-model") {
-        char* caps = virConnectGetCapabilities(host.conn());
-        if (caps != nullptr) {
-            pugi::xml_document d;
-            d.load_string(caps);
-            std::free(caps);
-            manifest["host_cpu_model"] = xml_text(d, "/capabilities/host/cpu/model");
-        }
+        pugi::xml_document d;
+        d.load_string(host.capabilities().c_str());
+        manifest["host_cpu_model"] = xml_text(d, "/capabilities/host/cpu/model");
     }
     write_text(staging.path / manifest_name, manifest.dump(2) + "\n");
     ::sync();
@@ -570,6 +566,7 @@ struct ManifestFile {
     std::string target;
     std::uint64_t bytes = 0;
     std::string sha256;
+    std::uint64_t virtual_size = 0; // a disk's, as the export stated it
 };
 
 struct Manifest {
@@ -619,6 +616,8 @@ Manifest read_manifest(const fs::path& dir) {
             mf.sha256 = f.at("sha256").get<std::string>();
             if (f.contains("target"))
                 mf.target = f.at("target").get<std::string>();
+            if (f.contains("virtual_size"))
+                mf.virtual_size = f.at("virtual_size").get<std::uint64_t>();
         } catch (const json::exception& e) {
             throw bad(std::string("a file entry: ") + e.what());
         }
@@ -684,13 +683,8 @@ void require_restorable(Host& host, const Manifest& m, const std::string& domain
     const std::string arch = m.text("arch");
     const std::string type = m.text("domain_type");
     const std::string machine = m.text("machine");
-    char* caps_c = virConnectGetCapabilities(host.conn());
-    if (caps_c == nullptr)
-        throw_libvirt_error("Failed to read the capabilities of '" + uri + "'");
-    const std::string caps_s = caps_c;
-    std::free(caps_c);
     pugi::xml_document caps;
-    caps.load_string(caps_s.c_str());
+    caps.load_string(host.capabilities().c_str());
     const std::string guest = "/capabilities/guest[arch/@name='" + arch + "']";
     if (arch.empty() || !caps.select_node(guest.c_str()))
         throw ConflictError("The export is for architecture '" + arch + "', which '" + uri +
@@ -727,13 +721,8 @@ void require_restorable(Host& host, const Manifest& m, const std::string& domain
     const std::string mode = m.text("cpu_mode");
     const std::string model = m.text("cpu_model");
     if (mode == "custom" && !model.empty()) {
-        char* dc = virConnectGetDomainCapabilities(host.conn(), nullptr, arch.c_str(),
-                                                   machine.c_str(), type.c_str(), 0);
-        if (dc == nullptr)
-            throw_libvirt_error("Failed to read the domain capabilities of '" + uri + "'");
         pugi::xml_document d;
-        d.load_string(dc);
-        std::free(dc);
+        d.load_string(host.domain_capabilities(arch, machine, type).c_str());
         pugi::xml_node found;
         for (auto n : d.select_nodes("/domainCapabilities/cpu/mode[@name='custom']/model"))
             if (model == n.node().text().get())
@@ -926,13 +915,9 @@ ImportResult vm_import(Host& host, const fs::path& dir_in, const ImportOptions& 
         if (q.has_backing || q.external_data)
             throw ConflictError("'" + (dir / mf->name).string() +
                                 "' names a backing or data file: not importing it");
-        std::uint64_t stated = 0;
-        for (const auto& f : m.doc["files"])
-            if (f.value("name", "") == mf->name)
-                stated = f.value("virtual_size", std::uint64_t{0});
-        if (q.virtual_size != stated)
+        if (q.virtual_size != mf->virtual_size)
             throw ConflictError("Disk '" + d.target + "' is " + std::to_string(q.virtual_size) +
-                                " bytes, the manifest says " + std::to_string(stated) +
+                                " bytes, the manifest says " + std::to_string(mf->virtual_size) +
                                 ": not importing it");
     }
 

@@ -718,12 +718,7 @@ public:
     explicit LibvirtGpuDevices(Host& host) : host_(host) {}
 
     std::string domain_capabilities(const std::string& virt_type) override {
-        char* xml = virConnectGetDomainCapabilities(host_.conn(), nullptr, nullptr, nullptr,
-                                                    virt_type.c_str(), 0);
-        lv_check(xml, "Failed to read the domain capabilities of '" + host_.options().uri + "'");
-        std::string out = xml;
-        std::free(xml);
-        return out;
+        return host_.domain_capabilities("", "", virt_type);
     }
 
     void create_mdev(const std::string& parent, const std::string& type,

@@ -872,11 +872,23 @@ std::vector<DomainPtr> Host::domains() {
     return out;
 }
 
+std::string Host::capabilities() {
+    return take_string(virConnectGetCapabilities(conn()),
+                       "Failed to read the capabilities of '" + options_.uri + "'");
+}
+
+std::string Host::domain_capabilities(const std::string& arch, const std::string& machine,
+                                      const std::string& virt_type) {
+    auto or_null = [](const std::string& s) { return s.empty() ? nullptr : s.c_str(); };
+    return take_string(virConnectGetDomainCapabilities(conn(), nullptr, or_null(arch),
+                                                       or_null(machine), or_null(virt_type), 0),
+                       "Failed to read the domain capabilities of '" + options_.uri + "'");
+}
+
 std::string Host::domain_type_for(Accel accel) {
     if (accel == Accel::tcg)
         return "qemu";
-    std::string caps =
-        take_string(virConnectGetCapabilities(conn()), "Failed to read host capabilities");
+    std::string caps = capabilities();
     pugi::xml_document doc;
     doc.load_string(caps.c_str());
     bool kvm = static_cast<bool>(

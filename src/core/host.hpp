@@ -141,6 +141,12 @@ public:
     DomainPtr domain(const std::string& name);      // NotFoundError when absent
     std::vector<DomainPtr> domains();
 
+    // libvirt's capabilities of the hypervisor (virConnectGetCapabilities), and its domain
+    // capabilities for an architecture, machine type and domain type (an empty one:
+    // libvirt's default).
+    std::string capabilities();
+    std::string domain_capabilities(const std::string& arch, const std::string& machine,
+                                    const std::string& virt_type);
     // "kvm" or "qemu" for a spec's accel. auto picks KVM only where it can really run a
     // guest: KVM offered by libvirt and the host not itself a VM (nested KVM hangs while
     // booting 64-bit guests on such hosts); otherwise emulation with one warning.
